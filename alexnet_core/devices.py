@@ -1,0 +1,83 @@
+"""Which device to run on: CUDA, then Ascend NPU (through the optional torch_npu), then Apple MPS, then CPU.
+
+``torch_npu`` is imported only when it is installed and only when asked about; it is never required.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cuda", "npu", "mps", "cpu")
+
+
+def npu_available() -> bool:
+    """True when torch_npu is installed and sees an Ascend NPU. Importing it registers torch.npu."""
+    if importlib.util.find_spec("torch_npu") is None:
+        return False
+    try:
+        importlib.import_module("torch_npu")
+        return bool(torch.npu.is_available())  # type: ignore[attr-defined]
+    except Exception:  # a broken driver install must not stop CPU users
+        return False
+
+
+def mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def available_devices() -> list[str]:
+    """Device names that work here, best first; "cpu" is always last."""
+    found = []
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if npu_available():
+        found.append("npu")
+    if mps_available():
+        found.append("mps")
+    return found + ["cpu"]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """Turns a user's choice ("auto", "cuda", "cuda:1", "npu", "mps", "cpu") into a torch.device.
+
+    Raises ValueError with one clear sentence when the asked-for device is not there.
+    """
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device(available_devices()[0])
+    kind = name.split(":")[0]
+    if kind not in DEVICE_CHOICES:
+        raise ValueError(f"Unknown device '{name}'. Choose one of: {', '.join(DEVICE_CHOICES)}.")
+    if kind != "cpu" and kind not in available_devices():
+        raise ValueError(
+            f"Device '{name}' is not available on this machine (found: {', '.join(available_devices())})."
+        )
+    return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    """A human-readable name for logs and checkpoint metadata, e.g. 'cuda (NVIDIA H100)' or 'cpu (2 threads)'."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def supports_amp(device: torch.device) -> bool:
+    """Whether mixed precision (autocast) is worth using: bf16/fp16 pays off on CUDA and NPU, not on a CPU."""
+    return device.type in ("cuda", "npu")
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for queued work, so that timings measure the work and not just its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "npu":
+        torch.npu.synchronize()  # type: ignore[attr-defined]
+    elif device.type == "mps":
+        torch.mps.synchronize()
