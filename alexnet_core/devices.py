@@ -41,14 +41,14 @@ def available_devices() -> list[str]:
     return found + ["cpu"]
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """Turns a user's choice ("auto", "cuda", "cuda:1", "npu", "mps", "cpu") into a torch.device.
+def choose_device(name: str = "auto") -> str:
+    """Turns a user's choice ("auto", "cuda", "cuda:1", "npu", "mps", "cpu") into the device name to use.
 
     Raises ValueError with one clear sentence when the asked-for device is not there.
     """
     name = (name or "auto").strip().lower()
     if name == "auto":
-        return torch.device(available_devices()[0])
+        return available_devices()[0]
     kind = name.split(":")[0]
     if kind not in DEVICE_CHOICES:
         raise ValueError(f"Unknown device '{name}'. Choose one of: {', '.join(DEVICE_CHOICES)}.")
@@ -56,7 +56,12 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ValueError(
             f"Device '{name}' is not available on this machine (found: {', '.join(available_devices())})."
         )
-    return torch.device(name)
+    return name
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``choose_device`` as a torch.device ("npu" exists once torch_npu is imported, which choosing does)."""
+    return torch.device(choose_device(name))
 
 
 def describe_device(device: torch.device) -> str:
