@@ -1,0 +1,104 @@
+"""The model zoo: exact parameter counts, the build options, real forward passes, torchvision parity."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from alexnet_core.models import MODELS, build_model, count_params, get_spec
+
+# Counted by hand from the layer widths in models.py (and, for alexnet_torchvision, equal to torchvision's).
+EXPECTED_PARAMS = {
+    "alexnet": 62_378_344,
+    "alexnet_grouped": 60_965_224,
+    "alexnet_torchvision": 61_100_840,
+    "alexnet_flowers": 14_591_685,
+    "alexnet_cifar": 6_616_714,
+    "alexnet_cifar_small": 576_778,
+    "alexnet_cifar_npu": 67_004_746,
+    "alexnet_fashion": 46_764_746,
+}
+
+
+def meta_model(name: str, **options) -> nn.Module:
+    """Shapes only: big nets are built without allocating their weights."""
+    with torch.device("meta"):
+        return build_model(name, **options)
+
+
+def test_registry_lists_every_variant():
+    assert set(MODELS) == set(EXPECTED_PARAMS)
+    assert all(spec.name == name for name, spec in MODELS.items())
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_PARAMS))
+def test_param_count_at_default_classes(name):
+    assert count_params(meta_model(name)) == EXPECTED_PARAMS[name]
+
+
+def test_paper_param_count_by_hand():
+    # conv: k·k·cin·cout + cout; fc: fin·fout + fout (alexnet, one tower, 1000 classes)
+    convs = [(11, 3, 96), (5, 96, 256), (3, 256, 384), (3, 384, 384), (3, 384, 256)]
+    fcs = [(9216, 4096), (4096, 4096), (4096, 1000)]
+    by_hand = sum(k * k * a * b + b for k, a, b in convs) + sum(a * b + b for a, b in fcs)
+    assert by_hand == count_params(meta_model("alexnet"))
+
+
+def test_num_classes_changes_only_the_last_layer():
+    model = meta_model("alexnet_cifar", num_classes=100)
+    assert model.classifier.fc8.out_features == 100
+    assert count_params(model) == EXPECTED_PARAMS["alexnet_cifar"] + 90 * 512 + 90
+
+
+def test_in_channels_changes_only_conv1():
+    model = meta_model("alexnet_fashion", in_channels=3)
+    assert model.features.conv1.in_channels == 3
+    assert count_params(model) == EXPECTED_PARAMS["alexnet_fashion"] + 2 * 11 * 11 * 96
+
+
+def test_batch_norm_adds_a_bn_after_every_conv_and_drops_conv_biases():
+    model = meta_model("alexnet", batch_norm=True)
+    names = [name for name, _ in model.features.named_children()]
+    for i in range(1, 6):
+        assert names.index(f"bn{i}") == names.index(f"conv{i}") + 1
+        assert model.features.get_submodule(f"conv{i}").bias is None
+    # BN adds 2 parameters per channel; the conv biases it replaces had 1.
+    channels = 96 + 256 + 384 + 384 + 256
+    assert count_params(model) == EXPECTED_PARAMS["alexnet"] + channels
+
+
+def test_grouped_alexnet_splits_conv2_conv4_conv5():
+    model = meta_model("alexnet_grouped")
+    groups = {name: m.groups for name, m in model.features.named_children() if isinstance(m, nn.Conv2d)}
+    assert groups == {"conv1": 1, "conv2": 2, "conv3": 1, "conv4": 2, "conv5": 2}
+
+
+@pytest.mark.parametrize("name", ["alexnet_cifar", "alexnet_cifar_small", "alexnet_cifar_npu"])
+def test_small_nets_run_a_real_forward_and_backward_pass(name):
+    torch.manual_seed(0)
+    spec = get_spec(name)
+    model = build_model(name, batch_norm=True)
+    x = torch.randn(2, spec.in_channels, spec.input_size, spec.input_size)
+    logits = model(x)
+    assert logits.shape == (2, spec.num_classes)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert model.features.conv1.weight.grad is not None
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match="Unknown model 'alexnet9'.*alexnet_cifar"):
+        build_model("alexnet9")
+
+
+def test_alexnet_torchvision_takes_torchvisions_weights():
+    torch.manual_seed(0)
+    theirs = torchvision.models.alexnet().eval()
+    ours = build_model("alexnet_torchvision").eval()
+    # Same tensors in the same order; only the names differ (features.0 vs features.conv1).
+    their_state = theirs.state_dict()
+    assert [t.shape for t in ours.state_dict().values()] == [t.shape for t in their_state.values()]
+    ours.load_state_dict(dict(zip(ours.state_dict(), their_state.values())))
+    x = torch.randn(1, 3, 63, 63)  # the smallest input both take: keeps the check fast
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
