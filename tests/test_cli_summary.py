@@ -1,0 +1,60 @@
+"""The command line, run the way a user runs it: ``python -m alexnet_core …`` in a fresh process."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from alexnet_core.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "alexnet_core", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_summary_json_parses():
+    result = run_cli("summary", "--model", "alexnet_cifar", "--input-size", "32", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["model"] == "alexnet_cifar" and data["input_shape"] == [1, 3, 32, 32]
+    assert data["total_params"] == 6_616_714
+    assert [layer["output_shape"] for layer in data["layers"] if layer["name"] == "pool2"] == [[1, 256, 3, 3]]
+
+
+def test_size_error_is_one_sentence_on_stderr_without_traceback():
+    result = run_cli("summary", "--model", "alexnet", "--input-size", "224")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "fc6 expects 9,216" in result.stderr and "227" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_summary_table_defaults_to_the_variants_own_size(capsys):
+    assert main(["summary", "--model", "alexnet", "--batch-norm"]) == 0
+    out = capsys.readouterr().out
+    assert "[1, 3, 227, 227]" in out and "bn5" in out
+    assert "Total params: 62,379,720" in out
+
+
+def test_options_change_the_summary(capsys):
+    assert main(["summary", "--model", "alexnet_cifar_small", "--num-classes", "100",
+                 "--in-channels", "1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["input_shape"] == [1, 1, 32, 32]
+    assert data["layers"][-1]["output_shape"] == [1, 100]
+
+
+def test_nonsense_size_exits_2(capsys):
+    assert main(["summary", "--model", "alexnet_cifar", "--input-size", "0"]) == 2
+    assert "whole number of pixels" in capsys.readouterr().err
+
+
+def test_models_lists_the_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "alexnet_cifar_small" in out and "576,778" in out and "3x227x227" in out
+    assert len(out.strip().splitlines()) == 1 + 8
