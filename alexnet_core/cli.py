@@ -62,6 +62,137 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- train -----------------------------------------------------------------------------------------------
+
+def _add_train_parser(sub) -> None:
+    from .train import AMP_CHOICES, OPTIMIZERS, RECIPES, SCHEDULES
+    from .devices import DEVICE_CHOICES
+
+    p = sub.add_parser("train", help="train a variant; writes best.safetensors and a resumable last.safetensors",
+                       description="Train a variant. Settings left out come from --recipe, then from the defaults "
+                                   "(the paper's SGD with a OneCycle schedule).")
+    p.add_argument("--model", help="registry name (see `models`)")
+    p.add_argument("--data", help="cifar10, fashion-mnist, flowers, or an ImageFolder directory")
+    p.add_argument("--recipe", choices=list(RECIPES), help="a preset: the paper's, a tutorial's or the Studio's")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="base (peak) learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=SCHEDULES)
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm after every conv (a modern addition, not in the 2012 paper)")
+    p.add_argument("--input-size", type=int, help="network input side (default: the variant's own)")
+    p.add_argument("--pca-lighting", type=float, help="the paper's PCA colour augmentation strength (0.1 in the paper)")
+    p.add_argument("--tta", choices=("none", "flip"), help="test-time augmentation when validating")
+    p.add_argument("--val-fraction", type=float, help="share of train held out for validation when there is no val/")
+    p.add_argument("--limit", type=int, help="at most this many images per split")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help=f"one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--amp", choices=AMP_CHOICES, help="mixed precision (auto: where the device gains from it)")
+    p.add_argument("--max-steps", type=int, help="end after this many steps (still validates and saves)")
+    p.add_argument("--time-limit", type=float, help="end after this many seconds of training (still validates and saves)")
+    p.add_argument("--out", help="run directory (default: runs/<model>-<data>-<time>)")
+    p.add_argument("--resume", help="a run directory to continue where it stopped")
+    p.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
+                   help="store best.safetensors in fp16 (default on; loading gives fp32)")
+    p.set_defaults(run=_cmd_train)
+
+
+def _train_config(args) -> "TrainConfig":
+    from .train import RECIPES, TrainConfig
+
+    explicit = {k: v for k, v in vars(args).items()
+                if k in TrainConfig.__dataclass_fields__ and v is not None}
+    return TrainConfig.from_dict({**RECIPES.get(args.recipe or "", {}), **explicit})
+
+
+def _cmd_train(args) -> int:
+    import signal
+    import threading
+
+    from tqdm import tqdm
+
+    from .train import EndEvent, EpochEvent, StartEvent, StepEvent, train
+
+    cfg = _train_config(args)
+    if not cfg.resume and (not args.model or not args.data):
+        raise ValueError("train needs --model and --data (or --resume DIR).")
+    stop = threading.Event()
+
+    def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly and save; second: the usual interrupt
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    bar = None
+
+    def on_event(event) -> None:
+        nonlocal bar
+        if isinstance(event, StartEvent):
+            tqdm.write(f"run {event.run_dir} on {event.device}: {event.train_images:,} training and "
+                       f"{event.val_images:,} validation images, {event.total_steps:,} steps")
+            bar = tqdm(total=event.total_steps, unit="step", dynamic_ncols=True)
+        elif isinstance(event, StepEvent):
+            bar.n = event.step
+            bar.set_postfix(epoch=f"{event.epoch}/{event.epochs}", loss=f"{event.loss:.3f}",
+                            lr=f"{event.lr:.3g}", img_s=f"{event.images_per_s:.0f}", refresh=False)
+            bar.refresh()
+        elif isinstance(event, EpochEvent):
+            tqdm.write(f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.3f} "
+                       f"acc {event.train_acc:.1%}  val loss {event.val_loss:.3f} acc {event.val_acc:.1%}  "
+                       f"{event.seconds:.0f} s{'  *best' if event.best else ''}")
+        elif isinstance(event, EndEvent):
+            if bar is not None:
+                bar.close()
+            tqdm.write(event.message)
+            if event.best_path:
+                tqdm.write(f"best: {event.best_path} (val acc {event.best_val_acc:.1%}), "
+                           f"{event.wall_time_s:.0f} s of training")
+
+    end = train(cfg, on_event, stop)  # a bad setting raises ValueError before any work: main reports it
+    return 1 if end.status == "failed" else 0
+
+
+# ---- evaluate --------------------------------------------------------------------------------------------
+
+def _add_evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="cifar10, fashion-mnist, flowers, or an ImageFolder directory")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test")
+    p.add_argument("--tta", choices=("none", "flip"), default="none")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_evaluate)
+
+
+def _cmd_evaluate(args) -> int:
+    from .devices import resolve_device
+    from .evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.data, args.split, tta=args.tta, limit=args.limit,
+                                 device=str(resolve_device(args.device)))
+    report = result.to_json()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"accuracy {report['accuracy']:.2%} on {report['n']:,} images ({args.split} split)")
+    width = max(len(c) for c in result.classes)
+    for name, acc in report["per_class"].items():
+        print(f"  {name:<{width}}  {acc:7.2%}")
+    print("confusion (rows: true class, columns: predicted):")
+    for name, row in zip(result.classes, report["confusion"]):
+        print(f"  {name:<{width}}  " + " ".join(f"{v:5d}" for v in row))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m alexnet_core", description="AlexNet Studio: inspect, train and use AlexNet variants."
@@ -69,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_models_parser(subparsers)
     _add_summary_parser(subparsers)
+    _add_train_parser(subparsers)
+    _add_evaluate_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,117 @@
+"""Accuracy, per-class accuracy and the confusion matrix of a model on a data split.
+
+Used by the training loop (validation after each epoch), by ``python -m alexnet_core evaluate`` and by the
+app's Evaluate view. The images go through ``data.eval_transform``, the same function prediction uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoints, data
+
+TTA_CHOICES = ("none", "flip")
+
+
+@dataclass
+class EvalResult:
+    classes: list[str]
+    labels: torch.Tensor        # [N] true class per image
+    predictions: torch.Tensor   # [N] predicted class
+    confidences: torch.Tensor   # [N] probability of the predicted class
+    loss: float                 # mean cross-entropy
+    paths: list[str] | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def accuracy(self) -> float:
+        return (self.predictions == self.labels).float().mean().item() if self.n else 0.0
+
+    def confusion(self) -> torch.Tensor:
+        """confusion[true, predicted] counts."""
+        k = len(self.classes)
+        return torch.bincount(self.labels * k + self.predictions, minlength=k * k).reshape(k, k)
+
+    def per_class(self) -> dict[str, float]:
+        """Accuracy per true class (recall); classes without images are left out."""
+        cm = self.confusion()
+        totals = cm.sum(1)
+        return {c: (cm[i, i] / totals[i]).item() for i, c in enumerate(self.classes) if totals[i] > 0}
+
+    def most_confident_mistakes(self, k: int = 12) -> list[int]:
+        """Indices of the wrong predictions made with the highest confidence."""
+        wrong = (self.predictions != self.labels).nonzero().flatten()
+        order = self.confidences[wrong].argsort(descending=True)
+        return wrong[order[:k]].tolist()
+
+    def to_json(self) -> dict:
+        return {"accuracy": self.accuracy, "per_class": self.per_class(),
+                "confusion": self.confusion().tolist(), "n": self.n, "loss": self.loss,
+                "classes": self.classes}
+
+
+def _probabilities(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Softmax probabilities, averaged over the image and its mirror image when tta == "flip"."""
+    probs = F.softmax(model(x).float(), dim=1)
+    if tta == "flip":
+        probs = (probs + F.softmax(model(x.flip(3)).float(), dim=1)) / 2
+    return probs
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: "data.ImageData | data.StreamingData", pre: "data.Preprocess", *,
+             device: torch.device | str = "cpu", tta: str = "none", batch_size: int = 256,
+             channels_last: bool = True) -> EvalResult:
+    """Runs ``model`` over every image of ``split`` and collects what the metrics need."""
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"Test-time augmentation must be one of: {', '.join(TTA_CHOICES)}.")
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    labels, predictions, confidences, loss_sum = [], [], [], 0.0
+    if isinstance(split, data.ImageData):
+        batches = ((split.images[i:i + batch_size], split.labels[i:i + batch_size])
+                   for i in range(0, len(split), batch_size))
+    else:
+        batches = split.batches(batch_size, shuffle=False, generator=None, drop_last=False)
+    for images, y in batches:
+        images, y = images.to(device), y.to(device)
+        x = data.eval_transform(images, pre)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        probs = _probabilities(model, x, tta)
+        loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
+        conf, pred = probs.max(1)
+        labels.append(y.cpu()), predictions.append(pred.cpu()), confidences.append(conf.cpu())
+    model.train(was_training)
+    n = sum(len(y) for y in labels)
+    return EvalResult(split.classes, torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
+                      torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long),
+                      torch.cat(confidences) if confidences else torch.zeros(0),
+                      loss_sum / max(n, 1), getattr(split, "paths", None))
+
+
+def evaluate_checkpoint(checkpoint: str | Path, source: str, split: str = "test", *, device: str = "cpu",
+                        tta: str = "none", limit: int | None = None, batch_size: int = 256) -> EvalResult:
+    """Loads a checkpoint and evaluates it on ``split`` of ``source``, preprocessing as it was trained.
+
+    A validation split carved from train is carved exactly as during training (same fraction and seed).
+    """
+    model, meta = checkpoints.load_model(checkpoint, device=device)
+    pre = data.Preprocess.from_dict(meta["preprocess"])
+    config = meta.get("config", {})
+    split_data = data.load_split(source, split, pre, val_fraction=config.get("val_fraction", 0.1),
+                                 seed=config.get("seed", 0), limit=limit)
+    if list(split_data.classes) != list(meta["classes"]):
+        raise ValueError(
+            f"The data's classes ({', '.join(split_data.classes[:5])}…) are not the ones this checkpoint "
+            f"was trained on ({', '.join(meta['classes'][:5])}…).")
+    return evaluate(model, split_data, pre, device=device, tta=tta, batch_size=batch_size)

@@ -1,0 +1,205 @@
+"""The training engine: it learns, stops, resumes, repeats with a seed, refuses bad settings early."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet_core import checkpoints
+from alexnet_core.evaluate import evaluate_checkpoint
+from alexnet_core.train import (ConfigError, EndEvent, EpochEvent, StepEvent, TrainConfig, lr_factor,
+                                train)
+from tests.helpers import make_image_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    """4 learnable classes of 32x32 images: train/ and val/."""
+    root = tmp_path_factory.mktemp("tiny")
+    make_image_folder(root, ["red", "green", "blue", "gray"], n_per_class=24, size=32, splits=("train", "val"))
+    return root
+
+
+def tiny_config(folder: Path, out: Path, **overrides) -> TrainConfig:
+    settings = dict(model="alexnet_cifar_small", data=str(folder), epochs=3, batch_size=16, lr=0.05,
+                    optimizer="sgd", schedule="onecycle", device="cpu", out=str(out), half=False)
+    return TrainConfig(**{**settings, **overrides})
+
+
+def run(cfg, stop=None):
+    events = []
+    end = train(cfg, events.append, stop)
+    return end, events
+
+
+def test_learns_above_chance(tiny_folder, tmp_path):
+    end, events = run(tiny_config(tiny_folder, tmp_path / "run", epochs=4))
+    assert end.status == "finished", end.message
+    epochs = [e for e in events if isinstance(e, EpochEvent)]
+    assert [e.epoch for e in epochs] == [1, 2, 3, 4]
+    assert end.best_val_acc > 0.5, f"4 colour classes should be easy, got {end.best_val_acc}"
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert steps[-1].step == steps[-1].total_steps and all(s.images_per_s > 0 for s in steps)
+    assert isinstance(events[-1], EndEvent)
+
+
+def test_checkpoint_metadata_round_trip(tiny_folder, tmp_path):
+    end, _ = run(tiny_config(tiny_folder, tmp_path / "run", epochs=2))
+    model, meta = checkpoints.load_model(end.best_path)
+    assert meta["model"] == "alexnet_cifar_small"
+    assert meta["classes"] == ["blue", "gray", "green", "red"]          # ImageFolder order: sorted
+    assert meta["preprocess"]["input_size"] == 32
+    assert meta["config"]["lr"] == 0.05 and meta["config"]["data"] == str(tiny_folder)
+    assert len(meta["history"]) == 2 and {"train_loss", "val_acc", "wall_time_s"} <= set(meta["history"][0])
+    assert meta["best_val_acc"] == max(h["val_acc"] for h in meta["history"])
+    assert "torch" in meta["versions"]
+    assert (tmp_path / "run" / "last.safetensors").is_file()
+
+
+def test_same_seed_repeats(tiny_folder, tmp_path):
+    _, a = run(tiny_config(tiny_folder, tmp_path / "a", epochs=1))
+    _, b = run(tiny_config(tiny_folder, tmp_path / "b", epochs=1))
+    _, c = run(tiny_config(tiny_folder, tmp_path / "c", epochs=1, seed=1))
+    losses = lambda events: [e.loss for e in events if isinstance(e, StepEvent)]
+    assert losses(a) == losses(b)
+    assert losses(a) != losses(c)
+
+
+def test_stop_then_resume(tiny_folder, tmp_path):
+    stop = threading.Event()
+    seen = []
+
+    def on_event(event):
+        seen.append(event)
+        if isinstance(event, StepEvent) and event.step == 7:   # mid-way through epoch 2 (6 steps an epoch)
+            stop.set()
+
+    cfg = tiny_config(tiny_folder, tmp_path / "run", epochs=3)
+    end = train(cfg, on_event, stop)
+    assert end.status == "stopped" and "Stopped" in end.message
+    assert max(e.step for e in seen if isinstance(e, StepEvent)) == 7
+    assert checkpoints.load_model(end.best_path)[0] is not None        # the best checkpoint is kept
+
+    end2, events = run(TrainConfig(resume=str(tmp_path / "run"), epochs=3, device="cpu"))
+    assert end2.status == "finished", end2.message
+    steps = [e.step for e in events if isinstance(e, StepEvent)]
+    assert steps[0] == 8 and steps[-1] == 18                            # it went on, not from the start
+    history = checkpoints.read_metadata(end2.best_path)["history"]
+    assert history[-1]["epoch"] == 3
+
+
+def test_max_steps_still_validates_and_saves(tiny_folder, tmp_path):
+    end, events = run(tiny_config(tiny_folder, tmp_path / "run", max_steps=2))
+    assert end.status == "finished" and "max-steps" in end.message
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [1, 2]
+    assert len([e for e in events if isinstance(e, EpochEvent)]) == 1
+    assert Path(end.best_path).is_file()
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (dict(lr=-1.0), "Learning rate"),
+    (dict(epochs=0), "Epochs"),
+    (dict(batch_size=1), "Batch size"),
+    (dict(model="vgg16"), "Unknown model"),
+    (dict(optimizer="rmsprop"), "Optimizer"),
+    (dict(device="tpu"), "device"),
+    (dict(model="alexnet", input_size=32), "alexnet"),
+])
+def test_bad_settings_fail_before_work(tiny_folder, tmp_path, overrides, words):
+    with pytest.raises(ConfigError if "input_size" not in overrides and "device" not in overrides
+                       else ValueError) as info:
+        train(tiny_config(tiny_folder, tmp_path / "run", **overrides))
+    assert words.lower() in str(info.value).lower()
+    assert not (tmp_path / "run").exists()          # refused before any work
+
+
+def test_schedules():
+    total, warm = 100, 30
+    one = [lr_factor("onecycle", s, total, warm) for s in range(total)]
+    assert one[0] == pytest.approx(1 / 25) and max(one) == pytest.approx(1.0) and one[-1] < 0.01
+    assert one.index(max(one)) == warm
+    cos = [lr_factor("cosine", s, total, 0) for s in range(total)]
+    assert cos[0] == 1.0 and all(a >= b for a, b in zip(cos, cos[1:]))
+    assert [lr_factor("constant", s, total, 10) for s in (0, 9, 50)] == [0.1, 1.0, 1.0]
+
+
+def test_plateau_divides_by_ten(tiny_folder, tmp_path):
+    # lr so small that validation cannot improve: the rate must drop after `plateau_patience` epochs.
+    end, events = run(tiny_config(tiny_folder, tmp_path / "run", epochs=4, lr=1e-9, schedule="plateau",
+                                  plateau_patience=1))
+    lrs = [e.lr for e in events if isinstance(e, EpochEvent)]
+    assert lrs[-1] < lrs[0] / 5
+
+
+def test_evaluate_checkpoint(tiny_folder, tmp_path):
+    end, _ = run(tiny_config(tiny_folder, tmp_path / "run", epochs=2))
+    result = evaluate_checkpoint(end.best_path, str(tiny_folder), "val").to_json()
+    assert set(result) >= {"accuracy", "per_class", "confusion", "n"}
+    assert result["n"] == 4 * 24 and sum(map(sum, result["confusion"])) == result["n"]
+    assert 0 <= result["accuracy"] <= 1 and set(result["per_class"]) == {"blue", "gray", "green", "red"}
+    diagonal = sum(result["confusion"][i][i] for i in range(4))
+    assert result["accuracy"] == pytest.approx(diagonal / result["n"])
+    # validation during training and evaluate afterwards agree (same preprocessing, same weights)
+    assert result["accuracy"] == pytest.approx(end.best_val_acc)
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "alexnet_core", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=300, **kwargs)
+
+
+def test_cli_train_and_evaluate(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    proc = _cli("train", "--model", "alexnet_cifar_small", "--data", str(tiny_folder), "--epochs", "2",
+                "--batch-size", "16", "--lr", "0.05", "--device", "cpu", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 2/2" in proc.stdout + proc.stderr
+    proc = _cli("evaluate", "--checkpoint", str(out / "best.safetensors"), "--data", str(tiny_folder),
+                "--split", "val", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["n"] == 96 and len(report["confusion"]) == 4
+
+
+def test_cli_bad_setting_is_one_sentence(tiny_folder, tmp_path):
+    proc = _cli("train", "--model", "alexnet_cifar_small", "--data", str(tiny_folder), "--lr", "-3",
+                "--out", str(tmp_path / "run"))
+    assert proc.returncode != 0
+    assert "Learning rate" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes(tiny_folder, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+         "alexnet_core", "train", "--model", "alexnet_cifar_small", "--data", str(tiny_folder), "--epochs", "2",
+         "--batch-size", "16", "--lr", "0.05", "--device", "cpu", "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = checkpoints.read_metadata(out / "best.safetensors")
+    assert meta["world_size"] == 2
+    # --batch-size is per process: 96 training images in global batches of 2 x 16 make 3 steps an epoch,
+    # half of what one process takes, so the processes shared the data rather than each doing all of it.
+    assert meta["history"][-1]["step"] == 6
+    assert len(meta["history"]) == 2 and meta["best_val_acc"] is not None
+
+
+def test_short_cli_run_on_shared_cifar10(cifar10_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = _cli("train", "--model", "alexnet_cifar_small", "--data", str(cifar10_dir), "--limit", "1000",
+                "--max-steps", "5", "--batch-size", "64", "--device", "cpu", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = checkpoints.read_metadata(out / "best.safetensors")
+    assert meta["classes"][:3] == ["airplane", "automobile", "bird"] and meta["num_classes"] == 10
+    assert meta["history"][-1]["step"] == 5
