@@ -1,0 +1,170 @@
+"""From stored uint8 images to the network's input, a whole batch at a time on the batch's own device.
+
+``eval_transform`` is the one deterministic path that evaluation and prediction share: centre crop (or
+resize up) to the input size, then normalise. ``train_transform`` adds the augmentation:
+
+- small inputs (32x32 CIFAR style): random crop from a reflect-padded image and a horizontal flip;
+- big inputs (224/227 ImageNet style): RandomResizedCrop (scale 0.08–1, aspect 3/4–4/3) and a flip;
+- optionally the paper's PCA colour lighting (Krizhevsky et al. 2012, section 4.1).
+
+torchvision.transforms.v2 draws one set of random parameters per call, so a batch would share a single
+crop; here every sample gets its own crop and flip, drawn from ``generator`` (on its own device, so the
+result does not depend on where the images live) and applied in a few batched tensor operations.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as nnf
+from torchvision.ops import roi_align
+from torchvision.transforms.v2 import functional as F
+
+if TYPE_CHECKING:
+    from .data import Preprocess
+
+# At or below this input side, augment the CIFAR way (pad and crop); above it, the ImageNet way.
+SMALL_INPUT = 64
+
+# ImageNet's RGB eigenvalues and eigenvectors (columns) for pixels in [0, 1], as used by fb.resnet.torch.
+PCA_EIGENVALUES = (0.2175, 0.0188, 0.0045)
+PCA_EIGENVECTORS = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+# ITU-R 601 luma weights: how a colour shift shows on a one-channel image.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def eval_transform(images_uint8: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    """[B,C,S,S] (or [C,S,S]) uint8 → float32 normalised [B,C,input,input], on the same device.
+
+    Centre crop when the stored side is larger than the input, bilinear resize when it is smaller.
+    """
+    single = images_uint8.ndim == 3
+    x = _check_batch(images_uint8[None] if single else images_uint8, pre)
+    x = _fit_to_input(x, pre.input_size)
+    x = _normalise(x, pre)
+    return x[0] if single else x
+
+
+def train_transform(images_uint8: torch.Tensor, pre: Preprocess, generator: torch.Generator | None = None,
+                    *, pca_lighting: float = 0.0) -> torch.Tensor:
+    """[B,C,S,S] uint8 → augmented float32 normalised [B,C,input,input], on the same device.
+
+    Deterministic given ``generator`` (any device; None uses torch's default CPU generator).
+    ``pca_lighting`` is the standard deviation of the lighting noise alpha (the paper uses 0.1; 0 is off).
+    """
+    x = _check_batch(images_uint8, pre)
+    if pre.input_size <= SMALL_INPUT:
+        x = _fit_to_input(x, pre.input_size)
+        x = random_crop_with_padding(x, pre.input_size // 8, generator)
+    else:
+        x = random_resized_crop(F.to_dtype(x, torch.float32, scale=True), pre.input_size, generator)
+    x = random_horizontal_flip(x, generator)
+    if pca_lighting:
+        x = pca_lighting_noise(x, pca_lighting, generator)
+    return _normalise(x, pre)
+
+
+def random_crop_with_padding(x: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pads each image by ``pad`` pixels (reflection) and crops it back to its size at a random offset."""
+    if pad == 0:
+        return x
+    b, _, h, w = x.shape
+    padded = nnf.pad(x, (pad, pad, pad, pad), mode="reflect")
+    top = _randint(2 * pad + 1, b, generator).to(x.device)
+    left = _randint(2 * pad + 1, b, generator).to(x.device)
+    rows = top[:, None] + torch.arange(h, device=x.device)  # [B, H]
+    cols = left[:, None] + torch.arange(w, device=x.device)  # [B, W]
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    # Advanced indexing picks each sample's own window: [B, H, W, C] → [B, C, H, W].
+    crops = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return crops.permute(0, 3, 1, 2).contiguous()
+
+
+def random_resized_crop(x: torch.Tensor, size: int, generator: torch.Generator | None = None,
+                        scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 10) -> torch.Tensor:
+    """torchvision's RandomResizedCrop, one box per sample, cropped and resized by one roi_align call.
+
+    Like torchvision, it tries ``attempts`` boxes of random area and aspect ratio and keeps the first that
+    fits; a sample for which none fits gets the whole image. ``x`` is float [B,C,H,W].
+    """
+    b, _, h, w = x.shape
+    area = h * w * _uniform(scale[0], scale[1], (b, attempts), generator)
+    aspect = torch.exp(_uniform(math.log(ratio[0]), math.log(ratio[1]), (b, attempts), generator))
+    box_w = torch.sqrt(area * aspect).round()
+    box_h = torch.sqrt(area / aspect).round()
+    fits = (box_w >= 1) & (box_w <= w) & (box_h >= 1) & (box_h <= h)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first attempt that fits
+    found = fits.any(dim=1)
+    box_w = torch.where(found, box_w.gather(1, first)[:, 0], torch.tensor(float(w)))
+    box_h = torch.where(found, box_h.gather(1, first)[:, 0], torch.tensor(float(h)))
+    left = (_uniform(0, 1, (b,), generator) * (w - box_w + 1)).floor()
+    top = (_uniform(0, 1, (b,), generator) * (h - box_h + 1)).floor()
+    boxes = torch.stack([torch.arange(b, dtype=box_w.dtype), left, top, left + box_w, top + box_h], dim=1)
+    # aligned=True puts pixel i at [i, i+1), so integer boxes are exact; sampling_ratio=-1 averages
+    # ceil(box/size) points per output pixel, which antialiases when the box is larger than the output.
+    return roi_align(x, boxes.to(x.device, x.dtype), output_size=size, sampling_ratio=-1, aligned=True)
+
+
+def random_horizontal_flip(x: torch.Tensor, generator: torch.Generator | None = None,
+                           p: float = 0.5) -> torch.Tensor:
+    """Mirrors each image left to right with probability ``p``."""
+    flip = (_uniform(0, 1, (x.shape[0],), generator) < p).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def pca_lighting_noise(x: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Adds the paper's lighting noise: eigvec @ (alpha * eigval) with alpha ~ N(0, std), one per sample.
+
+    ``x`` is float in [0, 1]; one-channel images get the brightness (luma) of the colour shift.
+    """
+    alpha = torch.randn((x.shape[0], 3), generator=generator, device=_device_of(generator)) * std
+    eigval = torch.tensor(PCA_EIGENVALUES, device=alpha.device)
+    eigvec = torch.tensor(PCA_EIGENVECTORS, device=alpha.device)
+    shift = (alpha * eigval) @ eigvec.T  # [B, 3] RGB
+    if x.shape[1] == 1:
+        shift = shift @ torch.tensor(LUMA, device=alpha.device)[:, None]
+    return x + shift.to(x.device, x.dtype)[:, :, None, None]
+
+
+def _check_batch(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != pre.in_channels:
+        raise ValueError(
+            f"Expected uint8 images of shape [batch, {pre.in_channels}, side, side], "
+            f"got {x.dtype} {tuple(x.shape)}."
+        )
+    return x
+
+
+def _fit_to_input(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [B,C,S,S] → float [0, 1] [B,C,size,size]: centre crop when larger, bilinear resize when smaller."""
+    if x.shape[-1] > size or x.shape[-2] > size:
+        x = F.center_crop(x, [size, size])
+    x = F.to_dtype(x, torch.float32, scale=True)
+    if x.shape[-1] < size or x.shape[-2] < size:
+        x = F.resize(x, [size, size], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+    return x
+
+
+def _normalise(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:
+    return F.normalize(x, list(pre.mean), list(pre.std))
+
+
+def _device_of(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def _uniform(low: float, high: float, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform numbers on the CPU (drawn on the generator's device), so every device crops alike."""
+    u = torch.rand(shape, generator=generator, device=_device_of(generator)).cpu()
+    return low + (high - low) * u
+
+
+def _randint(high: int, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randint(0, high, (n,), generator=generator, device=_device_of(generator)).cpu()
