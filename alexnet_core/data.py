@@ -1,0 +1,617 @@
+"""Image data for training, evaluation and prediction: where images come from, how they are decoded and split.
+
+Every image, whatever its source, becomes a square uint8 tensor at ``Preprocess.store_size`` through one
+function, ``decode_image``; ``augment.py`` turns batches of those into the network's input. ``Preprocess``
+is saved with each checkpoint, so training, evaluation and prediction always prepare images alike.
+
+Sources (``load_split``):
+- ``cifar10``, ``fashion-mnist``: torchvision downloads them on first use; they are uint8 arrays already.
+- ``flowers``: the flowers tutorial's flower_photos archive, downloaded, extracted and split train/val 9:1.
+- any ImageFolder directory: DIR/train with DIR/val and/or DIR/test, or just DIR/<class>/ folders.
+
+Split rules: a val folder is used when there is one; otherwise val is carved (seeded, per class) out of
+train, and train then leaves exactly those images out, so test is never needed for model selection.
+A directory of class folders only is split train/val/test (80/10/10 with the default val_fraction).
+
+Splits that fit in ``memory_limit_bytes`` are decoded once (in parallel, cached on disk with safetensors)
+into an ``ImageData`` that lives on the training device; larger ones come as ``StreamingData``, which
+decodes batches in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image, ImageOps
+from safetensors.torch import load_file, save_file
+
+from .augment import SMALL_INPUT, eval_transform, train_transform
+from .models import ModelSpec
+
+__all__ = [
+    "SOURCES", "DataError", "ImageError", "Preprocess", "preprocess_for", "native_size", "decode_image",
+    "eval_transform", "train_transform", "ImageData", "StreamingData", "load_split", "class_names",
+    "describe_source", "default_home",
+]
+
+SOURCES = ("cifar10", "fashion-mnist", "flowers")
+SPLITS = ("train", "val", "test")
+FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                   "Bag", "Ankle boot"]
+FLOWERS_CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+VAL_FOLDER_NAMES = ("val", "valid", "validation")
+# Bump when decode_image changes its pixels, so that old caches are not reused.
+CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """A data source or split that cannot be used; the message is one sentence for the user."""
+
+
+class ImageError(ValueError):
+    """Something that is not a decodable image; the message is one sentence for the user."""
+
+
+# --- What the network expects ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Everything needed to turn an image into the network's input; saved in checkpoints."""
+
+    input_size: int  # the network's input side (32, 224, 227 ...)
+    store_size: int  # side at which images are decoded and kept as uint8
+    in_channels: int  # 1 or 3
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self):
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"Images must have 1 or 3 channels, not {self.in_channels}.")
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ValueError(f"mean and std need one value per channel ({self.in_channels}).")
+        if self.input_size < 1 or self.store_size < 1:
+            raise ValueError("input_size and store_size must be positive.")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        return cls(int(d["input_size"]), int(d["store_size"]), int(d["in_channels"]),
+                   tuple(float(m) for m in d["mean"]), tuple(float(s) for s in d["std"]))
+
+
+def default_store_size(input_size: int) -> int:
+    """Small inputs are kept at their own size; photos at 256/224 of it (AlexNet: resize 256, crop 224)."""
+    return input_size if input_size <= SMALL_INPUT else round(input_size * 256 / 224)
+
+
+def preprocess_for(spec: ModelSpec, *, input_size: int | None = None, in_channels: int | None = None,
+                   store_size: int | None = None, source: str | None = None,
+                   root: str | Path | None = None) -> Preprocess:
+    """The Preprocess for a model, with optional overrides.
+
+    With ``source`` given and no ``store_size``, images smaller than the default store size (CIFAR-10's
+    32, Fashion-MNIST's 28, a folder of thumbnails) are kept at their own size: upsampling them before
+    storing would only spend memory; ``eval_transform`` resizes them to the input at batch time.
+    """
+    size = input_size or spec.input_size
+    channels = in_channels or spec.in_channels
+    if store_size is None:
+        store_size = default_store_size(size)
+        native = native_size(source, root) if source else None
+        if native is not None and native < store_size:
+            store_size = native
+    return Preprocess(size, store_size, channels, _per_channel(spec.mean, channels),
+                      _per_channel(spec.std, channels))
+
+
+def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """Adapts RGB statistics to one channel (their average) or one-channel statistics to RGB (repeated)."""
+    if len(values) == channels:
+        return tuple(values)
+    if channels == 1:
+        return (sum(values) / len(values),)
+    return tuple(values) * channels if len(values) == 1 else tuple(values[:channels])
+
+
+def native_size(source: str, root: str | Path | None = None) -> int | None:
+    """The side of the source's images when they all share one square size, else None.
+
+    Opens image headers only: the first image of up to ten class folders.
+    """
+    if source == "cifar10":
+        return 32
+    if source == "fashion-mnist":
+        return 28
+    if source == "flowers":
+        return None
+    folder = _check_directory(source)
+    top = _find_folder(folder, ("train",)) or folder
+    sizes = set()
+    for name in _class_folders(top)[:10]:
+        with os.scandir(top / name) as entries:
+            first = next((e.path for e in entries if e.name.lower().endswith(IMAGE_EXTENSIONS)), None)
+        if first is not None:
+            try:
+                with Image.open(first) as img:
+                    sizes.add(img.size)
+            except (OSError, ValueError):
+                return None
+    if len(sizes) == 1:
+        w, h = sizes.pop()
+        return w if w == h else None
+    return None
+
+
+# --- Decoding one image ------------------------------------------------------------------------------
+
+def decode_image(image: Image.Image | str | Path | bytes, pre: Preprocess) -> torch.Tensor:
+    """Any image → uint8 [C, store_size, store_size]: upright, first frame, RGB or grey, shorter side
+    resized to store_size (antialiased bilinear) and the centre square cropped.
+
+    Raises ImageError with one sentence for anything that is not a decodable image.
+    """
+    if isinstance(image, Image.Image):
+        name, opener, empty = "The image", None, False
+    elif isinstance(image, (bytes, bytearray)):
+        name, opener, empty = "The uploaded file", lambda: io.BytesIO(image), len(image) == 0
+    else:
+        path = Path(image)
+        if not path.is_file():
+            raise ImageError(f"{path} does not exist or is not a file.")
+        name, opener, empty = str(path), lambda: path, path.stat().st_size == 0
+    if empty:
+        raise ImageError(f"{name} is empty (0 bytes), not an image.")
+    try:
+        if opener is None:
+            return _decode_open(image, pre, name)
+        with Image.open(opener()) as img:
+            return _decode_open(img, pre, name)
+    except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
+        # UnidentifiedImageError is an OSError; truncated files raise OSError when their pixels load.
+        raise ImageError(f"{name} is not an image that can be read ({_reason(error)}).") from None
+
+
+def _decode_open(img: Image.Image, pre: Preprocess, name: str) -> torch.Tensor:
+    if getattr(img, "is_animated", False):
+        img.seek(0)
+    img = ImageOps.exif_transpose(img)  # phones store photos sideways and say so in EXIF
+    img = _rgb_or_grey(img, pre.in_channels, name)
+    img = ImageOps.fit(img, (pre.store_size, pre.store_size), method=Image.Resampling.BILINEAR)
+    array = np.array(img)  # a copy: [H, W] or [H, W, 3]
+    return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1)).permute(2, 0, 1).contiguous()
+
+
+def _rgb_or_grey(img: Image.Image, channels: int, name: str) -> Image.Image:
+    """Any PIL mode → "RGB" or "L"; transparent pixels become white, high bit depths are scaled down."""
+    target = "RGB" if channels == 3 else "L"
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _to_8bit(img)
+    elif img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), rgba).convert("RGB")
+    if img.mode == target:
+        return img
+    try:
+        # Exotic modes (CMYK, YCbCr, 1, P ...) go through RGB; L → RGB → L is exact in Pillow.
+        return (img if img.mode in ("L", "RGB") else img.convert("RGB")).convert(target)
+    except ValueError:
+        raise ImageError(f"{name} uses the colour mode {img.mode}, which cannot be converted to RGB.") from None
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float images → 8-bit grey, scaled (not clipped) from the range they use.
+
+    16-bit images map 0..65535 to 0..255; others are taken as 0..1 (floats), 0..255 or 0..65535 when
+    their values fit, and are otherwise stretched from their minimum to their maximum.
+    """
+    values = np.nan_to_num(np.asarray(img).astype(np.float64))
+    low, high = float(values.min()), float(values.max())
+    if img.mode.startswith("I;16"):
+        full_scale = 65535.0
+    elif img.mode == "F" and low >= 0 and high <= 1:
+        full_scale = 1.0
+    elif low >= 0 and high <= 255:
+        full_scale = 255.0
+    elif low >= 0 and high <= 65535:
+        full_scale = 65535.0
+    else:
+        values, full_scale = values - low, max(high - low, 1e-12)
+    return Image.fromarray(np.clip(np.round(values / full_scale * 255), 0, 255).astype(np.uint8))
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip().rstrip(".") or type(error).__name__
+    return text.splitlines()[0]
+
+
+# --- Splits held in memory or streamed ------------------------------------------------------------------
+
+@dataclass
+class ImageData:
+    """One split held in memory: uint8 images at store size, labels, class names and source files."""
+
+    images: torch.Tensor  # uint8 [N, C, S, S], on CPU until .to(device)
+    labels: torch.Tensor  # int64 [N]
+    classes: list[str]
+    paths: list[str] | None  # source file per image, where there is one
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> ImageData:
+        return ImageData(self.images.to(device), self.labels.to(device), self.classes, self.paths)
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images, labels) batches on the data's device; the order comes from a CPU generator."""
+        order = _order(len(self), shuffle, generator).to(self.images.device)
+        stop = len(self) - len(self) % batch_size if drop_last else len(self)
+        for start in range(0, stop, batch_size):
+            index = order[start:start + batch_size]
+            yield self.images[index], self.labels[index]
+
+
+def _default_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+@dataclass
+class StreamingData:
+    """A split too large for memory: the same uint8 batches as ImageData, decoded in DataLoader workers."""
+
+    labels: torch.Tensor  # int64 [N]
+    classes: list[str]
+    paths: list[str]
+    pre: Preprocess
+    num_workers: int = field(default_factory=_default_workers)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 images, labels) batches on the CPU; the order comes from a CPU generator."""
+        order = _order(len(self), shuffle, generator)
+        for images, index in _decode_batches(self.paths, self.pre, order.tolist(), batch_size, drop_last,
+                                             self.num_workers):
+            yield images, self.labels[index]
+
+
+def _order(n: int, shuffle: bool, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+
+
+class _FileDataset(torch.utils.data.Dataset):
+    """Decodes file i for a DataLoader worker; a bad file comes back as its error, to be raised in the
+    main process with a readable message rather than a worker traceback."""
+
+    def __init__(self, paths: list[str], pre: Preprocess):
+        self.paths, self.pre = paths, pre
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+        try:
+            return decode_image(self.paths[i], self.pre), i, ""
+        except ImageError as error:
+            side, channels = self.pre.store_size, self.pre.in_channels
+            return torch.zeros((channels, side, side), dtype=torch.uint8), i, str(error)
+
+
+def _decode_batches(paths: list[str], pre: Preprocess, order: list[int], batch_size: int, drop_last: bool,
+                    num_workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    loader = torch.utils.data.DataLoader(_FileDataset(paths, pre), batch_size=batch_size, sampler=order,
+                                         drop_last=drop_last, num_workers=num_workers)
+    for images, index, errors in loader:
+        bad = next((e for e in errors if e), None)
+        if bad:
+            raise DataError(bad)
+        yield images, index
+
+
+def _decode_all(paths: list[str], pre: Preprocess, progress: Callable[[int, int], None] | None) -> torch.Tensor:
+    """Decodes every file into one uint8 tensor, using all cores (worker processes: PIL holds the GIL)."""
+    side = pre.store_size
+    images = torch.empty((len(paths), pre.in_channels, side, side), dtype=torch.uint8)
+    workers = _default_workers() if len(paths) >= 1000 else 0  # starting workers costs more than small sets
+    done = 0
+    for batch, index in _decode_batches(paths, pre, list(range(len(paths))), 256, False, workers):
+        images[index] = batch
+        done += len(index)
+        if progress:
+            progress(done, len(paths))
+    return images
+
+
+# --- Sources -------------------------------------------------------------------------------------------
+
+def default_home() -> Path:
+    """Where AlexNet Studio keeps downloads and caches: $ALEXNET_STUDIO_HOME or ~/.cache/alexnet_studio."""
+    return Path(os.environ.get("ALEXNET_STUDIO_HOME", "~/.cache/alexnet_studio")).expanduser()
+
+
+@dataclass
+class _FileList:
+    """Image files of one split, with labels, and the folder their relative paths (for the cache) hang off."""
+
+    base: Path
+    files: list[Path]
+    labels: list[int]
+    classes: list[str]
+
+    def subset(self, index) -> _FileList:
+        return _FileList(self.base, [self.files[i] for i in index], [self.labels[i] for i in index], self.classes)
+
+
+def _check_directory(source: str | Path) -> Path:
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise DataError(
+            f"The data directory {folder} does not exist (built-in sources are: {', '.join(SOURCES)})."
+        )
+    return folder
+
+
+def _find_folder(folder: Path, names: tuple[str, ...]) -> Path | None:
+    return next((folder / n for n in names if (folder / n).is_dir()), None)
+
+
+def _class_folders(folder: Path) -> list[str]:
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    found = []
+    for parent, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(parent, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
+    return sorted(found)
+
+
+def _list_folder(folder: Path, base: Path, classes: list[str] | None = None) -> _FileList:
+    """The images of an ImageFolder-style folder; labels follow ``classes`` (default: its own folders)."""
+    own = _class_folders(folder)
+    if not own:
+        raise DataError(f"{folder} has no class folders (expected one sub-folder of images per class).")
+    if classes is None:
+        classes = own
+    elif unknown := sorted(set(own) - set(classes)):
+        raise DataError(f"{folder} has class folders that the training data lacks: {', '.join(unknown)}.")
+    files, labels = [], []
+    for name in own:
+        found = _image_files(folder / name)
+        files += found
+        labels += [classes.index(name)] * len(found)
+    if not files:
+        raise DataError(f"{folder} has class folders but no images ({', '.join(IMAGE_EXTENSIONS)}).")
+    return _FileList(base, files, labels, classes)
+
+
+def _split_per_class(labels: list[int] | np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Seeded, stratified split: part k+1 gets round(N * fractions[k]) images, drawn from every class in
+    proportion to its size; part 0 gets the rest. Returns sorted index arrays."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    # Give each image a random rank within its class, as a fraction of the class size; taking the images
+    # with the lowest ranks then takes the same share of every class, even when classes are small.
+    rank = np.empty(len(labels))
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        rank[members] = (np.arange(len(members)) + 0.5) / len(members)
+    order = np.lexsort((rng.random(len(labels)), rank))  # ties between classes broken at random
+    parts, start = [], 0
+    for fraction in fractions:
+        count = round(len(labels) * fraction)
+        parts.append(np.sort(order[start:start + count]))
+        start += count
+    return [np.sort(order[start:])] + parts
+
+
+def _folder_split(folder: Path, split: str, val_fraction: float, seed: int, with_test: bool = True) -> _FileList:
+    """Applies the split rules (see the module docstring) to a directory. A directory of class folders
+    only is split train/val/test, or train/val alone when ``with_test`` is False (flowers: 9:1)."""
+    train_folder = _find_folder(folder, ("train",))
+    if train_folder is None:
+        if split == "test" and not with_test:
+            raise DataError("The flowers data set has no test split: it is split into train and val only.")
+        everything = _list_folder(folder, folder)
+        fractions = (val_fraction, val_fraction) if with_test else (val_fraction,)
+        parts = _split_per_class(everything.labels, fractions, seed)
+        return everything.subset(parts[SPLITS.index(split)])
+    train = _list_folder(train_folder, folder)
+    val_folder = _find_folder(folder, VAL_FOLDER_NAMES)
+    if split == "test":
+        test_folder = _find_folder(folder, ("test",))
+        if test_folder is None:
+            raise DataError(f"{folder} has no test folder, so there is no test split.")
+        return _list_folder(test_folder, folder, train.classes)
+    if val_folder is not None:
+        return train if split == "train" else _list_folder(val_folder, folder, train.classes)
+    kept, carved = _split_per_class(train.labels, (val_fraction,), seed)
+    return train.subset(kept if split == "train" else carved)
+
+
+def _flowers_folder(root: Path) -> Path:
+    """root/flower_photos, downloaded and extracted on first use."""
+    folder = root / "flower_photos"
+    if folder.is_dir():
+        return folder
+    archive = root / "flower_photos.tgz"
+    if not archive.is_file():
+        from torchvision.datasets.utils import download_url
+
+        try:
+            download_url(FLOWERS_URL, str(root), archive.name)
+        except Exception as error:  # network errors come in many types
+            raise DataError(f"Could not download the flowers data set into {root} ({_reason(error)}).") from None
+    partial = root / "flower_photos.partial"
+    try:
+        with tarfile.open(archive) as tar:
+            # filter="data" refuses absolute paths, "..", links out of the folder and device files.
+            tar.extractall(partial, filter="data")
+    except (tarfile.TarError, OSError) as error:
+        raise DataError(f"Could not extract {archive} ({_reason(error)}).") from None
+    if not (partial / "flower_photos").is_dir():
+        raise DataError(f"{archive} does not contain a flower_photos folder.")
+    os.replace(partial / "flower_photos", folder)  # only a complete extraction gets the real name
+    partial.rmdir()
+    return folder
+
+
+def _builtin_dataset(source: str, train: bool, root: Path):
+    """torchvision's CIFAR10 / FashionMNIST (downloaded on first use)."""
+    import torchvision.datasets as datasets
+
+    make = datasets.CIFAR10 if source == "cifar10" else datasets.FashionMNIST
+    try:
+        return make(str(root), train=train, download=True)
+    except Exception as error:  # network and archive errors come in many types
+        raise DataError(f"Could not get {describe_source(source)} into {root} ({_reason(error)}).") from None
+
+
+def _arrays_to_images(arrays: np.ndarray, pre: Preprocess) -> torch.Tensor:
+    """[N,H,W] or [N,H,W,3] uint8 → [N,C,S,S]; anything but the native format goes through decode_image,
+    so that predicting on an exported picture gives exactly the pixels that training saw."""
+    x = torch.from_numpy(np.ascontiguousarray(arrays))
+    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    if tuple(x.shape[1:]) == (pre.in_channels, pre.store_size, pre.store_size):
+        return x.contiguous()
+    return torch.stack([decode_image(Image.fromarray(a), pre) for a in arrays])
+
+
+def _load_builtin(source: str, split: str, pre: Preprocess, val_fraction: float, seed: int, limit: int | None,
+                  root: Path, memory_limit_bytes: int) -> ImageData:
+    dataset = _builtin_dataset(source, split != "test", root)
+    arrays, labels = np.asarray(dataset.data), np.asarray(dataset.targets, dtype=np.int64)
+    index = np.arange(len(labels))
+    if split != "test":
+        kept, carved = _split_per_class(labels, (val_fraction,), seed)
+        index = kept if split == "train" else carved
+    index = _limit(index, limit, seed)
+    if len(index) == 0:
+        raise DataError(f"The {split} split of {describe_source(source)} is empty; use a larger val_fraction.")
+    needed = len(index) * pre.in_channels * pre.store_size ** 2
+    if needed > memory_limit_bytes:
+        raise DataError(f"{describe_source(source)} at store size {pre.store_size} needs "
+                        f"{needed / 2**30:.1f} GiB, over the memory limit; use a smaller store size or a limit.")
+    images = _arrays_to_images(arrays[index], pre)
+    return ImageData(images, torch.from_numpy(labels[index]), list(dataset.classes), None)
+
+
+def _limit(index: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """A seeded random subset of at most ``limit`` positions, in their original order."""
+    if limit is None or limit >= len(index):
+        return np.asarray(index)
+    rng = np.random.default_rng([seed, 1])  # its own stream: independent of the val carving
+    return np.sort(rng.choice(np.asarray(index), size=limit, replace=False))
+
+
+# --- The cache -----------------------------------------------------------------------------------------
+
+def _cache_key(files: _FileList, pre: Preprocess) -> str:
+    """A hash of what the decoded pixels depend on: the files (path, size, mtime) and how they are decoded."""
+    h = hashlib.sha256(f"v{CACHE_VERSION} pillow {PIL.__version__} {pre.store_size} {pre.in_channels}\n".encode())
+    for path in files.files:
+        stat = path.stat()
+        h.update(f"{path.relative_to(files.base).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _cached_decode(files: _FileList, pre: Preprocess, cache_dir: Path,
+                   progress: Callable[[int, int], None] | None) -> torch.Tensor:
+    path = cache_dir / f"images-{_cache_key(files, pre)}.safetensors"
+    expected = (len(files.files), pre.in_channels, pre.store_size, pre.store_size)
+    if path.is_file():
+        try:
+            images = load_file(path)["images"]
+            if tuple(images.shape) == expected and images.dtype == torch.uint8:
+                if progress:
+                    progress(len(images), len(images))
+                return images
+        except Exception:  # a damaged cache file is simply decoded again
+            pass
+    images = _decode_all([str(p) for p in files.files], pre, progress)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    save_file({"images": images}, str(partial), metadata={"source": str(files.base)})
+    os.replace(partial, path)  # readers never see half a file
+    return images
+
+
+# --- The public entry points ---------------------------------------------------------------------------
+
+def load_split(source: str, split: str, pre: Preprocess, *, val_fraction: float = 0.1, seed: int = 0,
+               limit: int | None = None, root: str | Path | None = None, cache_dir: str | Path | None = None,
+               memory_limit_bytes: int = 4 << 30,
+               progress: Callable[[int, int], None] | None = None) -> ImageData | StreamingData:
+    """One split ("train", "val" or "test") of a source, in memory when it fits, else streaming.
+
+    ``root`` is where downloads go (default: default_home()/data); ``cache_dir`` where decoded folders are
+    cached (default: default_home()/cache). ``limit`` takes a seeded random subset of at most that many
+    images. ``progress(done, total)`` is called while images are decoded.
+    """
+    if split not in SPLITS:
+        raise DataError(f"Unknown split '{split}': choose one of {', '.join(SPLITS)}.")
+    if not 0 < val_fraction <= 0.5:
+        raise DataError(f"val_fraction must be above 0 and at most 0.5, not {val_fraction}.")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be at least 1, not {limit}.")
+    root = Path(root).expanduser() if root is not None else default_home() / "data"
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_home() / "cache"
+
+    if source in ("cifar10", "fashion-mnist"):
+        return _load_builtin(source, split, pre, val_fraction, seed, limit, root, memory_limit_bytes)
+    if source == "flowers":
+        root.mkdir(parents=True, exist_ok=True)
+        files = _folder_split(_flowers_folder(root), split, val_fraction, seed, with_test=False)
+    else:
+        files = _folder_split(_check_directory(source), split, val_fraction, seed)
+    files = files.subset(_limit(np.arange(len(files.files)), limit, seed))
+    if not files.files:
+        raise DataError(f"The {split} split of {describe_source(source)} is empty; use a larger val_fraction "
+                        f"or more images.")
+
+    labels = torch.tensor(files.labels, dtype=torch.int64)
+    paths = [str(p) for p in files.files]
+    if len(paths) * pre.in_channels * pre.store_size ** 2 > memory_limit_bytes:
+        return StreamingData(labels, files.classes, paths, pre)
+    return ImageData(_cached_decode(files, pre, cache_dir, progress), labels, files.classes, paths)
+
+
+def class_names(source: str, root: str | Path | None = None) -> list[str]:
+    """The class names of a source, in label order, without decoding anything."""
+    if source == "cifar10":
+        return list(CIFAR10_CLASSES)
+    if source == "fashion-mnist":
+        return list(FASHION_CLASSES)
+    if source == "flowers":
+        return list(FLOWERS_CLASSES)
+    folder = _check_directory(source)
+    top = _find_folder(folder, ("train",)) or folder
+    classes = _class_folders(top)
+    if not classes:
+        raise DataError(f"{top} has no class folders (expected one sub-folder of images per class).")
+    return classes
+
+
+def describe_source(source: str) -> str:
+    """A human-readable name for logs and checkpoint metadata."""
+    names = {"cifar10": "CIFAR-10 (torchvision)", "fashion-mnist": "Fashion-MNIST (torchvision)",
+             "flowers": "flower_photos (TensorFlow flowers tutorial)"}
+    return names.get(source) or f"ImageFolder {Path(source).expanduser().resolve()}"
