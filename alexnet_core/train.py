@@ -152,6 +152,7 @@ class StepEvent:
 class EpochEvent:
     epoch: int
     epochs: int
+    step: int           # the global step at which it was validated
     train_loss: float
     train_acc: float
     val_loss: float
@@ -289,7 +290,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     torch.manual_seed(cfg.seed)
 
     spec = get_spec(cfg.model)
-    pre = data.preprocess_for(spec, input_size=cfg.input_size)
+    pre = data.preprocess_for(spec, input_size=cfg.input_size, source=cfg.data)
     run_dir = Path(cfg.out) if cfg.out else _default_run_dir(cfg)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -426,9 +427,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
             ended_early = stop.is_set() or (cfg.time_limit and time.perf_counter() - run_start > cfg.time_limit)
             finished_epoch = state["step_in_epoch"] >= steps_per_epoch
             state["wall_time_s"] = time.perf_counter() - run_start
-            if seen == 0 and not finished_epoch:
-                break                  # stopped before this epoch did anything: nothing new to validate
-            if finished_epoch or state["step"] >= total_steps or ended_early:
+            if finished_epoch or state["step"] >= total_steps or (ended_early and seen > 0):
                 # A finished epoch, --max-steps, a time limit or Stop: validate and save what there is.
                 if finished_epoch:
                     state["epoch"] = epoch
@@ -441,12 +440,13 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
                 save_last(epoch_gen_state)
                 if rank == 0:
                     emit(EpochEvent(**{k: record[k] for k in (
-                        "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+                        "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
                         "wall_time_s", "best")}, epochs=cfg.epochs))
             if ended_early:
                 status = "stopped"
-                message = ("Stopped by the time limit." if not stop.is_set() else "Stopped.") + \
-                    " The best checkpoint is kept; --resume continues the run."
+                message = "Stopped by the time limit." if not stop.is_set() else "Stopped."
+                message += (" The best checkpoint is kept; --resume continues the run." if best_path.exists()
+                            else " Nothing was trained yet, so nothing was saved.")
                 break
         if status == "finished" and cfg.max_steps and state["step"] >= cfg.max_steps:
             message = f"Reached --max-steps {cfg.max_steps}."

@@ -1,0 +1,134 @@
+"""One training run at a time, in a background thread, with a snapshot the UI can poll.
+
+The Train tab calls ``RUNNER.start(config)`` and then ``RUNNER.snapshot()`` every second or so; Stop calls
+``RUNNER.stop()``. Because the run lives here and not in a browser session, reloading the page shows the run
+still going. Nothing here knows about Gradio.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .train import EndEvent, EpochEvent, StartEvent, StepEvent, TrainConfig, check_config, train
+
+
+class BusyError(RuntimeError):
+    """A run is already going: one run at a time per app."""
+
+
+@dataclass
+class RunSnapshot:
+    """What the Train tab shows; a copy, safe to read while the run goes on."""
+
+    status: str = "idle"            # idle | preparing | running | stopping | finished | stopped | failed
+    message: str = ""
+    config: dict = field(default_factory=dict)
+    run_dir: str | None = None
+    device: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    images_per_s: float = 0.0
+    eta_s: float | None = None
+    started_at: float | None = None
+    steps: list[tuple[int, float]] = field(default_factory=list)     # (step, loss), thinned for plotting
+    history: list[dict] = field(default_factory=list)                # one dict per validated epoch
+    best_path: str | None = None
+    best_val_acc: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("preparing", "running", "stopping")
+
+
+class TrainingRunner:
+    """Starts, watches and stops one training run at a time."""
+
+    max_plot_points = 2000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state = RunSnapshot()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.on_finish: list = []      # callables run with the EndEvent (e.g. refresh checkpoint lists)
+
+    def start(self, config: TrainConfig) -> None:
+        """Checks the settings (ConfigError before any work), then trains in a background thread."""
+        with self._lock:
+            if self._state.active:
+                raise BusyError("A training run is already going: stop it or wait for it to finish.")
+            check_config(config)
+            self._stop.clear()
+            self._state = RunSnapshot(status="preparing", message="Loading the data…",
+                                      config=config.to_dict(), epochs=config.epochs, started_at=time.time())
+            self._thread = threading.Thread(target=self._run, args=(config,), name="training", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> bool:
+        """Asks the run to end at its next step; it validates, saves and reports "stopped". False if idle."""
+        with self._lock:
+            if not self._state.active:
+                return False
+            self._state.status = "stopping"
+            self._state.message = "Stopping after this step; the best checkpoint is kept…"
+        self._stop.set()
+        return True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Waits for the run's thread to end; True if it has."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
+
+    def snapshot(self) -> RunSnapshot:
+        with self._lock:
+            s = self._state
+            return RunSnapshot(**{**s.__dict__, "steps": list(s.steps), "history": list(s.history),
+                                  "config": dict(s.config)})
+
+    # -- the background thread ---------------------------------------------------------------------------
+
+    def _run(self, config: TrainConfig) -> None:
+        try:
+            end = train(config, self._on_event, self._stop)
+        except Exception as exc:  # a run must never take the app down with it
+            end = EndEvent("failed", str(exc) or type(exc).__name__, config.out or "", None, None, 0.0)
+            self._on_event(end)
+        for callback in self.on_finish:
+            try:
+                callback(end)
+            except Exception:
+                pass
+
+    def _on_event(self, event) -> None:
+        with self._lock:
+            s = self._state
+            if isinstance(event, StartEvent):
+                s.status = "stopping" if self._stop.is_set() else "running"
+                s.run_dir, s.device, s.total_steps = event.run_dir, event.device, event.total_steps
+                s.message = (f"Training on {event.device}: {event.train_images:,} training and "
+                             f"{event.val_images:,} validation images.")
+            elif isinstance(event, StepEvent):
+                s.epoch, s.step, s.total_steps = event.epoch, event.step, event.total_steps
+                s.loss, s.images_per_s, s.eta_s = event.loss, event.images_per_s, event.eta_s
+                s.steps.append((event.step, event.loss))
+                if len(s.steps) > self.max_plot_points:
+                    s.steps = s.steps[::2]     # keep the plot light on long runs
+            elif isinstance(event, EpochEvent):
+                s.history.append({k: getattr(event, k) for k in (
+                    "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "wall_time_s")})
+                if event.best:
+                    s.best_val_acc = event.val_acc
+            elif isinstance(event, EndEvent):
+                s.status, s.message = event.status, event.message
+                s.best_path, s.eta_s = event.best_path, 0.0
+                if event.best_val_acc is not None:
+                    s.best_val_acc = event.best_val_acc
+
+
+RUNNER = TrainingRunner()
