@@ -385,15 +385,18 @@ def _jsonable(value: Any) -> bool:
 
 
 def save_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, *,
-                     scheduler: Any = None, extra: dict) -> Path:
+                     scheduler: Any = None, averaged: nn.Module | None = None, extra: dict) -> Path:
     """Writes everything needed to resume training to ``path`` atomically, without pickle.
 
-    Tensors: ``model.<key>``, ``optim.<param index>.<name>`` and ``rng.torch`` / ``rng.cuda.<i>``.
+    Tensors: ``model.<key>``, ``averaged.<key>`` (the weight average, where the run keeps one),
+    ``optim.<param index>.<name>`` and ``rng.torch`` / ``rng.cuda.<i>``.
     JSON: optimizer param groups and scalar state, the scheduler's JSON-serialisable entries, Python's
     ``random`` state and ``extra`` (epoch, history, best accuracy, config, …), which loading returns.
     """
     path = Path(path)
     tensors = {f"model.{key}": t for key, t in model.state_dict().items()}
+    if averaged is not None:
+        tensors.update({f"averaged.{key}": t for key, t in averaged.state_dict().items()})
 
     optim_state = optimizer.state_dict()
     scalar_state: dict[str, dict[str, Any]] = {}
@@ -443,7 +446,8 @@ def _restore_tuples(saved_groups: list[dict], current_groups: list[dict]) -> lis
 
 
 def load_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer, *,
-                     scheduler: Any = None, device: str | torch.device = "cpu") -> dict:
+                     scheduler: Any = None, averaged: nn.Module | None = None,
+                     device: str | torch.device = "cpu") -> dict:
     """Restores model, optimizer, scheduler and RNG state in place from ``save_train_state``'s file.
 
     Model weights are read onto ``device``; the optimizer moves its state next to its parameters itself.
@@ -482,6 +486,10 @@ def load_train_state(path: str | os.PathLike, model: nn.Module, optimizer: torch
         raise CheckpointError(f"{path.name}'s optimizer state does not fit this run's optimizer ({err}).") from err
 
     model.load_state_dict(model_state, strict=True)
+    averaged_state = {key[len("averaged."):]: t.to(device) for key, t in tensors.items()
+                      if key.startswith("averaged.")}
+    if averaged is not None and averaged_state:
+        averaged.load_state_dict(averaged_state, strict=True)
     if scheduler is not None and sched_meta is not None:
         scheduler.load_state_dict(sched_meta["state"])
 

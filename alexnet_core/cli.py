@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 import torch
@@ -45,7 +46,8 @@ def _add_summary_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"the variant: {', '.join(MODELS)}")
     parser.add_argument("--input-size", type=int, metavar="N",
                         help="input side in pixels (default: the variant's own)")
-    parser.add_argument("--batch-norm", action="store_true", help="add BatchNorm after every conv")
+    parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
+                        help="BatchNorm after every conv (default: the variant's own)")
     parser.add_argument("--num-classes", type=int, metavar="K", help="default: the variant's own")
     parser.add_argument("--in-channels", type=int, metavar="C", help="default: the variant's own")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -84,8 +86,10 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--ema", type=float, help="decay of a moving average of the weights, which is validated and "
+                                           "saved (0: off; 0.998 averages about the last 500 steps)")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
-                   help="BatchNorm after every conv (a modern addition, not in the 2012 paper)")
+                   help="BatchNorm after every conv (default: the variant's own; a modern addition to the 2012 design)")
     p.add_argument("--input-size", type=int, help="network input side (default: the variant's own)")
     p.add_argument("--pca-lighting", type=float, help="the paper's PCA colour augmentation strength (0.1 in the paper)")
     p.add_argument("--tta", choices=("none", "flip"), help="test-time augmentation when validating")
@@ -155,7 +159,8 @@ def _cmd_train(args) -> int:
                 tqdm.write(f"best: {event.best_path} (val acc {event.best_val_acc:.1%}), "
                            f"{event.wall_time_s:.0f} s of training")
 
-    end = train(cfg, on_event, stop)  # a bad setting raises ValueError before any work: main reports it
+    command = "python -m alexnet_core " + shlex.join(sys.argv[1:])
+    end = train(cfg, on_event, stop, command)  # a bad setting raises ValueError before any work: main reports it
     return 1 if end.status == "failed" else 0
 
 

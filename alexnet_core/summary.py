@@ -253,7 +253,7 @@ def check_fit(model: str, input_size: int) -> int:
 # --- The summary --------------------------------------------------------------------------------------
 
 
-def summarize(model: str, input_size: int, *, batch_norm: bool = False, num_classes: int | None = None,
+def summarize(model: str, input_size: int, *, batch_norm: bool | None = None, num_classes: int | None = None,
               in_channels: int | None = None) -> Summary:
     """The exact summary of a variant at ``input_size``; raises SizeError if the size does not fit."""
     side = check_fit(model, input_size)
@@ -261,8 +261,8 @@ def summarize(model: str, input_size: int, *, batch_norm: bool = False, num_clas
     for label, count in (("number of classes", num_classes), ("number of input channels", in_channels)):
         if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
             raise ValueError(f"The {label} must be a whole number of at least 1, not {count!r}.")
-    return _summarize(model, side, bool(batch_norm), num_classes or spec.num_classes,
-                      in_channels or spec.in_channels)
+    batch_norm = spec.batch_norm if batch_norm is None else bool(batch_norm)
+    return _summarize(model, side, batch_norm, num_classes or spec.num_classes, in_channels or spec.in_channels)
 
 
 @lru_cache(maxsize=256)

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from . import checkpoints, data
 from .devices import describe_device, resolve_device, supports_amp, synchronize
@@ -56,7 +57,9 @@ class TrainConfig:
     warmup_epochs: float | None = None   # None: 30% of the run for onecycle (as torch's OneCycleLR), else 0
     plateau_patience: int = 2        # plateau: epochs without a better validation accuracy before lr /= 10
     label_smoothing: float = 0.0
-    batch_norm: bool = False
+    ema: float = 0.0                 # decay of an exponential moving average of the weights, validated and
+                                     # saved instead of the raw weights (0: off; 0.998 ≈ the last 500 steps)
+    batch_norm: bool | None = None   # None: the variant's own default
     input_size: int | None = None    # None: the variant's own
     pca_lighting: float = 0.0        # the paper's colour augmentation: alpha ~ N(0, this); 0.1 in the paper
     tta: str = "none"                # test-time augmentation when validating: none | flip
@@ -118,6 +121,7 @@ def check_config(cfg: TrainConfig) -> None:
     need(0 <= cfg.momentum < 1, "Momentum must be at least 0 and below 1.")
     need(0 <= cfg.weight_decay <= 0.1, "Weight decay must be between 0 and 0.1.")
     need(0 <= cfg.label_smoothing < 1, "Label smoothing must be at least 0 and below 1.")
+    need(0 <= cfg.ema < 1, "The weight-average decay (ema) must be at least 0 and below 1 (0 turns it off).")
     need(0 <= cfg.pca_lighting <= 1, "PCA lighting strength must be between 0 and 1 (the paper uses 0.1).")
     need(cfg.warmup_epochs is None or 0 <= cfg.warmup_epochs <= cfg.epochs,
          "Warm-up must be between 0 and the number of epochs.")
@@ -219,6 +223,25 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
+def make_weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of the weights (and BatchNorm statistics), or None when decay is 0.
+
+    The decay warms up as (1 + n) / (10 + n) so the first steps are not averaged with the random start.
+    """
+    if not decay:
+        return None
+
+    @torch.no_grad()
+    def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():    # tensors come grouped by dtype: BatchNorm's step counters
+            torch._foreach_copy_(averaged, current)
+            return
+        n = int(n)
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+
+    return AveragedModel(model, multi_avg_fn=ema_update, use_buffers=True)
+
+
 # ---- helpers for the loop --------------------------------------------------------------------------------------
 
 def _encode_generator(g: torch.Generator) -> str:
@@ -258,8 +281,10 @@ def _autocast(device: torch.device, amp: str):
 # ---- the loop --------------------------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
-          stop: threading.Event | None = None) -> EndEvent:
+          stop: threading.Event | None = None, command: str | None = None) -> EndEvent:
     """Trains as ``cfg`` says, reporting through ``on_event``; returns the final EndEvent.
+
+    ``command`` (the command line that started the run, where there is one) is kept in the metadata.
 
     Bad settings raise ConfigError before any work. Once the run has begun, a failure (out of memory,
     data gone, …) ends it with status "failed" and a message; best.safetensors is never left broken.
@@ -290,6 +315,8 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     torch.manual_seed(cfg.seed)
 
     spec = get_spec(cfg.model)
+    if cfg.batch_norm is None:
+        cfg.batch_norm = spec.batch_norm
     pre = data.preprocess_for(spec, input_size=cfg.input_size, source=cfg.data)
     run_dir = Path(cfg.out) if cfg.out else _default_run_dir(cfg)
     if rank == 0:
@@ -310,9 +337,8 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
         # Small data sets still train: one smaller batch per step instead of none at all.
         cfg.batch_size = max(2, n_train // world)
     steps_per_epoch = n_train // (cfg.batch_size * world)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
+    schedule_steps = steps_per_epoch * cfg.epochs      # the learning-rate schedule always plans the whole run
+    total_steps = min(schedule_steps, cfg.max_steps) if cfg.max_steps else schedule_steps   # --max-steps cuts it short
     warmup_epochs = cfg.warmup_epochs if cfg.warmup_epochs is not None else (
         0.3 * cfg.epochs if cfg.schedule == "onecycle" else 0.0)
     warmup_steps = round(warmup_epochs * steps_per_epoch)
@@ -322,6 +348,8 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
+    averaged = make_weight_average(model, cfg.ema)
+    evaluated = averaged.module if averaged is not None else model   # the weights that are validated and saved
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     order_gen = torch.Generator().manual_seed(cfg.seed)                 # shuffling: the same on every rank
@@ -331,7 +359,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "history": [], "best_val_acc": None, "best_epoch": None,
              "plateau_scale": 1.0, "epochs_since_best": 0, "wall_time_s": 0.0}
     if resume_state is not None:
-        extra = checkpoints.load_train_state(resume_state, model, optimizer, device=device)
+        extra = checkpoints.load_train_state(resume_state, model, optimizer, averaged=averaged, device=device)
         state.update({k: extra[k] for k in state if k in extra})
         _decode_generator(order_gen, extra["order_gen"])
         if extra.get("aug_gen"):
@@ -343,7 +371,8 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
     meta_base = dict(data=cfg.data, data_description=data.describe_source(cfg.data),
-                     config=cfg.to_dict(), device=describe_device(device), world_size=world)
+                     config=cfg.to_dict(), device=describe_device(device), world_size=world,
+                     command=command, machine=_machine())
     best_path = run_dir / "best.safetensors"
     last_path = run_dir / "last.safetensors"
 
@@ -352,7 +381,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
             return
         extra = {**state, "config": cfg.to_dict(), "order_gen": epoch_start_gen,
                  "aug_gen": _encode_generator(aug_gen)}
-        checkpoints.save_train_state(last_path, model, optimizer, extra=extra)
+        checkpoints.save_train_state(last_path, model, optimizer, averaged=averaged, extra=extra)
 
     def best_meta() -> dict:
         return checkpoints.model_meta(
@@ -362,7 +391,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
             wall_time_s=round(state["wall_time_s"], 1), **meta_base)
 
     def save_best() -> None:
-        checkpoints.save_checkpoint(best_path, model.state_dict(), best_meta(), half=cfg.half)
+        checkpoints.save_checkpoint(best_path, evaluated.state_dict(), best_meta(), half=cfg.half)
 
     def finish_best() -> None:
         """Gives best.safetensors the whole run's history (its weights stay those of the best epoch)."""
@@ -397,7 +426,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
                 x = data.train_transform(images, pre, aug_gen, pca_lighting=cfg.pca_lighting)
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                lr = cfg.lr * lr_factor(cfg.schedule, state["step"], total_steps, warmup_steps) * state["plateau_scale"]
+                lr = cfg.lr * lr_factor(cfg.schedule, state["step"], schedule_steps, warmup_steps) * state["plateau_scale"]
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with _autocast(device, cfg.amp):
@@ -410,6 +439,8 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if averaged is not None:
+                    averaged.update_parameters(model)
 
                 state["step"] += 1
                 state["step_in_epoch"] = i + 1
@@ -433,7 +464,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
                     state["epoch"] = epoch
                     state["step_in_epoch"] = 0
                     epoch_gen_state = _encode_generator(order_gen)
-                record = _validate_and_record(ddp_model, model, val_data, pre, cfg, device, state, epoch,
+                record = _validate_and_record(ddp_model, evaluated, val_data, pre, cfg, device, state, epoch,
                                               loss_sum, correct, seen, lr, epoch_start, run_start, rank)
                 if rank == 0 and record["best"]:
                     save_best()
@@ -506,6 +537,20 @@ def _validate_and_record(ddp_model, model, val_data, pre, cfg, device, state, ep
                   wall_time_s=round(state["wall_time_s"], 1), best=is_best)
     state["history"].append({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()})
     return record
+
+
+def _machine() -> str:
+    """The machine in a few words, for model cards: processor and core count."""
+    import platform
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores"
 
 
 def world_size() -> int:

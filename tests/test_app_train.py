@@ -37,7 +37,7 @@ def wait_for(condition, timeout=120.0):
 
 def settings(folder, **overrides):
     values = dict(model="alexnet_cifar_small", data=str(folder), device="cpu", limit=None, epochs=2, batch_size=16,
-                  lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="onecycle",
+                  lr=0.02, optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="onecycle",
                   label_smoothing=0.0, batch_norm=False)
     values.update(overrides)
     return values

@@ -53,6 +53,9 @@ def test_npu_detected_through_torch_npu(monkeypatch):
     assert devices.npu_available() is True
 
 
-def test_amp_only_where_it_pays():
-    assert devices.supports_amp(torch.device("cpu")) is False
+def test_amp_only_where_it_pays(monkeypatch):
     assert devices.supports_amp(torch.device("cuda")) is True
+    assert devices.supports_amp(torch.device("mps")) is False
+    for native in (False, True):
+        monkeypatch.setattr(devices, "cpu_has_bf16", lambda: native)
+        assert devices.supports_amp(torch.device("cpu")) is native

@@ -29,7 +29,7 @@ def tiny_folder(tmp_path_factory) -> Path:
 
 
 def tiny_config(folder: Path, out: Path, **overrides) -> TrainConfig:
-    settings = dict(model="alexnet_cifar_small", data=str(folder), epochs=3, batch_size=16, lr=0.05,
+    settings = dict(model="alexnet_cifar_small", data=str(folder), epochs=3, batch_size=16, lr=0.02,
                     optimizer="sgd", schedule="onecycle", device="cpu", out=str(out), half=False)
     return TrainConfig(**{**settings, **overrides})
 
@@ -57,7 +57,7 @@ def test_checkpoint_metadata_round_trip(tiny_folder, tmp_path):
     assert meta["model"] == "alexnet_cifar_small"
     assert meta["classes"] == ["blue", "gray", "green", "red"]          # ImageFolder order: sorted
     assert meta["preprocess"]["input_size"] == 32
-    assert meta["config"]["lr"] == 0.05 and meta["config"]["data"] == str(tiny_folder)
+    assert meta["config"]["lr"] == 0.02 and meta["config"]["data"] == str(tiny_folder)
     assert len(meta["history"]) == 2 and {"train_loss", "val_acc", "wall_time_s"} <= set(meta["history"][0])
     assert meta["best_val_acc"] == max(h["val_acc"] for h in meta["history"])
     assert "torch" in meta["versions"]
@@ -159,7 +159,7 @@ def _cli(*args, **kwargs):
 def test_cli_train_and_evaluate(tiny_folder, tmp_path):
     out = tmp_path / "run"
     proc = _cli("train", "--model", "alexnet_cifar_small", "--data", str(tiny_folder), "--epochs", "2",
-                "--batch-size", "16", "--lr", "0.05", "--device", "cpu", "--out", str(out))
+                "--batch-size", "16", "--lr", "0.02", "--device", "cpu", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "epoch 2/2" in proc.stdout + proc.stderr
     proc = _cli("evaluate", "--checkpoint", str(out / "best.safetensors"), "--data", str(tiny_folder),
@@ -184,7 +184,7 @@ def test_ddp_two_gloo_processes(tiny_folder, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
          "alexnet_core", "train", "--model", "alexnet_cifar_small", "--data", str(tiny_folder), "--epochs", "2",
-         "--batch-size", "16", "--lr", "0.05", "--device", "cpu", "--out", str(out)],
+         "--batch-size", "16", "--lr", "0.02", "--device", "cpu", "--out", str(out)],
         capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = checkpoints.read_metadata(out / "best.safetensors")
@@ -203,3 +203,22 @@ def test_short_cli_run_on_shared_cifar10(cifar10_dir, tmp_path):
     meta = checkpoints.read_metadata(out / "best.safetensors")
     assert meta["classes"][:3] == ["airplane", "automobile", "bird"] and meta["num_classes"] == 10
     assert meta["history"][-1]["step"] == 5
+
+
+def test_weight_average_is_validated_saved_and_resumed(tiny_folder, tmp_path):
+    from safetensors import safe_open
+
+    end, _ = run(tiny_config(tiny_folder, tmp_path / "run", epochs=1, ema=0.9, batch_norm=True))
+    with safe_open(str(tmp_path / "run" / "last.safetensors"), "pt") as f:
+        keys = list(f.keys())
+        averaged = {k[len("averaged.module."):]: f.get_tensor(k) for k in keys if k.startswith("averaged.module.")}
+        raw = {k[len("model."):]: f.get_tensor(k) for k in keys if k.startswith("model.")}
+    assert "averaged.n_averaged" in keys                          # the average's step count resumes too
+    assert set(averaged) == set(raw)                              # weights and BatchNorm buffers alike
+    weight = next(k for k in raw if k.endswith("conv1.weight"))
+    assert not torch.equal(averaged[weight], raw[weight])         # an average, not a copy
+    best, _ = checkpoints.load_checkpoint(end.best_path)          # one epoch: best and last are the same step
+    assert torch.equal(best[weight], averaged[weight])            # best.safetensors holds the average
+    end2, events = run(TrainConfig(resume=str(tmp_path / "run"), epochs=2, device="cpu"))
+    assert end2.status == "finished", end2.message
+    assert [e.epoch for e in events if isinstance(e, EpochEvent)] == [2]

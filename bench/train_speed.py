@@ -1,0 +1,157 @@
+"""How fast the training engine is, measured in one process on one model and machine.
+
+    python bench/train_speed.py [--data ../shared/data/cifar10] [--steps 40] [--json]
+
+Measures, for alexnet_cifar at batch 128 (channels_last, SGD Nesterov, as the engine trains it):
+- images_per_s: the whole training loop (data already decoded in memory, augmentation a batch at a time,
+  the step), read from the engine's own StepEvents;
+- bare_step_images_per_s: the bare training step on one fixed batch, measured before and after the loop;
+- sgemm: a 4096x4096 float32 matrix product, the machine's practical FLOP/s ceiling;
+- tutorial_loop_images_per_s: the tutorials' loop: torchvision ImageFolder, per-sample PIL transforms,
+  a DataLoader with 2 workers, the same model and step.
+efficiency = images_per_s / bare; flop_fraction = the bare step's FLOP/s / sgemm's FLOP/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from alexnet_core import data  # noqa: E402
+from alexnet_core.devices import describe_device, resolve_device, synchronize  # noqa: E402
+from alexnet_core.models import build_model, get_spec  # noqa: E402
+from alexnet_core.train import StepEvent, TrainConfig, make_optimizer, train  # noqa: E402
+
+MODEL, BATCH = "alexnet_cifar", 128
+
+
+def bare_step(device: torch.device, steps: int) -> tuple[float, float]:
+    """(images/s, FLOP per step) of forward + backward + SGD on one fixed batch."""
+    model = build_model(MODEL).to(device).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, TrainConfig(lr=0.01))
+    x = torch.randn(BATCH, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (BATCH,), device=device)
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    for _ in range(3):
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return BATCH * steps / (time.perf_counter() - start), counter.get_total_flops()
+
+
+def sgemm_flops(device: torch.device, n: int = 4096, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def whole_loop(data_dir: str, device: torch.device, steps: int) -> float:
+    """images/s of the engine's real loop, from the times its StepEvents arrive (first 5 steps skipped)."""
+    times: list[float] = []
+
+    def on_event(event):
+        if isinstance(event, StepEvent):
+            times.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainConfig(model=MODEL, data=data_dir, batch_size=BATCH, epochs=1, max_steps=steps + 5,
+                             device=str(device), out=out, limit=None)
+        train(config, on_event)
+    measured = times[5:]
+    return BATCH * (len(measured) - 1) / (measured[-1] - measured[0])
+
+
+def tutorial_loop(data_dir: str, device: torch.device, steps: int) -> float:
+    """images/s of the tutorials' way: PIL transforms per sample in DataLoader workers."""
+    from torchvision import datasets, transforms
+
+    spec = get_spec(MODEL)
+    transform = transforms.Compose([
+        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+        transforms.Normalize(spec.mean, spec.std)])
+    dataset = datasets.ImageFolder(str(Path(data_dir) / "train"), transform=transform)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=2, drop_last=True,
+                                         persistent_workers=False)
+    model = build_model(MODEL).to(device)
+    optimizer = make_optimizer(model, TrainConfig(lr=0.01))
+    start = None
+    for i, (x, y) in enumerate(loader):
+        if i == 5:
+            synchronize(device)
+            start = time.perf_counter()
+        if i == steps + 5:
+            break
+        x, y = x.to(device), y.to(device)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    synchronize(device)
+    return BATCH * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"))
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+
+    # Decode (or load from the cache) once, so the loop measures training and not the first JPEG decode.
+    data.load_split(args.data, "train", data.preprocess_for(get_spec(MODEL), source=args.data))
+
+    bare_before, flops = bare_step(device, args.steps)
+    whole = whole_loop(args.data, device, args.steps)
+    bare_after, _ = bare_step(device, args.steps)
+    sgemm = sgemm_flops(device)
+    tutorial = tutorial_loop(args.data, device, args.steps)
+    bare = statistics.mean([bare_before, bare_after])
+    result = {
+        "device": describe_device(device), "model": MODEL, "batch_size": BATCH,
+        "images_per_s": round(whole, 1),
+        "bare_step_images_per_s": round(bare, 1),
+        "efficiency": round(whole / bare, 3),
+        "step_gflop_per_s": round(flops * bare / BATCH / 1e9, 1),
+        "sgemm_gflop_per_s": round(sgemm / 1e9, 1),
+        "flop_fraction": round(flops * bare / BATCH / sgemm, 3),
+        "tutorial_loop_images_per_s": round(tutorial, 1),
+        "speedup_vs_tutorial": round(whole / tutorial, 2),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:28s} {value}")
+
+
+if __name__ == "__main__":
+    main()
