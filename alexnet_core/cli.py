@@ -94,6 +94,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--pca-lighting", type=float, help="the paper's PCA colour augmentation strength (0.1 in the paper)")
     p.add_argument("--tta", choices=("none", "flip"), help="test-time augmentation when validating")
     p.add_argument("--val-fraction", type=float, help="share of train held out for validation when there is no val/")
+    p.add_argument("--test-fraction", type=float,
+                   help="share of train held out as the test split when there is no test/ (never trained on or "
+                        "used for selection)")
     p.add_argument("--limit", type=int, help="at most this many images per split")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help=f"one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")

@@ -423,28 +423,40 @@ def _split_per_class(labels: list[int] | np.ndarray, fractions: tuple[float, ...
     return [np.sort(order[start:])] + parts
 
 
-def _folder_split(folder: Path, split: str, val_fraction: float, seed: int, with_test: bool = True) -> _FileList:
+def _folder_split(folder: Path, split: str, val_fraction: float, seed: int, with_test: bool = True,
+                  test_fraction: float = 0.0) -> _FileList:
     """Applies the split rules (see the module docstring) to a directory. A directory of class folders
-    only is split train/val/test, or train/val alone when ``with_test`` is False (flowers: 9:1)."""
+    only is split train/val/test, or train/val alone when ``with_test`` is False (flowers: 9:1).
+
+    ``test_fraction`` > 0 holds out that share of train as the test split where there is no test folder
+    (seeded and stratified like the validation split, and never overlapping it), so that a data set that
+    comes as train/ and val/ still has photos nobody trained on or selected with.
+    """
     train_folder = _find_folder(folder, ("train",))
     if train_folder is None:
-        if split == "test" and not with_test:
-            raise DataError("The flowers data set has no test split: it is split into train and val only.")
+        if split == "test" and not with_test and not test_fraction:
+            raise DataError("The flowers data set has no test split: it is split into train and val only "
+                            "(a test_fraction holds one out).")
         everything = _list_folder(folder, folder)
-        fractions = (val_fraction, val_fraction) if with_test else (val_fraction,)
-        parts = _split_per_class(everything.labels, fractions, seed)
+        test_share = test_fraction or (val_fraction if with_test else 0.0)
+        parts = _split_per_class(everything.labels, (val_fraction, test_share), seed)
         return everything.subset(parts[SPLITS.index(split)])
     train = _list_folder(train_folder, folder)
     val_folder = _find_folder(folder, VAL_FOLDER_NAMES)
-    if split == "test":
-        test_folder = _find_folder(folder, ("test",))
-        if test_folder is None:
-            raise DataError(f"{folder} has no test folder, so there is no test split.")
+    test_folder = _find_folder(folder, ("test",))
+    if test_folder is not None and test_fraction:
+        raise DataError(f"{folder} has a test folder already; a test_fraction is only for data without one.")
+    if split == "test" and test_folder is not None:
         return _list_folder(test_folder, folder, train.classes)
-    if val_folder is not None:
-        return train if split == "train" else _list_folder(val_folder, folder, train.classes)
-    kept, carved = _split_per_class(train.labels, (val_fraction,), seed)
-    return train.subset(kept if split == "train" else carved)
+    if split == "test" and not test_fraction:
+        raise DataError(f"{folder} has no test folder, so there is no test split (a test_fraction holds one "
+                        f"out of train).")
+    # What train gives up: the validation share where there is no val folder, the test share where asked.
+    val_share = 0.0 if val_folder is not None else val_fraction
+    kept, val, test = _split_per_class(train.labels, (val_share, test_fraction), seed)
+    if split == "val" and val_folder is not None:
+        return _list_folder(val_folder, folder, train.classes)
+    return train.subset({"train": kept, "val": val, "test": test}[split])
 
 
 def _flowers_folder(root: Path) -> Path:
@@ -557,7 +569,7 @@ def _cached_decode(files: _FileList, pre: Preprocess, cache_dir: Path,
 # --- The public entry points ---------------------------------------------------------------------------
 
 def load_split(source: str, split: str, pre: Preprocess, *, val_fraction: float = 0.1, seed: int = 0,
-               limit: int | None = None, root: str | Path | None = None, cache_dir: str | Path | None = None,
+               test_fraction: float = 0.0, limit: int | None = None, root: str | Path | None = None, cache_dir: str | Path | None = None,
                memory_limit_bytes: int = 4 << 30,
                progress: Callable[[int, int], None] | None = None) -> ImageData | StreamingData:
     """One split ("train", "val" or "test") of a source, in memory when it fits, else streaming.
@@ -570,6 +582,8 @@ def load_split(source: str, split: str, pre: Preprocess, *, val_fraction: float 
         raise DataError(f"Unknown split '{split}': choose one of {', '.join(SPLITS)}.")
     if not 0 < val_fraction <= 0.5:
         raise DataError(f"val_fraction must be above 0 and at most 0.5, not {val_fraction}.")
+    if not 0 <= test_fraction <= 0.5:
+        raise DataError(f"test_fraction must be at least 0 and at most 0.5, not {test_fraction}.")
     if limit is not None and limit < 1:
         raise DataError(f"limit must be at least 1, not {limit}.")
     root = Path(root).expanduser() if root is not None else default_home() / "data"
@@ -579,9 +593,10 @@ def load_split(source: str, split: str, pre: Preprocess, *, val_fraction: float 
         return _load_builtin(source, split, pre, val_fraction, seed, limit, root, memory_limit_bytes)
     if source == "flowers":
         root.mkdir(parents=True, exist_ok=True)
-        files = _folder_split(_flowers_folder(root), split, val_fraction, seed, with_test=False)
+        files = _folder_split(_flowers_folder(root), split, val_fraction, seed, with_test=False,
+                              test_fraction=test_fraction)
     else:
-        files = _folder_split(_check_directory(source), split, val_fraction, seed)
+        files = _folder_split(_check_directory(source), split, val_fraction, seed, test_fraction=test_fraction)
     files = files.subset(_limit(np.arange(len(files.files)), limit, seed))
     if not files.files:
         raise DataError(f"The {split} split of {describe_source(source)} is empty; use a larger val_fraction "

@@ -103,12 +103,16 @@ def evaluate_checkpoint(checkpoint: str | Path, source: str, split: str = "test"
                         tta: str = "none", limit: int | None = None, batch_size: int = 256) -> EvalResult:
     """Loads a checkpoint and evaluates it on ``split`` of ``source``, preprocessing as it was trained.
 
-    A validation split carved from train is carved exactly as during training (same fraction and seed).
+    Validation and test splits carved from train are carved exactly as during training (same fractions
+    and seed), so a held-out test split stays held out.
     """
     model, meta = checkpoints.load_model(checkpoint, device=device)
     pre = data.Preprocess.from_dict(meta["preprocess"])
     config = meta.get("config", {})
+    # Only where it is the data the checkpoint was trained on are its held-out splits carved the same way.
+    same_data = source == config.get("data")
     split_data = data.load_split(source, split, pre, val_fraction=config.get("val_fraction", 0.1),
+                                 test_fraction=config.get("test_fraction", 0.0) if same_data else 0.0,
                                  seed=config.get("seed", 0), limit=limit)
     if list(split_data.classes) != list(meta["classes"]):
         raise ValueError(

@@ -64,6 +64,7 @@ class TrainConfig:
     pca_lighting: float = 0.0        # the paper's colour augmentation: alpha ~ N(0, this); 0.1 in the paper
     tta: str = "none"                # test-time augmentation when validating: none | flip
     val_fraction: float = 0.1        # carved from train when the data has no val/ split
+    test_fraction: float = 0.0       # held out of train as the test split when the data has no test/ split
     limit: int | None = None         # at most this many images per split (quick runs, capped Spaces)
     seed: int = 0
     device: str = "auto"
@@ -127,6 +128,7 @@ def check_config(cfg: TrainConfig) -> None:
          "Warm-up must be between 0 and the number of epochs.")
     need(cfg.tta in ("none", "flip"), "Validation test-time augmentation must be 'none' or 'flip'.")
     need(0 < cfg.val_fraction <= 0.5, "The validation fraction must be above 0 and at most 0.5.")
+    need(0 <= cfg.test_fraction <= 0.5, "The test fraction must be at least 0 and at most 0.5.")
     need(cfg.limit is None or cfg.limit >= 2, "The image limit must be at least 2.")
     need(cfg.max_steps is None or cfg.max_steps >= 1, "Max steps must be at least 1.")
     need(cfg.time_limit is None or cfg.time_limit > 0, "The time limit must be above 0.")
@@ -323,10 +325,10 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
         run_dir.mkdir(parents=True, exist_ok=True)
     cfg.out = str(run_dir)
 
-    train_data = data.load_split(cfg.data, "train", pre, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                                 limit=cfg.limit)
-    val_data = data.load_split(cfg.data, "val", pre, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                               limit=cfg.limit)
+    split_args = dict(val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed,
+                      limit=cfg.limit)
+    train_data = data.load_split(cfg.data, "train", pre, **split_args)
+    val_data = data.load_split(cfg.data, "val", pre, **split_args)
     if isinstance(train_data, data.ImageData):
         train_data = train_data.to(device)
     if isinstance(val_data, data.ImageData):

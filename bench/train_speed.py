@@ -1,8 +1,9 @@
 """How fast the training engine is, measured in one process on one model and machine.
 
-    python bench/train_speed.py [--data ../shared/data/cifar10] [--steps 40] [--json]
+    python bench/train_speed.py [--data ../shared/data/cifar10] [--steps 40] [--amp auto|on|off] [--json]
 
-Measures, for alexnet_cifar at batch 128 (channels_last, SGD Nesterov, as the engine trains it):
+Measures, for alexnet_cifar at batch 128 (channels_last, SGD Nesterov, mixed precision as --amp says — the
+engine's own default is auto: bf16 where the device gains from it — all as the engine trains it):
 - images_per_s: the whole training loop (data already decoded in memory, augmentation a batch at a time,
   the step), read from the engine's own StepEvents;
 - bare_step_images_per_s: the bare training step on one fixed batch, measured before and after the loop;
@@ -28,14 +29,18 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alexnet_core import data  # noqa: E402
-from alexnet_core.devices import describe_device, resolve_device, synchronize  # noqa: E402
+from alexnet_core.devices import describe_device, resolve_device, supports_amp, synchronize  # noqa: E402
 from alexnet_core.models import build_model, get_spec  # noqa: E402
 from alexnet_core.train import StepEvent, TrainConfig, make_optimizer, train  # noqa: E402
 
 MODEL, BATCH = "alexnet_cifar", 128
 
 
-def bare_step(device: torch.device, steps: int) -> tuple[float, float]:
+def use_amp(device: torch.device, amp: str) -> bool:
+    return amp == "on" or (amp == "auto" and supports_amp(device))
+
+
+def bare_step(device: torch.device, steps: int, amp: str) -> tuple[float, float]:
     """(images/s, FLOP per step) of forward + backward + SGD on one fixed batch."""
     model = build_model(MODEL).to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, TrainConfig(lr=0.01))
@@ -43,7 +48,9 @@ def bare_step(device: torch.device, steps: int) -> tuple[float, float]:
     y = torch.randint(0, 10, (BATCH,), device=device)
 
     def step():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp(device, amp)):
+            logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -72,7 +79,7 @@ def sgemm_flops(device: torch.device, n: int = 4096, repeats: int = 10) -> float
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
-def whole_loop(data_dir: str, device: torch.device, steps: int) -> float:
+def whole_loop(data_dir: str, device: torch.device, steps: int, amp: str) -> float:
     """images/s of the engine's real loop, from the times its StepEvents arrive (first 5 steps skipped)."""
     times: list[float] = []
 
@@ -82,7 +89,7 @@ def whole_loop(data_dir: str, device: torch.device, steps: int) -> float:
 
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(model=MODEL, data=data_dir, batch_size=BATCH, epochs=1, max_steps=steps + 5,
-                             device=str(device), out=out, limit=None)
+                             device=str(device), out=out, limit=None, amp=amp)
         train(config, on_event)
     measured = times[5:]
     return BATCH * (len(measured) - 1) / (measured[-1] - measured[0])
@@ -122,6 +129,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"))
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
+                        help="bf16 mixed precision for the loop and the bare step alike (the tutorial loop stays fp32)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     device = resolve_device(args.device)
@@ -129,14 +138,15 @@ def main() -> None:
     # Decode (or load from the cache) once, so the loop measures training and not the first JPEG decode.
     data.load_split(args.data, "train", data.preprocess_for(get_spec(MODEL), source=args.data))
 
-    bare_before, flops = bare_step(device, args.steps)
-    whole = whole_loop(args.data, device, args.steps)
-    bare_after, _ = bare_step(device, args.steps)
+    bare_before, flops = bare_step(device, args.steps, args.amp)
+    whole = whole_loop(args.data, device, args.steps, args.amp)
+    bare_after, _ = bare_step(device, args.steps, args.amp)
     sgemm = sgemm_flops(device)
     tutorial = tutorial_loop(args.data, device, args.steps)
     bare = statistics.mean([bare_before, bare_after])
     result = {
         "device": describe_device(device), "model": MODEL, "batch_size": BATCH,
+        "mixed_precision": "bf16" if use_amp(device, args.amp) else "off",
         "images_per_s": round(whole, 1),
         "bare_step_images_per_s": round(bare, 1),
         "efficiency": round(whole / bare, 3),

@@ -523,3 +523,20 @@ def test_shared_flowers5(flowers_dir, tmp_path):
     assert pre.store_size == 256
     val = load_split(str(flowers_dir), "val", pre, limit=20, cache_dir=tmp_path)
     assert val.images.shape == (20, 3, 256, 256) and val.classes == D.FLOWERS_CLASSES
+
+
+def test_test_fraction_holds_out_a_test_split_that_nothing_else_sees(tmp_path):
+    make_image_folder(tmp_path, ["a", "b"], n_per_class=30, size=8, splits=("train", "val"))
+    pre = Preprocess(input_size=8, store_size=8, in_channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+    split = {name: load_split(str(tmp_path), name, pre, test_fraction=0.2, cache_dir=tmp_path / "c")
+             for name in ("train", "val", "test")}
+    train, val, test = (set(split[n].paths) for n in ("train", "val", "test"))
+    assert len(test) == 12 and len(train) == 48 and not train & test and not val & test
+    assert all("/val/" in p for p in val)                     # the val folder stays the validation split
+    assert sorted(split["test"].labels.tolist()) == [0] * 6 + [1] * 6   # stratified
+    again = load_split(str(tmp_path), "test", pre, test_fraction=0.2, cache_dir=tmp_path / "c")
+    assert set(again.paths) == test
+    without = load_split(str(tmp_path), "train", pre, cache_dir=tmp_path / "c")
+    assert len(without) == 60                                 # no test_fraction: train keeps everything
+    with pytest.raises(DataError, match="no test folder"):
+        load_split(str(tmp_path), "test", pre, cache_dir=tmp_path / "c")
