@@ -1,0 +1,220 @@
+"""Prediction: one image in, the most likely classes out, prepared exactly as training and evaluation prepare it.
+
+Every image goes through ``data.decode_image`` (any mode, EXIF rotation, first frame, resize to the store
+size) and then ``data.eval_transform`` (crop or resize to the input, normalise): the very functions that
+evaluation uses, so one image gives one tensor wherever it is fed. Test-time augmentation (TTA) averages
+the softmax over several views of that image:
+
+- ``none``: the plain view;
+- ``flip``: the plain view and its mirror image;
+- ``ten-crop``: the paper's (Krizhevsky et al. 2012, section 4.1): four corner crops and the centre crop,
+  each also mirrored. Photos kept at 256 are cropped to 224 from the stored image; small images (CIFAR's 32,
+  stored at their input size) are first reflect-padded by input/8, the padding training's random crops use.
+
+``get_predictor`` keeps each loaded model (keyed by file and modification time), so an app loads and warms
+a checkpoint once, not on every request.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as nnf
+from PIL import Image
+from torch import nn
+from torchvision.transforms.v2 import functional as F
+
+from . import checkpoints, data
+from .models import get_spec
+
+TTA_CHOICES = ("none", "flip", "ten-crop")
+MAX_TOP_K = 1000  # ImageNet's class count: asking for more top classes than that is a mistake
+VIEW_MIN_SIDE = 224  # network_view upscales small inputs (CIFAR's 32) to at least this side
+CACHE_SIZE = 8  # loaded models kept by get_predictor; a flowers net is about 60 MB in float32
+
+
+@dataclass
+class Prediction:
+    """What a model thinks of one image."""
+
+    top: list[tuple[str, float]]      # the k most likely (class, probability), most likely first
+    probabilities: dict[str, float]   # every class, in the model's class order; sums to 1
+    network_input: torch.Tensor       # the normalised [C, input, input] tensor of the plain view
+    seconds: float                    # from image to probabilities: decode, preprocess, forward, softmax
+    tta: str                          # the test-time augmentation used
+
+
+def check_k(k: int | float) -> int:
+    """``k`` as an int, or a ValueError sentence when it is not a whole number from 1 to MAX_TOP_K."""
+    whole = isinstance(k, numbers.Real) and not isinstance(k, bool) and float(k).is_integer()
+    if not whole or not 1 <= k <= MAX_TOP_K:
+        raise ValueError(f"The number of top classes (k) must be a whole number from 1 to {MAX_TOP_K}, not {k!r}.")
+    return int(k)
+
+
+def check_tta(tta: str) -> str:
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"Test-time augmentation must be one of: {', '.join(TTA_CHOICES)} (not {tta!r}).")
+    return tta
+
+
+def tta_views(stored: torch.Tensor, pre: data.Preprocess, tta: str) -> torch.Tensor:
+    """uint8 [C, store, store] (decode_image's output) → the normalised views [V, C, input, input].
+
+    View 0 is always the plain view, ``eval_transform(stored)``. Ten-crop gives torchvision's order:
+    top-left, top-right, bottom-left, bottom-right and centre crops, then the same five of the mirrored image.
+    """
+    plain = data.eval_transform(stored, pre)
+    if check_tta(tta) == "none":
+        return plain[None]
+    if tta == "flip":
+        return torch.stack([plain, plain.flip(-1)])
+    size = [pre.input_size, pre.input_size]
+    if stored.shape[-1] > pre.input_size:
+        crops = F.ten_crop(stored, size)  # uint8 crops of the input's size: eval_transform only normalises them
+        return data.eval_transform(torch.stack(crops), pre)
+    # Stored at (or below) the input size: crop from the reflect-padded plain view, as training's crops do.
+    # Padding commutes with the per-channel normalisation, so padding the normalised view is the same.
+    pad = pre.input_size // 8
+    padded = nnf.pad(plain[None], (pad, pad, pad, pad), mode="reflect")[0] if pad else plain
+    return torch.stack(F.ten_crop(padded, size))  # the margin is even, so the centre crop is the plain view
+
+
+def network_view(prediction: Prediction | torch.Tensor, pre: data.Preprocess) -> Image.Image:
+    """The input as the network sees it: denormalised, and upscaled (nearest) to at least 224 pixels."""
+    x = prediction.network_input if isinstance(prediction, Prediction) else prediction
+    mean = torch.tensor(pre.mean, dtype=x.dtype)[:, None, None]
+    std = torch.tensor(pre.std, dtype=x.dtype)[:, None, None]
+    pixels = ((x.detach().cpu() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+    array = pixels.permute(1, 2, 0).numpy()
+    image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    factor = -(-VIEW_MIN_SIDE // max(image.size))  # ceiling division: the smallest factor that reaches 224
+    if factor > 1:
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    return image
+
+
+class Predictor:
+    """A model in eval mode with its class names and preprocessing, ready to classify images."""
+
+    def __init__(self, model: nn.Module, classes: list[str], pre: data.Preprocess, meta: dict,
+                 device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.classes = list(classes)
+        self.pre = pre
+        self.meta = meta
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Predictor:
+        """A Predictor for one of AlexNet Studio's checkpoints (CheckpointError when it cannot be used)."""
+        model, meta = checkpoints.load_model(path, device="cpu")
+        return cls(model, meta["classes"], data.Preprocess.from_dict(meta["preprocess"]), meta, device)
+
+    @classmethod
+    def from_user_weights(cls, path: str | os.PathLike, model_name: str, classes: list[str] | None = None,
+                          device: str | torch.device = "cpu") -> Predictor:
+        """A Predictor for a state dict a user brings (.pth, .pt, .bin, .safetensors) for a registry variant.
+
+        Read without running pickled code. The class count comes from the last Linear layer, the input
+        channels from conv1 and BatchNorm from the presence of bn weights; preprocessing is the variant's.
+        """
+        path = Path(path)
+        spec = get_spec(model_name)
+        state_dict = checkpoints.load_user_weights(path)
+        with torch.device("meta"):  # only the layer names are needed here
+            last_linear = [name for name, m in spec.build().named_modules() if isinstance(m, nn.Linear)][-1]
+        conv1 = state_dict.get("features.conv1.weight")
+        last = state_dict.get(f"{last_linear}.weight")
+        if conv1 is None or last is None or conv1.dim() != 4 or last.dim() != 2:
+            raise checkpoints.CheckpointError(
+                f"{path.name} does not hold {model_name} weights (it lacks features.conv1.weight or "
+                f"{last_linear}.weight).")
+        num_classes, in_channels = last.shape[0], conv1.shape[1]
+        batch_norm = any(key.startswith("features.bn") for key in state_dict)
+        if classes is None:
+            classes = [f"class {i}" for i in range(num_classes)]
+        if len(classes) != num_classes:
+            raise ValueError(f"{path.name} has {num_classes} classes but {len(classes)} class names were given.")
+        model = spec.build(num_classes, in_channels, batch_norm)
+        problem = checkpoints._fit_problem(state_dict, model.state_dict(), model_name)
+        if problem:
+            raise checkpoints.CheckpointError(f"{path.name} does not fit {model_name}: {problem}.")
+        model.load_state_dict(state_dict, strict=True)
+        pre = data.preprocess_for(spec, in_channels=in_channels)
+        meta = {"model": model_name, "batch_norm": batch_norm, "num_classes": num_classes,
+                "in_channels": in_channels, "classes": list(classes), "preprocess": pre.to_dict(),
+                "source": f"user weights {path.name}"}
+        return cls(model, classes, pre, meta, device)
+
+    def prepare(self, image: Image.Image | str | os.PathLike | bytes) -> torch.Tensor:
+        """The plain view's network input, normalised [C, input, input]: decode_image then eval_transform."""
+        return data.eval_transform(data.decode_image(image, self.pre), self.pre)
+
+    @torch.inference_mode()
+    def predict(self, image: Image.Image | str | os.PathLike | bytes, *, k: int = 5,
+                tta: str = "none") -> Prediction:
+        """The top ``k`` classes of ``image`` (a PIL image, a file path or the file's bytes).
+
+        ValueError for a bad ``k`` or ``tta``; data.ImageError for anything that is not an image.
+        """
+        k, tta = check_k(k), check_tta(tta)
+        start = time.perf_counter()
+        stored = data.decode_image(image, self.pre)
+        views = tta_views(stored.to(self.device), self.pre, tta)
+        logits = self.model(views.contiguous(memory_format=torch.channels_last))
+        probabilities = nnf.softmax(logits.float(), dim=1).mean(0).cpu()
+        seconds = time.perf_counter() - start
+        order = probabilities.argsort(descending=True)[:k].tolist()
+        values = probabilities.tolist()
+        return Prediction(
+            top=[(self.classes[i], values[i]) for i in order],
+            probabilities=dict(zip(self.classes, values)),
+            network_input=views[0].cpu(),
+            seconds=seconds,
+            tta=tta,
+        )
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Runs each TTA's batch size once, so that the first real request does not pay for kernel set-up."""
+        side, channels = self.pre.input_size, self.pre.in_channels
+        for views in (1, 2, 10):
+            x = torch.zeros((views, channels, side, side), device=self.device)
+            self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+_cache: OrderedDict[tuple[str, str], tuple[int, Predictor]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def get_predictor(path: str | os.PathLike, device: str | torch.device = "cpu") -> Predictor:
+    """The Predictor for a checkpoint, loaded and warmed up once and then kept (reloaded when the file changes).
+
+    Thread-safe; keeps the CACHE_SIZE most recently used models.
+    """
+    path = Path(path)
+    try:
+        resolved, modified = path.resolve(), path.stat().st_mtime_ns
+    except OSError:
+        raise checkpoints.CheckpointError(f"There is no checkpoint file at {path}.") from None
+    key = (str(resolved), str(torch.device(device)))
+    with _cache_lock:  # one lock: two requests for a new model load it once
+        cached = _cache.get(key)
+        if cached is not None and cached[0] == modified:
+            _cache.move_to_end(key)
+            return cached[1]
+        predictor = Predictor.from_checkpoint(resolved, device)
+        predictor.warm_up()
+        _cache[key] = (modified, predictor)
+        _cache.move_to_end(key)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+        return predictor
