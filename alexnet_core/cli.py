@@ -201,6 +201,43 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+# ---- predict ---------------------------------------------------------------------------------------------
+
+def _add_predict_parser(sub) -> None:
+    from .predict import TTA_CHOICES
+
+    p = sub.add_parser("predict", help="the top classes of one or more images, by a checkpoint")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
+    p.add_argument("--checkpoint", required=True, help="a .safetensors checkpoint (a run's best.safetensors)")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="how many classes to show (default 5)")
+    p.add_argument("--tta", choices=TTA_CHOICES, default="none",
+                   help="test-time augmentation: the image and its mirror (flip), or the paper's ten crops")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true",
+                   help='print a JSON list of {"image", "top": [{"class", "probability"}], "seconds"}')
+    p.set_defaults(run=_cmd_predict)
+
+
+def _cmd_predict(args) -> int:
+    from .devices import resolve_device
+    from .predict import get_predictor
+
+    predictor = get_predictor(args.checkpoint, device=str(resolve_device(args.device)))
+    results = []
+    for image in args.images:
+        prediction = predictor.predict(image, k=args.top_k, tta=args.tta)
+        if args.json:
+            results.append({"image": image,
+                            "top": [{"class": name, "probability": p} for name, p in prediction.top],
+                            "seconds": prediction.seconds})
+        else:
+            print(f"{image}: " + " · ".join(f"{name} {p:.1%}" for name, p in prediction.top)
+                  + f"  ({1000 * prediction.seconds:.1f} ms)")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m alexnet_core", description="AlexNet Studio: inspect, train and use AlexNet variants."
@@ -210,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_summary_parser(subparsers)
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
+    _add_predict_parser(subparsers)
     return parser
 
 
