@@ -34,6 +34,7 @@ from torch import nn
 
 from . import data
 from .models import build_model, get_spec
+from .predict import network_view
 
 __all__ = [
     "ExplainError", "ActivationGrid", "Explanation", "conv_layers", "feature_maps", "activation_grid",
@@ -43,7 +44,6 @@ __all__ = [
 
 MIN_TILE = 64     # px: a feature-map tile's side after upscaling (so every written file is ≥ 64 px too)
 MIN_FILTER = 44   # px: a conv1 filter's side after upscaling (AlexNet's 11x11 filters × 4)
-MIN_VIEW = 224    # px: the side of the network's view of the photo under the Grad-CAM overlay
 GAP = 2           # px between tiles
 GAP_COLOUR = 255  # white
 # magma for feature maps and Grad-CAM alike: perceptually uniform, and readable in grey.
@@ -138,7 +138,10 @@ def _forward(model: nn.Module, x: torch.Tensor) -> tuple[dict[str, torch.Tensor]
 
 
 def feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The ReLU output of every conv layer for one normalised image ``x``: {"conv1": [C,H,W], …}."""
+    """The ReLU output of every conv layer for one normalised image ``x``: {"conv1": [C,H,W], …}.
+
+    Hooks ``model`` and puts it in eval mode for one forward pass (``explain`` works on a copy instead).
+    """
     return _forward(model, x)[0]
 
 
@@ -197,7 +200,8 @@ def first_layer_filters(model: nn.Module) -> Image.Image:
 
 
 def _for_gradients(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` that Grad-CAM can take gradients through without touching the caller's model.
+    """A copy of ``model`` to hook and take gradients through, so that the caller's model (which the app
+    shares with its Predict tab) is never hooked, switched to eval or changed.
 
     In-place ReLUs are made out-of-place: in place, a ReLU overwrites the tensor that the layer before
     it returned, so hooks on that layer would see (and differentiate) the wrong values. The weights are
@@ -219,7 +223,12 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target_class: int | None = None,
     default the last conv layer. Returns the heat map (input height × width, values in [0, 1]) and the
     class it explains.
     """
-    network = _for_gradients(model)
+    return _grad_cam(_for_gradients(model), x, target_class, layer)
+
+
+def _grad_cam(network: nn.Module, x: torch.Tensor, target_class: int | None,
+              layer: str | None) -> tuple[np.ndarray, int]:
+    """``grad_cam`` on a model that ``_for_gradients`` prepared."""
     target = dict(network.features.named_children())[_activation_name(network, layer or conv_layers(network)[-1])]
     batch = _batch(x, network).detach().requires_grad_(True)
     num_classes = network.classifier[-1].out_features
@@ -248,15 +257,6 @@ def gradcam_overlay(photo: Image.Image | np.ndarray, heatmap: np.ndarray) -> Ima
     overlay = show_cam_on_image(rgb.astype(np.float32) / 255, np.clip(heatmap, 0, 1), use_rgb=True,
                                 colormap=cv2.COLORMAP_MAGMA)
     return Image.fromarray(overlay)
-
-
-def _network_view(x: torch.Tensor, pre: data.Preprocess) -> np.ndarray:
-    """The normalised input turned back into uint8 pixels [H,W,C]: the photo cropped and resized as the
-    network sees it."""
-    mean = torch.tensor(pre.mean).view(-1, 1, 1)
-    std = torch.tensor(pre.std).view(-1, 1, 1)
-    pixels = (x.detach().cpu().float() * std + mean).clamp(0, 1)
-    return (pixels * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 # --- Putting it together ---------------------------------------------------------------------------------
@@ -308,12 +308,12 @@ def explain(model: nn.Module, meta_or_pre: dict | data.Preprocess,
         raise ExplainError(f"The model has {num_classes} classes but {len(classes)} class names were given.")
 
     x = data.eval_transform(data.decode_image(image, pre), pre)
-    maps, logits = _forward(model, x)
+    network = _for_gradients(model)
+    maps, logits = _forward(network, x)
     wanted = None if target_class is None else resolve_class(target_class, classes)
-    heatmap, chosen = grad_cam(model, x, wanted)
+    heatmap, chosen = _grad_cam(network, x, wanted, None)
 
-    view = _network_view(x, pre)
-    overlay = gradcam_overlay(_enlarge(view[None], MIN_VIEW)[0], heatmap)
+    overlay = gradcam_overlay(network_view(x, pre), heatmap)  # the photo as the network sees it, ≥ 224 px
     probabilities = torch.softmax(logits, 0)
     best = probabilities.topk(min(k, num_classes))
     return Explanation(
