@@ -13,10 +13,16 @@ import gradio as gr
 import pandas as pd
 from matplotlib.figure import Figure
 
+from PIL import Image, ImageOps
+
 from alexnet_core import data as studio_data
-from alexnet_core.devices import available_devices
+from alexnet_core.checkpoints import list_checkpoints, read_metadata
+from alexnet_core.devices import available_devices, resolve_device
+from alexnet_core.evaluate import TTA_CHOICES as EVAL_TTA_CHOICES
+from alexnet_core.evaluate import EvalResult, evaluate_checkpoint
 from alexnet_core.models import MODELS, get_spec
-from alexnet_core.plots import shape_plot
+from alexnet_core.plots import confusion_plot, shape_plot
+from alexnet_core.predict import get_predictor, network_view
 from alexnet_core.runner import RUNNER, BusyError
 from alexnet_core.summary import TABLE_COLUMNS, SizeError, summarize, table_rows
 from alexnet_core.train import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
@@ -268,6 +274,234 @@ def _train_tab(app: gr.Blocks) -> None:
     app.load(training_status, outputs=outputs, api_name=False)
 
 
+# --- Checkpoints, wherever they are -------------------------------------------------------------------
+
+SHIPPED_DIR = REPO / "checkpoints"
+# What /predict uses when the caller names no checkpoint.
+DEFAULT_CHECKPOINT = SHIPPED_DIR / "cifar10.safetensors"
+NO_CHECKPOINT = ("⚠️ There is no checkpoint yet: train one in the Train tab (it appears here when it "
+                 "finishes), or put one in checkpoints/.")
+
+
+def checkpoint_choices() -> list[tuple[str, str]]:
+    """(label, path) of every checkpoint: the shipped ones first, then runs (this app's and ./runs), newest first."""
+    found = list_checkpoints(SHIPPED_DIR, Path.cwd() / "runs", RUNS_DIR)
+    found.sort(key=lambda info: not info.path.resolve().is_relative_to(SHIPPED_DIR.resolve()))  # stable
+    return [(info.name, str(info.path)) for info in found]
+
+
+def default_checkpoint() -> str | None:
+    """The CIFAR-10 checkpoint where it is shipped, else the first one listed, else None."""
+    if DEFAULT_CHECKPOINT.is_file():
+        return str(DEFAULT_CHECKPOINT)
+    choices = checkpoint_choices()
+    return choices[0][1] if choices else None
+
+
+def refresh_checkpoints(current: str | None) -> gr.Dropdown:
+    """The checkpoint list as it is now (a run may have finished), keeping the selection where it still exists."""
+    choices = checkpoint_choices()
+    paths = [path for _, path in choices]
+    return gr.Dropdown(choices=choices, value=current if current in paths else default_checkpoint())
+
+
+# --- Predict tab ----------------------------------------------------------------------------------------
+
+EXAMPLES_DIR = REPO / "examples"
+EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# Single photos are fastest on the CPU: a GPU's transfers and launches cost more than a small net's forward pass.
+PREDICT_DEVICE = "cpu"
+MAX_BARS = 20  # the bar chart shows at most this many classes (a 1000-class net's tail is unreadable)
+TTA_LABELS = {"none": "no test-time augmentation", "flip": "the image and its mirror (2 views)",
+              "ten-crop": "the paper's ten crops (10 views)"}
+PREDICT_PROMPT = "Upload a photo, take one with the webcam, paste one, or click an example."
+
+
+class PhotoInput(gr.Image):
+    """gr.Image that hands a file Pillow cannot open to the handler (as its path) instead of failing inside
+    Gradio, so that the user reads decode_image's sentence rather than a bare "Error"."""
+
+    is_template = True  # Gradio's own mechanism for subclasses: the browser draws it as a gr.Image
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except (OSError, ValueError, SyntaxError):  # Pillow's errors for what is not an image
+            return payload.path
+
+
+def _empty_bars() -> pd.DataFrame:
+    # Typed columns: an untyped empty frame makes "class" numeric, and the chart then never draws the classes.
+    return pd.DataFrame({"class": pd.Series([], dtype=str), "probability": pd.Series([], dtype=float)})
+
+
+def _readable(error: Exception, image) -> str:
+    """The error's sentence, with an uploaded file known by its name rather than Gradio's temporary path."""
+    text = str(error)
+    if isinstance(image, str):
+        text = text.replace(image, Path(image).name)
+    return f"⚠️ {text}"
+
+
+def predict_image(image: Image.Image | str | None, checkpoint: str | None = None, k: float = 5,
+                  tta: str = "none") -> tuple[dict | None, pd.DataFrame, Image.Image | None, str]:
+    """The top-k classes (for gr.Label), every class's probability (for the bar chart), the image as the
+    network sees it, and a line with the inference time, or the sentence that says what is wrong."""
+    if image is None:
+        return None, _empty_bars(), None, PREDICT_PROMPT
+    path = checkpoint or default_checkpoint()
+    if path is None:
+        return None, _empty_bars(), None, NO_CHECKPOINT
+    try:
+        predictor = get_predictor(path, PREDICT_DEVICE)
+        prediction = predictor.predict(image, k=k, tta=tta)
+    except ValueError as error:  # not an image, a bad checkpoint, a bad k or tta: one sentence each
+        return None, _empty_bars(), None, _readable(error, image)
+    ranked = sorted(prediction.probabilities.items(), key=lambda item: item[1], reverse=True)[:MAX_BARS]
+    bars = pd.DataFrame({"class": [name for name, _ in ranked], "probability": [p for _, p in ranked]})
+    info = (f"{1000 * prediction.seconds:.1f} ms on {PREDICT_DEVICE} (decode, preprocess, forward, softmax) · "
+            f"{TTA_LABELS[prediction.tta]} · {predictor.meta['model']} from `{Path(path).name}`")
+    return dict(prediction.top), bars, network_view(prediction, predictor.pre), info
+
+
+def _example_photos() -> list[list[str]]:
+    if not EXAMPLES_DIR.is_dir():
+        return []
+    return [[str(path)] for path in sorted(EXAMPLES_DIR.iterdir()) if path.suffix.lower() in EXAMPLE_SUFFIXES]
+
+
+def _predict_tab(app: gr.Blocks) -> None:
+    with gr.Tab("Predict") as tab:
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                image = PhotoInput(type="pil", image_mode=None, sources=["upload", "webcam", "clipboard"],
+                                   label="Photo")
+                examples = _example_photos()
+                if examples:
+                    gr.Examples(examples, inputs=image, label="Examples: click one", examples_per_page=12)
+                checkpoint = gr.Dropdown(choices=checkpoint_choices(), value=default_checkpoint(),
+                                         label="Checkpoint")
+                with gr.Row():
+                    k = gr.Slider(1, 10, value=5, step=1, label="Top classes (k)")
+                    tta = gr.Radio(list(TTA_LABELS), value="none", label="Test-time augmentation")
+            with gr.Column(scale=1):
+                top = gr.Label(num_top_classes=10, label="Top classes")
+                bars = gr.BarPlot(_empty_bars(), x="class", y="probability", sort="-y", y_lim=[0, 1],
+                                  title="Probability of each class", height=260)
+                info = gr.Markdown(PREDICT_PROMPT)
+                view = gr.Image(label="What the network sees (after preprocessing)", format="png",
+                                interactive=False, height=260)
+
+    tab.select(refresh_checkpoints, inputs=checkpoint, outputs=checkpoint, api_name=False)
+    gr.on(
+        triggers=[image.change, checkpoint.change, k.change, tta.change],
+        fn=predict_image,
+        inputs=[image, checkpoint, k, tta],
+        outputs=[top, bars, view, info],
+        api_name="predict",
+        trigger_mode="always_last",
+    )
+
+
+# --- Evaluate tab ---------------------------------------------------------------------------------------
+
+MISTAKES_SHOWN = 12
+GALLERY_MIN_SIDE = 128  # small images (CIFAR's 32) are enlarged, without smoothing, to at least this
+GALLERY_MAX_SIDE = 256  # and large photos shrunk, to keep the page light
+
+
+def _gallery_image(image: Image.Image) -> Image.Image:
+    image = ImageOps.exif_transpose(image).convert("RGB")
+    if max(image.size) > GALLERY_MAX_SIDE:
+        image.thumbnail((GALLERY_MAX_SIDE, GALLERY_MAX_SIDE))
+    elif max(image.size) < GALLERY_MIN_SIDE:
+        factor = -(-GALLERY_MIN_SIDE // max(image.size))
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    return image
+
+
+def _mistake_images(result: EvalResult, indices: list[int], checkpoint: str, data: str, split: str,
+                    limit: int | None) -> list[Image.Image]:
+    """The images behind ``indices``: from their files where the data has files, else from the decoded split
+    (built-in sources), loaded with the arguments evaluate_checkpoint uses."""
+    if result.paths:
+        images = []
+        for i in indices:
+            with Image.open(result.paths[i]) as opened:
+                images.append(_gallery_image(opened))
+        return images
+    meta = read_metadata(checkpoint)
+    config = meta.get("config", {})
+    pre = studio_data.Preprocess.from_dict(meta["preprocess"])
+    split_data = studio_data.load_split(data, split, pre, val_fraction=config.get("val_fraction", 0.1),
+                                        seed=config.get("seed", 0), limit=limit)
+    pixels = [split_data.images[i].permute(1, 2, 0).numpy() for i in indices]
+    return [_gallery_image(Image.fromarray(p[:, :, 0] if p.shape[2] == 1 else p)) for p in pixels]
+
+
+def evaluate_view(checkpoint: str | None, data: str | None, split: str = "test", limit: float | None = 1000,
+                  tta: str = "none") -> tuple[str, pd.DataFrame, Figure | None, list]:
+    """Accuracy in words, per-class accuracy (a table), the confusion matrix (a heat map) and the most
+    confidently wrong images with their captions; or the sentence that says what is wrong."""
+    empty = pd.DataFrame(columns=["class", "accuracy", "correct", "images"])
+    checkpoint = checkpoint or default_checkpoint()
+    if checkpoint is None:
+        return NO_CHECKPOINT, empty, None, []
+    if not data:
+        return "⚠️ Pick the data to evaluate on.", empty, None, []
+    limit = int(limit) if limit else None
+    try:
+        result = evaluate_checkpoint(checkpoint, data, split, device=str(resolve_device("auto")), tta=tta,
+                                     limit=limit)
+        mistakes = result.most_confident_mistakes(MISTAKES_SHOWN)
+        images = _mistake_images(result, mistakes, checkpoint, data, split, limit)
+    except ValueError as error:  # wrong data for the checkpoint, a missing split, a damaged file: one sentence
+        return f"⚠️ {error}", empty, None, []
+    confusion = result.confusion()
+    correct, totals = confusion.diag().tolist(), confusion.sum(1).tolist()
+    table = pd.DataFrame([{"class": c, "accuracy": f"{correct[i] / totals[i]:.1%}", "correct": correct[i],
+                           "images": totals[i]} for i, c in enumerate(result.classes) if totals[i]])
+    summary = (f"### {result.accuracy:.1%} correct\n\n{int(sum(correct)):,} of {result.n:,} images of the {split} "
+               f"split · mean loss {result.loss:.3f} · test-time augmentation: {tta}")
+    captions = [f"true: {result.classes[result.labels[i]]} · predicted: {result.classes[result.predictions[i]]} "
+                f"{result.confidences[i]:.0%}" for i in mistakes]
+    return summary, table, confusion_plot(result), list(zip(images, captions))
+
+
+def _evaluate_tab(app: gr.Blocks) -> None:
+    with gr.Tab("Evaluate") as tab:
+        with gr.Row():
+            checkpoint = gr.Dropdown(choices=checkpoint_choices(), value=default_checkpoint(),
+                                     label="Checkpoint", scale=3)
+            choices = data_choices()
+            shared_cifar = str(SHARED_DATA / "cifar10")
+            data = gr.Dropdown(choices=choices, label="Data", scale=3,
+                               value=shared_cifar if shared_cifar in dict(choices).values() else "cifar10")
+        with gr.Row():
+            split = gr.Radio(["test", "val"], value="test", label="Split")
+            limit = gr.Number(label="Images (blank: all)", value=1000, precision=0, minimum=1)
+            tta = gr.Radio(list(EVAL_TTA_CHOICES), value="none", label="Test-time augmentation")
+            run = gr.Button("Evaluate", variant="primary")
+        summary = gr.Markdown("Pick a checkpoint and data, then Evaluate.")
+        with gr.Row(equal_height=False):
+            table = gr.Dataframe(label="Accuracy per class", interactive=False)
+            matrix = gr.Plot(label="Confusion matrix")
+        gallery = gr.Gallery(label="Most confidently wrong", columns=6, height="auto", object_fit="contain")
+
+    tab.select(refresh_checkpoints, inputs=checkpoint, outputs=checkpoint, api_name=False)
+    run.click(evaluate_view, inputs=[checkpoint, data, split, limit, tta], outputs=[summary, table, matrix, gallery],
+              api_name="evaluate")
+
+
+def _preload_shipped() -> None:
+    """Loads and warms the shipped checkpoints, so that the first /predict pays for neither."""
+    for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
+        try:
+            get_predictor(path, PREDICT_DEVICE)
+        except ValueError:  # a damaged file is reported when someone picks it, not at start
+            pass
+
+
 # --- The app ----------------------------------------------------------------------------------------
 
 
@@ -275,11 +509,14 @@ def build_app() -> gr.Blocks:
     # The first meta-device pass sets PyTorch's meta kernels up (about a second): pay that at start,
     # not on the first page load.
     summarize(DEFAULT_MODEL, get_spec(DEFAULT_MODEL).input_size)
+    _preload_shipped()
     with gr.Blocks(title="AlexNet Studio") as app:
         gr.Markdown("# AlexNet Studio\nInspect, train and use AlexNet and its variants.")
         with gr.Tabs():
             _architecture_tab(app)
             _train_tab(app)
+            _predict_tab(app)
+            _evaluate_tab(app)
     return app
 
 
