@@ -317,17 +317,22 @@ TTA_LABELS = {"none": "no test-time augmentation", "flip": "the image and its mi
 PREDICT_PROMPT = "Upload a photo, take one with the webcam, paste one, or click an example."
 
 
-class PhotoInput(gr.Image):
-    """gr.Image that hands a file Pillow cannot open to the handler (as its path) instead of failing inside
-    Gradio, so that the user reads decode_image's sentence rather than a bare "Error"."""
+def photo_input(**options) -> gr.Image:
+    """A gr.Image that passes PIL images on in their own mode (decode_image handles every mode; Gradio's RGB
+    conversion would drop transparency and clip 16-bit images), and hands a file Pillow cannot open to the
+    handler as its path instead of failing inside Gradio, so that the user reads decode_image's sentence rather
+    than a bare "Error". (Wrapped per instance: a gr.Image subclass would make Gradio write a .pyi file here.)"""
+    image = gr.Image(type="pil", image_mode=None, **options)
+    gradio_preprocess = image.preprocess
 
-    is_template = True  # Gradio's own mechanism for subclasses: the browser draws it as a gr.Image
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         try:
-            return super().preprocess(payload)
+            return gradio_preprocess(payload)
         except (OSError, ValueError, SyntaxError):  # Pillow's errors for what is not an image
             return payload.path
+
+    image.preprocess = preprocess
+    return image
 
 
 def _empty_bars() -> pd.DataFrame:
@@ -374,8 +379,7 @@ def _predict_tab(app: gr.Blocks) -> None:
     with gr.Tab("Predict") as tab:
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                image = PhotoInput(type="pil", image_mode=None, sources=["upload", "webcam", "clipboard"],
-                                   label="Photo")
+                image = photo_input(sources=["upload", "webcam", "clipboard"], label="Photo")
                 examples = _example_photos()
                 if examples:
                     gr.Examples(examples, inputs=image, label="Examples: click one", examples_per_page=12)

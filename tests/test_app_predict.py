@@ -110,7 +110,7 @@ def test_any_image_a_browser_sends_gets_a_prediction(tiny, tmp_path, name):
     path = tmp_path / name
     path.write_bytes(ODD_FILES[name]())
     # The way the browser's upload reaches the handler: Gradio's own preprocessing, with the mode kept.
-    image = gradio_app.PhotoInput(type="pil", image_mode=None).preprocess(FileData(path=str(path), orig_name=name))
+    image = gradio_app.photo_input().preprocess(FileData(path=str(path), orig_name=name))
     label, _, view, info = gradio_app.predict_image(image, str(tiny[0]))
     assert label and set(label) <= set(CLASSES) and view is not None, info
 
@@ -118,7 +118,7 @@ def test_any_image_a_browser_sends_gets_a_prediction(tiny, tmp_path, name):
 def test_gradio_keeps_the_image_mode_for_decode_image(tmp_path):
     path = tmp_path / "16bit.png"
     path.write_bytes(ODD_FILES["I16.png"]())
-    image = gradio_app.PhotoInput(type="pil", image_mode=None).preprocess(FileData(path=str(path)))
+    image = gradio_app.photo_input().preprocess(FileData(path=str(path)))
     assert image.mode.startswith("I")  # not clipped to RGB by Gradio: decode_image scales it
 
 
@@ -126,7 +126,7 @@ def test_a_file_that_is_not_an_image_gets_one_sentence(tiny, tmp_path):
     upload = tmp_path / "gradio-cache" / "0123abcd" / "notes.jpg"
     upload.parent.mkdir(parents=True)
     upload.write_text("shopping list: eggs")
-    image = gradio_app.PhotoInput(type="pil", image_mode=None).preprocess(FileData(path=str(upload)))
+    image = gradio_app.photo_input().preprocess(FileData(path=str(upload)))
     label, bars, view, info = gradio_app.predict_image(image, str(tiny[0]))
     assert label is None and view is None and bars.empty
     assert info.startswith("⚠️ notes.jpg is not an image that can be read") and "\n" not in info
