@@ -22,7 +22,7 @@ from alexnet_core.evaluate import TTA_CHOICES as EVAL_TTA_CHOICES
 from alexnet_core.evaluate import EvalResult, evaluate_checkpoint
 from alexnet_core.models import MODELS, get_spec
 from alexnet_core.plots import confusion_plot, shape_plot
-from alexnet_core.predict import get_predictor, network_view
+from alexnet_core.predict import Prediction, get_predictor, network_view
 from alexnet_core.runner import RUNNER, BusyError
 from alexnet_core.summary import TABLE_COLUMNS, SizeError, summarize, table_rows
 from alexnet_core.train import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
@@ -349,24 +349,36 @@ def _readable(error: Exception, image) -> str:
 
 
 def predict_image(image: Image.Image | str | None, checkpoint: str | None = None, k: float = 5,
-                  tta: str = "none") -> tuple[dict | None, pd.DataFrame, Image.Image | None, str]:
-    """The top-k classes (for gr.Label), every class's probability (for the bar chart), the image as the
-    network sees it, and a line with the inference time, or the sentence that says what is wrong."""
+                  tta: str = "none") -> tuple[dict | None, str, tuple[Prediction, studio_data.Preprocess] | None]:
+    """The top-k classes (for gr.Label) and a line with the inference time, or the sentence that says what is
+    wrong; and the prediction with its preprocessing, kept for ``prediction_details`` (a gr.State)."""
     if image is None:
-        return None, _empty_bars(), None, PREDICT_PROMPT
+        return None, PREDICT_PROMPT, None
     path = checkpoint or default_checkpoint()
     if path is None:
-        return None, _empty_bars(), None, NO_CHECKPOINT
+        return None, NO_CHECKPOINT, None
     try:
         predictor = get_predictor(path, PREDICT_DEVICE)
         prediction = predictor.predict(image, k=k, tta=tta)
     except ValueError as error:  # not an image, a bad checkpoint, a bad k or tta: one sentence each
-        return None, _empty_bars(), None, _readable(error, image)
-    ranked = sorted(prediction.probabilities.items(), key=lambda item: item[1], reverse=True)[:MAX_BARS]
-    bars = pd.DataFrame({"class": [name for name, _ in ranked], "probability": [p for _, p in ranked]})
+        return None, _readable(error, image), None
     info = (f"{1000 * prediction.seconds:.1f} ms on {PREDICT_DEVICE} (decode, preprocess, forward, softmax) · "
             f"{TTA_LABELS[prediction.tta]} · {predictor.meta['model']} from `{Path(path).name}`")
-    return dict(prediction.top), bars, network_view(prediction, predictor.pre), info
+    return dict(prediction.top), info, (prediction, predictor.pre)
+
+
+def prediction_details(shown: tuple[Prediction, studio_data.Preprocess] | None) -> tuple[pd.DataFrame, Image.Image | None]:
+    """Every class's probability (for the bar chart) and the image as the network sees it.
+
+    A step of its own after /predict, for the page only: API callers, who get the top classes, do not wait
+    for a PNG and a chart they never see.
+    """
+    if shown is None:
+        return _empty_bars(), None
+    prediction, pre = shown
+    ranked = sorted(prediction.probabilities.items(), key=lambda item: item[1], reverse=True)[:MAX_BARS]
+    bars = pd.DataFrame({"class": [name for name, _ in ranked], "probability": [p for _, p in ranked]})
+    return bars, network_view(prediction, pre)
 
 
 def _example_photos() -> list[list[str]]:
@@ -397,14 +409,15 @@ def _predict_tab(app: gr.Blocks) -> None:
                                 interactive=False, height=260)
 
     tab.select(refresh_checkpoints, inputs=checkpoint, outputs=checkpoint, api_name=False)
+    shown = gr.State()
     gr.on(
         triggers=[image.change, checkpoint.change, k.change, tta.change],
         fn=predict_image,
         inputs=[image, checkpoint, k, tta],
-        outputs=[top, bars, view, info],
+        outputs=[top, info, shown],
         api_name="predict",
         trigger_mode="always_last",
-    )
+    ).then(prediction_details, inputs=shown, outputs=[bars, view], api_name=False, show_progress="hidden")
 
 
 # --- Evaluate tab ---------------------------------------------------------------------------------------

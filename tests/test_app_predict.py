@@ -48,7 +48,8 @@ def red_photo(size=40) -> Image.Image:
 
 def test_only_the_image_is_needed_and_the_cifar10_checkpoint_is_the_default(tiny):
     shipped = ship(tiny[0])
-    label, bars, view, info = gradio_app.predict_image(red_photo())
+    label, info, shown = gradio_app.predict_image(red_photo())
+    bars, view = gradio_app.prediction_details(shown)
     assert set(label) == set(CLASSES) and sum(label.values()) == pytest.approx(1, abs=1e-5)
     assert list(bars["class"]) == sorted(label, key=label.get, reverse=True)
     assert bars["probability"].is_monotonic_decreasing and bars["probability"].sum() == pytest.approx(1, abs=1e-5)
@@ -59,16 +60,19 @@ def test_only_the_image_is_needed_and_the_cifar10_checkpoint_is_the_default(tiny
 
 @pytest.mark.parametrize("k, tta, shown", [(1, "none", 1), (2.0, "flip", 2), (10, "ten-crop", 3)])
 def test_k_and_tta_reach_the_prediction(tiny, k, tta, shown):
-    label, bars, _, info = gradio_app.predict_image(red_photo(), str(tiny[0]), k, tta)
+    label, info, details = gradio_app.predict_image(red_photo(), str(tiny[0]), k, tta)
+    bars, _ = gradio_app.prediction_details(details)
     assert len(label) == shown and len(bars) == 3  # the chart shows every class, the label the top k
     assert gradio_app.TTA_LABELS[tta] in info
 
 
 def test_without_any_checkpoint_the_answer_is_a_sentence():
     assert gradio_app.default_checkpoint() is None
-    label, bars, view, info = gradio_app.predict_image(red_photo())
-    assert label is None and view is None and bars.empty
+    label, info, shown = gradio_app.predict_image(red_photo())
+    assert label is None and shown is None
     assert info.startswith("⚠️") and "no checkpoint yet" in info
+    bars, view = gradio_app.prediction_details(shown)
+    assert bars.empty and view is None
 
 
 def test_without_the_cifar10_checkpoint_the_first_listed_one_is_used(tiny):
@@ -111,8 +115,8 @@ def test_any_image_a_browser_sends_gets_a_prediction(tiny, tmp_path, name):
     path.write_bytes(ODD_FILES[name]())
     # The way the browser's upload reaches the handler: Gradio's own preprocessing, with the mode kept.
     image = gradio_app.photo_input().preprocess(FileData(path=str(path), orig_name=name))
-    label, _, view, info = gradio_app.predict_image(image, str(tiny[0]))
-    assert label and set(label) <= set(CLASSES) and view is not None, info
+    label, info, shown = gradio_app.predict_image(image, str(tiny[0]))
+    assert label and set(label) <= set(CLASSES) and gradio_app.prediction_details(shown)[1] is not None, info
 
 
 def test_gradio_keeps_the_image_mode_for_decode_image(tmp_path):
@@ -127,8 +131,8 @@ def test_a_file_that_is_not_an_image_gets_one_sentence(tiny, tmp_path):
     upload.parent.mkdir(parents=True)
     upload.write_text("shopping list: eggs")
     image = gradio_app.photo_input().preprocess(FileData(path=str(upload)))
-    label, bars, view, info = gradio_app.predict_image(image, str(tiny[0]))
-    assert label is None and view is None and bars.empty
+    label, info, shown = gradio_app.predict_image(image, str(tiny[0]))
+    assert label is None and shown is None
     assert info.startswith("⚠️ notes.jpg is not an image that can be read") and "\n" not in info
     assert "gradio-cache" not in info  # the user's file name, not the server's temporary path
 
@@ -144,8 +148,8 @@ def test_bad_settings_and_wrong_checkpoints_get_one_sentence(tiny, tmp_path, arg
     paths = {"fake": str(fake), "missing": str(tmp_path / "missing.safetensors")}
     args = {"checkpoint": str(tiny[0]), **args}
     args["checkpoint"] = paths.get(args["checkpoint"], args["checkpoint"])
-    label, _, view, info = gradio_app.predict_image(red_photo(), **args)
-    assert label is None and view is None
+    label, info, shown = gradio_app.predict_image(red_photo(), **args)
+    assert label is None and shown is None
     assert info.startswith("⚠️") and words in info and "\n" not in info
 
 
@@ -252,12 +256,12 @@ def test_the_app_serves_predict_and_evaluate_with_only_the_image_required(tiny, 
         client = Client(app.local_url, verbose=False)
         photo = tmp_path / "photo.png"
         red_photo().convert("RGBA").save(photo)
-        label, bars, view, info = client.predict(handle_file(str(photo)), api_name="/predict")
+        label, info = client.predict(handle_file(str(photo)), api_name="/predict")  # the page's extras stay out
         assert label["label"] in CLASSES and len(label["confidences"]) == 3 and "ms on cpu" in info
         notes = tmp_path / "notes.jpg"
         notes.write_text("not a photo")
-        label, _, view, info = client.predict(handle_file(str(notes)), api_name="/predict")
-        assert info.startswith("⚠️ notes.jpg is not an image") and view is None
+        label, info = client.predict(handle_file(str(notes)), api_name="/predict")
+        assert info.startswith("⚠️ notes.jpg is not an image") and not (label or {}).get("confidences")
         # and it keeps serving
         assert client.predict(handle_file(str(photo)), api_name="/predict")[0]["label"] in CLASSES
     finally:
