@@ -6,6 +6,7 @@ module-level functions that call alexnet_core, so tests and the API can call the
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from alexnet_core.checkpoints import list_checkpoints, read_metadata
 from alexnet_core.devices import available_devices, resolve_device
 from alexnet_core.evaluate import TTA_CHOICES as EVAL_TTA_CHOICES
 from alexnet_core.evaluate import EvalResult, evaluate_checkpoint
+from alexnet_core.explain import explain, untrained_variant
 from alexnet_core.models import MODELS, get_spec
 from alexnet_core.plots import confusion_plot, shape_plot
 from alexnet_core.predict import Prediction, get_predictor, network_view
@@ -519,6 +521,90 @@ def _preload_shipped() -> None:
             pass
 
 
+# --- Inside tab -----------------------------------------------------------------------------------------
+
+UNTRAINED = "untrained:"  # choice values: a checkpoint's path, or "untrained:<variant>"
+PREDICTED = "predicted class"
+INSIDE_PROMPT = "Upload a photo to see what each conv layer sees and where the network looks."
+
+
+def inside_choices() -> list[tuple[str, str]]:
+    """Every checkpoint, then every variant with random weights (to compare with what training learnt)."""
+    return checkpoint_choices() + [(f"untrained {name} (random weights)", UNTRAINED + name) for name in MODELS]
+
+
+@functools.lru_cache(maxsize=2)  # the paper's nets take a quarter of a second to build
+def _untrained(name: str):
+    return untrained_variant(name)
+
+
+def _inside_model(choice: str):
+    """(model, metadata) for a choice; checkpoints come from Predict's cache (reloaded when the file changes)."""
+    if choice.startswith(UNTRAINED):
+        return _untrained(choice[len(UNTRAINED):])
+    predictor = get_predictor(choice, PREDICT_DEVICE)
+    return predictor.model, predictor.meta
+
+
+def class_choices(choice: str | None) -> gr.Dropdown:
+    """The class picker for a model: "predicted class", then the model's classes."""
+    try:
+        classes = _inside_model(choice)[1]["classes"] if choice else []
+    except ValueError:  # a broken checkpoint: explain_photo says why
+        classes = []
+    return gr.Dropdown(choices=[PREDICTED, *classes], value=PREDICTED)
+
+
+def explain_photo(image: Image.Image | str | None, checkpoint: str | None = None, target: str | None = PREDICTED
+                  ) -> tuple[dict | None, Image.Image | None, Image.Image | None, list, str]:
+    """Top classes, Grad-CAM over the photo, conv1's filters, a gallery of each conv layer's most active
+    channels, and a line that says which class Grad-CAM explains — or the sentence that says what is wrong."""
+    if image is None:
+        return None, None, None, [], INSIDE_PROMPT
+    choice = checkpoint or default_checkpoint()
+    if choice is None:
+        return None, None, None, [], NO_CHECKPOINT
+    try:
+        model, meta = _inside_model(choice)
+        start = time.perf_counter()
+        result = explain(model, meta, image, target_class=None if target in (None, "", PREDICTED) else target)
+    except ValueError as error:  # not an image, a bad checkpoint, an unknown class: one sentence each
+        return None, None, None, [], _readable(error, image)
+    info = (f"Grad-CAM explains **{result.target_name}** · {time.perf_counter() - start:.2f} s on the CPU · "
+            f"{meta['model']} · each tile is one channel, normalised on its own (dark: quiet, bright: active)")
+    gallery = [(grid.image, grid.label) for grid in result.activations]
+    return dict(result.top_k), result.gradcam, result.filters, gallery, info
+
+
+def _inside_tab(app: gr.Blocks) -> None:
+    with gr.Tab("Inside") as tab:
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                image = photo_input(label="Photo")
+                checkpoint = gr.Dropdown(choices=inside_choices(), value=default_checkpoint(), label="Checkpoint")
+                target = gr.Dropdown(choices=[PREDICTED], value=PREDICTED, label="Grad-CAM explains")
+                top = gr.Label(num_top_classes=5, label="Top classes")
+            with gr.Column(scale=1):
+                gradcam = gr.Image(label="Grad-CAM: where the network looks", format="png", interactive=False)
+                filters = gr.Image(label="conv1's filters", format="png", interactive=False)
+        info = gr.Markdown(INSIDE_PROMPT)
+        gallery = gr.Gallery(label="Most active channels of each conv layer", columns=5, object_fit="contain",
+                             format="png")
+
+    tab.select(lambda current: gr.Dropdown(choices=inside_choices(), value=current), inputs=checkpoint,
+               outputs=checkpoint, api_name=False)
+    checkpoint.change(class_choices, inputs=checkpoint, outputs=target, api_name=False)
+    app.load(class_choices, inputs=checkpoint, outputs=target, api_name=False)
+    gr.on(
+        triggers=[image.change, checkpoint.change, target.change],
+        fn=explain_photo,
+        inputs=[image, checkpoint, target],
+        outputs=[top, gradcam, filters, gallery, info],
+        api_name="explain",
+        trigger_mode="always_last",
+    )
+
+
 # --- The app ----------------------------------------------------------------------------------------
 
 
@@ -534,6 +620,7 @@ def build_app() -> gr.Blocks:
             _train_tab(app)
             _predict_tab(app)
             _evaluate_tab(app)
+            _inside_tab(app)
     return app
 
 

@@ -238,6 +238,74 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+# ---- explain ---------------------------------------------------------------------------------------------
+
+def _add_explain_parser(sub) -> None:
+    p = sub.add_parser("explain", help="what each conv layer sees, conv1's filters and Grad-CAM for one image",
+                       description="Writes activations_<layer>.png for each conv layer, filters_conv1.png and "
+                                   "gradcam.png into --out, and prints the top classes.")
+    p.add_argument("image", metavar="IMAGE", help="an image file (any format Pillow reads)")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="a .safetensors checkpoint (a run's best.safetensors)")
+    model.add_argument("--model", choices=list(MODELS), metavar="NAME",
+                       help=f"an untrained variant (random weights) instead: {', '.join(MODELS)}")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files (created if needed)")
+    p.add_argument("--target-class", metavar="NAME_OR_INDEX",
+                   help="the class Grad-CAM explains (default: the predicted class)")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="how many classes to show (default 5)")
+    p.set_defaults(run=_cmd_explain)
+
+
+def _cmd_explain(args) -> int:
+    from .checkpoints import load_model
+    from .explain import explain, untrained_variant, write_explanation
+
+    model, meta = load_model(args.checkpoint) if args.checkpoint else untrained_variant(args.model)
+    result = explain(model, meta, args.image, target_class=args.target_class, k=args.top_k)
+    for path in write_explanation(result, args.out):
+        print(path)
+    print(" · ".join(f"{name} {p:.1%}" for name, p in result.top_k))
+    print(f"Grad-CAM explains: {result.target_name}")
+    return 0
+
+
+# ---- card ------------------------------------------------------------------------------------------------
+
+def _add_card_parser(sub) -> None:
+    p = sub.add_parser("card", help="evaluate a checkpoint on its test split and write a Markdown model card",
+                       description="Writes <name>.md and <name>_confusion.png into --out: the checkpoint's "
+                                   "training record from its metadata, and its accuracy on --split.")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", help="default: the data it was trained on")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=_cmd_card)
+
+
+def _cmd_card(args) -> int:
+    from pathlib import Path
+
+    from .cards import model_card
+    from .checkpoints import read_metadata
+    from .devices import resolve_device
+    from .evaluate import evaluate_checkpoint
+    from .plots import confusion_plot
+
+    source = args.data or read_metadata(args.checkpoint)["data"]
+    device = str(resolve_device(args.device))
+    plain, flipped = (evaluate_checkpoint(args.checkpoint, source, args.split, device=device, tta=tta)
+                      for tta in ("none", "flip"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = Path(args.checkpoint).stem
+    confusion_plot(plain).savefig(out / f"{name}_confusion.png", dpi=100)
+    card = model_card(args.checkpoint, plain, flipped, args.split, f"{name}_confusion.png")
+    (out / f"{name}.md").write_text(card)
+    print(card)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m alexnet_core", description="AlexNet Studio: inspect, train and use AlexNet variants."
@@ -248,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(subparsers)
     _add_evaluate_parser(subparsers)
     _add_predict_parser(subparsers)
+    _add_explain_parser(subparsers)
+    _add_card_parser(subparsers)
     return parser
 
 

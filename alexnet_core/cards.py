@@ -1,0 +1,94 @@
+"""Model cards: what a checkpoint is, how it was trained and how well it does, in Markdown.
+
+``python -m alexnet_core card --checkpoint PATH --data SOURCE --out DIR`` evaluates the checkpoint on its test
+split and writes ``<name>.md`` and ``<name>_confusion.png`` into DIR. Every number on the card comes from the
+checkpoint's own metadata (written by the training run) or from that evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from . import checkpoints
+from .evaluate import EvalResult
+from .models import count_params, get_spec
+
+
+def first_time_above(history: list[dict], threshold: float) -> tuple[int, float] | None:
+    """(epoch, training wall time in s) at which validation accuracy first reached ``threshold``, or None."""
+    for record in history:
+        if record["val_acc"] >= threshold:
+            return record["epoch"], record["wall_time_s"]
+    return None
+
+
+def _splits_text(config: dict) -> str:
+    val = (f"validation (used to pick the best epoch): the data's val/ folder, or where there is none a seeded "
+           f"{config.get('val_fraction', 0.1):.0%} of train")
+    test = (f"test: a seeded {config['test_fraction']:.0%} of train held out, never trained on or used to pick"
+            if config.get("test_fraction") else "test: the data's test/ folder, never trained on or used to pick")
+    return f"{val}; {test}"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def model_card(path: str | Path, plain: EvalResult, flipped: EvalResult | None, split: str,
+               confusion_png: str) -> str:
+    """The Markdown card for the checkpoint at ``path``, evaluated on ``split`` (plain and with flip TTA)."""
+    path = Path(path)
+    meta = checkpoints.read_metadata(path)
+    config = meta.get("config", {})
+    history = meta.get("history", [])
+    model, _ = checkpoints.load_model(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    spec = get_spec(meta["model"])
+    pre = meta["preprocess"]
+
+    lines = [
+        f"## {path.name}",
+        "",
+        f"**{meta['model']}** ({spec.title}{', BatchNorm' if meta['batch_norm'] else ''}), "
+        f"{count_params(model):,} parameters, input {pre['in_channels']}x{pre['input_size']}x{pre['input_size']}, "
+        f"{meta['num_classes']} classes: {', '.join(meta['classes'])}.",
+        "",
+        f"- File: `{path.name}`, {path.stat().st_size / 2**20:.1f} MiB, sha256 `{digest[:16]}…`",
+        f"- Data: `{meta.get('data')}` ({meta.get('data_description', '')}); {_splits_text(config)}",
+        f"- **Top-1 on the {split} split ({plain.n:,} images): {plain.accuracy:.2%}**"
+        + (f"; with flip test-time augmentation {flipped.accuracy:.2%}" if flipped else ""),
+        f"- Best validation accuracy {meta.get('best_val_acc', 0):.2%} at epoch {meta.get('best_epoch')} of "
+        f"{meta.get('epochs')}; training wall time {_minutes(meta.get('wall_time_s', 0))}",
+    ]
+    for threshold in (0.85, 0.90):
+        reached = first_time_above(history, threshold)
+        lines.append(f"- Validation accuracy first ≥ {threshold:.0%}: " + (
+            f"epoch {reached[0]}, after {_minutes(reached[1])} of training" if reached else "never in this run"))
+    lines += [
+        f"- Machine: {meta.get('machine', '?')}; device {meta.get('device', '?')}; "
+        f"mixed precision {config.get('amp', '?')}",
+        f"- Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v),
+        "",
+        "Command:",
+        "",
+        "```bash",
+        meta.get("command") or "(not recorded: trained through the API or the app)",
+        "```",
+        "",
+        f"Per-class accuracy on the {split} split: " + ", ".join(
+            f"{name} {acc:.1%}" for name, acc in plain.per_class().items()) + ".",
+        "",
+        f"![Confusion matrix on the {split} split]({confusion_png})",
+        "",
+        "<details><summary>Per-epoch metrics</summary>",
+        "",
+        "| epoch | train loss | train acc | val loss | val acc | lr | wall time |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        *[f"| {h['epoch']} | {h['train_loss']:.3f} | {h['train_acc']:.1%} | {h['val_loss']:.3f} | "
+          f"{h['val_acc']:.1%} | {h['lr']:.3g} | {_minutes(h['wall_time_s'])} |" for h in history],
+        "",
+        "</details>",
+        "",
+    ]
+    return "\n".join(lines)

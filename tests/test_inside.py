@@ -1,0 +1,23 @@
+"""The Inside tab's handler and the explain command, wired to alexnet_core.explain."""
+
+import numpy as np
+from PIL import Image
+
+def test_cli_explain_writes_the_files(tmp_path):
+    from alexnet_core.cli import main
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(photo)
+    assert main(["explain", "--model", "alexnet_cifar_small", str(photo), "--out", str(tmp_path / "out"),
+                 "--target-class", "class 3"]) == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["activations_conv1.png", "activations_conv2.png", "filters_conv1.png", "gradcam.png"]
+    assert main(["explain", "--model", "alexnet_cifar_small", str(photo), "--out", str(tmp_path / "o2"),
+                 "--target-class", "cow"]) == 2   # one sentence on stderr
+
+def test_explain_photo_handler(tmp_path):
+    import gradio_app
+    top, gradcam, filters, gallery, info = gradio_app.explain_photo(
+        Image.new("RGB", (40, 30), "red"), "untrained:alexnet_cifar_hires", "class 2")
+    assert len(top) == 5 and "class 2" in info and len(gallery) == 5
+    assert gallery[2][1] == "conv3 · 384×8×8" and min(gradcam.size) >= 224
+    assert gradio_app.explain_photo(None)[-1] == gradio_app.INSIDE_PROMPT
