@@ -383,10 +383,21 @@ def prediction_details(shown: tuple[Prediction, studio_data.Preprocess] | None) 
     return bars, network_view(prediction, pre)
 
 
+# One photo per flower class and a few CIFAR-10 test images, read where ../shared/data is present (the data
+# sets' images are not copied into the repository); photos a user drops into examples/ show as well.
+SHARED_EXAMPLES = ("flowers5/val/daisy/10437929963_bc13eebe0c.jpg",
+                   "flowers5/val/dandelion/11768468623_9399b5111b_n.jpg",
+                   "flowers5/val/roses/10503217854_e66a804309.jpg",
+                   "flowers5/val/sunflowers/12471791574_bb1be83df4.jpg",
+                   "flowers5/val/tulips/116343334_9cb4acdc57_n.jpg",
+                   "cifar10/test/cat/0000.jpg", "cifar10/test/ship/0000.jpg", "cifar10/test/automobile/0000.jpg")
+
+
 def _example_photos() -> list[list[str]]:
-    if not EXAMPLES_DIR.is_dir():
-        return []
-    return [[str(path)] for path in sorted(EXAMPLES_DIR.iterdir()) if path.suffix.lower() in EXAMPLE_SUFFIXES]
+    own = sorted(EXAMPLES_DIR.iterdir()) if EXAMPLES_DIR.is_dir() else []
+    shared = [SHARED_DATA / name for name in SHARED_EXAMPLES]
+    return [[str(path)] for path in own + shared
+            if path.is_file() and path.suffix.lower() in EXAMPLE_SUFFIXES]
 
 
 def _predict_tab(app: gr.Blocks) -> None:
