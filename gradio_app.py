@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import gradio as gr
+import torch
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -96,8 +97,8 @@ def architecture(model: str, custom_size: float | None, batch_norm: bool
     return tuple(outputs)
 
 
-def _architecture_tab(app: gr.Blocks) -> None:
-    with gr.Tab("Architecture"):
+def _architecture_tab(app: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown, gr.Button]:
+    with gr.Tab("Architecture", id="architecture"):
         with gr.Row():
             model = gr.Dropdown(
                 choices=[(f"{name} — {spec.title}", name) for name, spec in MODELS.items()],
@@ -116,6 +117,9 @@ def _architecture_tab(app: gr.Blocks) -> None:
                         gr.Dataframe(headers=TABLE_COLUMNS, label=f"Layers at {size}", interactive=False,
                                      wrap=True),
                     ]
+        with gr.Row():
+            layer = gr.Dropdown(label="Layer", scale=1)
+            look = gr.Button("See what this layer sees in a photo (Inside tab) →", scale=2)
         custom_totals = gr.Markdown(label="Custom size totals")
         plot = gr.Plot(label="Shapes layer by layer")
 
@@ -126,6 +130,8 @@ def _architecture_tab(app: gr.Blocks) -> None:
         outputs=[variant_text, *tables, custom_totals, plot],
         api_name="summary",
     )
+    gr.on(triggers=[app.load, model.change], fn=conv_layer_choices, inputs=model, outputs=layer, api_name=False)
+    return model, layer, look
 
 
 # --- Train tab ------------------------------------------------------------------------------------------
@@ -566,10 +572,12 @@ def class_choices(choice: str | None) -> gr.Dropdown:
     return gr.Dropdown(choices=[PREDICTED, *classes], value=PREDICTED)
 
 
-def explain_photo(image: Image.Image | str | None, checkpoint: str | None = None, target: str | None = PREDICTED
-                  ) -> tuple[dict | None, Image.Image | None, Image.Image | None, list, str]:
+def explain_photo(image: Image.Image | str | None, checkpoint: str | None = None, target: str | None = PREDICTED,
+                  layer: str | None = None) -> tuple[dict | None, Image.Image | None, Image.Image | None, list, str]:
     """Top classes, Grad-CAM over the photo, conv1's filters, a gallery of each conv layer's most active
-    channels, and a line that says which class Grad-CAM explains — or the sentence that says what is wrong."""
+    channels, and a line that says which class Grad-CAM explains — or the sentence that says what is wrong.
+
+    ``layer`` (e.g. "conv3", from the Architecture tab's link) opens the gallery on that layer."""
     if image is None:
         return None, None, None, [], INSIDE_PROMPT
     choice = checkpoint or default_checkpoint()
@@ -584,11 +592,39 @@ def explain_photo(image: Image.Image | str | None, checkpoint: str | None = None
     info = (f"Grad-CAM explains **{result.target_name}** · {time.perf_counter() - start:.2f} s on the CPU · "
             f"{meta['model']} · each tile is one channel, normalised on its own (dark: quiet, bright: active)")
     gallery = [(grid.image, grid.label) for grid in result.activations]
+    layers = [grid.layer for grid in result.activations]
+    if layer in layers:
+        gallery = gr.Gallery(value=gallery, selected_index=layers.index(layer))
     return dict(result.top_k), result.gradcam, result.filters, gallery, info
 
 
-def _inside_tab(app: gr.Blocks) -> None:
-    with gr.Tab("Inside") as tab:
+def conv_layer_choices(model: str) -> gr.Dropdown:
+    """The Architecture tab's layer picker: the variant's conv layers."""
+    names = [name for name, module in get_spec(model).build().features.named_children()
+             if isinstance(module, torch.nn.Conv2d)] if model in MODELS else []
+    return gr.Dropdown(choices=names, value=names[-1] if names else None)
+
+
+def show_layer_inside(model: str, layer: str | None, checkpoint: str | None, image):
+    """The Architecture tab's link: opens the Inside tab on ``layer`` of ``model`` — with a checkpoint of that
+    variant where there is one, else the untrained variant — and an example photo if none is there yet."""
+    if not (checkpoint and not checkpoint.startswith(UNTRAINED) and _checkpoint_model(checkpoint) == model):
+        trained = [path for _, path in checkpoint_choices() if _checkpoint_model(path) == model]
+        checkpoint = trained[0] if trained else UNTRAINED + model
+    if image is None and _example_photos():
+        image = Image.open(_example_photos()[0][0])
+    return gr.Tabs(selected="inside"), gr.Dropdown(choices=inside_choices(), value=checkpoint), image, layer
+
+
+def _checkpoint_model(path: str) -> str | None:
+    try:
+        return read_metadata(path)["model"]
+    except (ValueError, OSError):
+        return None
+
+
+def _inside_tab(app: gr.Blocks) -> tuple[gr.Image, gr.Dropdown, gr.State, gr.Dependency]:
+    with gr.Tab("Inside", id="inside") as tab:
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 image = photo_input(label="Photo")
@@ -601,19 +637,21 @@ def _inside_tab(app: gr.Blocks) -> None:
         info = gr.Markdown(INSIDE_PROMPT)
         gallery = gr.Gallery(label="Most active channels of each conv layer", columns=5, object_fit="contain",
                              format="png")
+        focus = gr.State(None)     # the layer the Architecture tab's link asked for
 
     tab.select(lambda current: gr.Dropdown(choices=inside_choices(), value=current), inputs=checkpoint,
                outputs=checkpoint, api_name=False)
     checkpoint.change(class_choices, inputs=checkpoint, outputs=target, api_name=False)
     app.load(class_choices, inputs=checkpoint, outputs=target, api_name=False)
-    gr.on(
-        triggers=[image.change, checkpoint.change, target.change],
+    explained = gr.on(
+        triggers=[image.change, checkpoint.change, target.change, focus.change],
         fn=explain_photo,
-        inputs=[image, checkpoint, target],
+        inputs=[image, checkpoint, target, focus],
         outputs=[top, gradcam, filters, gallery, info],
         api_name="explain",
         trigger_mode="always_last",
     )
+    return image, checkpoint, focus, explained
 
 
 # --- The app ----------------------------------------------------------------------------------------
@@ -626,12 +664,15 @@ def build_app() -> gr.Blocks:
     _preload_shipped()
     with gr.Blocks(title="AlexNet Studio") as app:
         gr.Markdown("# AlexNet Studio\nInspect, train and use AlexNet and its variants.")
-        with gr.Tabs():
-            _architecture_tab(app)
+        with gr.Tabs() as tabs:
+            model, layer, look = _architecture_tab(app)
             _train_tab(app)
             _predict_tab(app)
             _evaluate_tab(app)
-            _inside_tab(app)
+            image, checkpoint, focus, _ = _inside_tab(app)
+        # The Architecture tab links each layer to its activations in the Inside tab.
+        look.click(show_layer_inside, inputs=[model, layer, checkpoint, image],
+                   outputs=[tabs, checkpoint, image, focus], api_name=False)
     return app
 
 
