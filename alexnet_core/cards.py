@@ -24,11 +24,14 @@ def first_time_above(history: list[dict], threshold: float) -> tuple[int, float]
 
 
 def _splits_text(config: dict) -> str:
-    val = (f"validation (used to pick the best epoch): the data's val/ folder, or where there is none a seeded "
-           f"{config.get('val_fraction', 0.1):.0%} of train")
-    test = (f"test: a seeded {config['test_fraction']:.0%} of train held out, never trained on or used to pick"
-            if config.get("test_fraction") else "test: the data's test/ folder, never trained on or used to pick")
-    return f"{val}; {test}"
+    """Which images validated (picked the best epoch) and which tested, as this run's data had them."""
+    folder = Path(config.get("data", ""))
+    has = lambda name: folder.is_dir() and (folder / name).is_dir()  # noqa: E731
+    val = ("validation (picks the best epoch): the data's val/ folder" if has("val") else
+           f"validation (picks the best epoch): a seeded {config.get('val_fraction', 0.1):.0%} of train")
+    test = (f"test: a seeded {config['test_fraction']:.0%} of train held out" if config.get("test_fraction")
+            else "test: the data's test/ folder")
+    return f"{val}; {test}, never trained on or used to pick"
 
 
 def _minutes(seconds: float) -> str:
@@ -66,8 +69,8 @@ def model_card(path: str | Path, plain: EvalResult, flipped: EvalResult | None, 
         lines.append(f"- Validation accuracy first ≥ {threshold:.0%}: " + (
             f"epoch {reached[0]}, after {_minutes(reached[1])} of training" if reached else "never in this run"))
     lines += [
-        f"- Machine: {meta.get('machine', '?')}; device {meta.get('device', '?')}; "
-        f"mixed precision {config.get('amp', '?')}",
+        f"- Machine: {meta.get('machine', '?')}; device {meta.get('device', '?')}; mixed precision "
+        f"{meta.get('mixed_precision') or config.get('amp', '?')}",
         f"- Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v),
         "",
         "Command:",

@@ -71,6 +71,7 @@ def _replacing(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_file(tmp)
+        os.chmod(tmp, 0o644)  # safetensors writes 0600; a checkpoint is meant to be shared and shipped
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -273,9 +273,12 @@ def _distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def _amp_on(device: torch.device, amp: str) -> bool:
+    return amp == "on" or (amp == "auto" and supports_amp(device))
+
+
 def _autocast(device: torch.device, amp: str):
-    use = amp == "on" or (amp == "auto" and supports_amp(device))
-    if not use:
+    if not _amp_on(device, amp):
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -374,7 +377,8 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
 
     meta_base = dict(data=cfg.data, data_description=data.describe_source(cfg.data),
                      config=cfg.to_dict(), device=describe_device(device), world_size=world,
-                     command=command, machine=_machine())
+                     command=command, machine=_machine(),
+                     mixed_precision="bf16" if _amp_on(device, cfg.amp) else "off")
     best_path = run_dir / "best.safetensors"
     last_path = run_dir / "last.safetensors"
 

@@ -1,0 +1,74 @@
+"""Screenshots of the app's tabs for the README: the real app in headless Chromium, driven by Playwright.
+
+    python docs/take_screenshots.py [--out docs/screenshots]
+
+Uses Debian's /usr/bin/chromium (no browser download). Starts the app on a free local port, visits each
+tab, and for Predict uploads an example photo first, so the pictures show the app doing its job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(REPO / "docs" / "screenshots"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import gradio_app
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    app = gradio_app.build_app()
+    threading.Thread(target=lambda: app.queue().launch(server_name="127.0.0.1", server_port=port,
+                                                        prevent_thread_lock=True), daemon=True).start()
+    url = f"http://127.0.0.1:{port}/"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        for _ in range(120):
+            try:
+                page.goto(url)
+                break
+            except Exception:
+                time.sleep(0.5)
+        page.get_by_text("Layers at 224").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(out / "architecture.png"), full_page=True)
+
+        for tab in ("Train", "Predict", "Evaluate", "Inside"):
+            page.get_by_role("tab", name=tab).click()
+            page.wait_for_timeout(1500)
+            if tab in ("Predict", "Inside"):
+                examples = gradio_app._example_photos()
+                if examples:
+                    page.locator("input[type=file]").first.set_input_files(examples[0][0])
+                    page.wait_for_timeout(6000)
+            page.screenshot(path=str(out / f"{tab.lower()}.png"), full_page=True)
+        browser.close()
+    app.close()
+    print("\n".join(str(p) for p in sorted(out.glob("*.png"))))
+
+
+if __name__ == "__main__":
+    main()
