@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from alexnet_core.cli import main
+from alexnet_core.models import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,4 +58,5 @@ def test_models_lists_the_registry(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "alexnet_cifar_small" in out and "576,778" in out and "3x227x227" in out
-    assert len(out.strip().splitlines()) == 1 + 8
+    assert len(out.strip().splitlines()) == 1 + len(MODELS)
+    assert "alexnet_cifar_hires" in out and "6,977,994" in out

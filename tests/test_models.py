@@ -16,6 +16,7 @@ EXPECTED_PARAMS = {
     "alexnet_cifar": 6_616_714,
     "alexnet_cifar_small": 576_778,
     "alexnet_cifar_npu": 67_004_746,
+    "alexnet_cifar_hires": 6_977_994,
     "alexnet_fashion": 46_764_746,
 }
 
@@ -102,3 +103,13 @@ def test_alexnet_torchvision_takes_torchvisions_weights():
     x = torch.randn(1, 3, 63, 63)  # the smallest input both take: keeps the check fast
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_hires_has_batch_norm_by_design_and_can_drop_it():
+    with_bn = meta_model("alexnet_cifar_hires")
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in with_bn.modules()) == 5
+    without = meta_model("alexnet_cifar_hires", batch_norm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in without.modules())
+    bn_params = 2 * (64 + 192 + 384 + 256 + 256)     # gamma and beta of each BatchNorm
+    conv_biases = 64 + 192 + 384 + 256 + 256          # back without BatchNorm
+    assert count_params(without) == EXPECTED_PARAMS["alexnet_cifar_hires"] - bn_params + conv_biases
