@@ -10,8 +10,8 @@ measurement alike, it times:
 - floor_ms: the trivial endpoint, called through gradio_client with the first checkpoint's photo;
 - predict_ms: the app's /predict for each checkpoint, with tta "none" and "ten-crop", through gradio_client;
 - pipeline_ms: Predictor.predict in this process (decode, preprocess, forward, softmax), same checkpoints and TTA.
-Each endpoint call uploads the photo, as a real client does. The photo for a checkpoint is the example in
-examples/ named after one of its classes (e.g. cifar10-cat.png). The first --warmup rounds are not counted.
+Each endpoint call uploads the photo, as a real client does. The photo for a checkpoint is an example photo of one of its
+classes (the app's examples: ../shared/data photos, or examples/ files named like cifar10-cat.png). The first --warmup rounds are not counted.
 Reports the median and the 95th percentile of each, in milliseconds.
 
 Checkpoints default to the shipped ones (checkpoints/*.safetensors); any other must be one the app lists
@@ -67,8 +67,11 @@ def photo_for(classes: list[str]) -> Path:
     """The example photo named after one of the checkpoint's classes, else the first example."""
     examples = [Path(row[0]) for row in gradio_app._example_photos()]
     if not examples:
-        raise SystemExit(f"No example photos in {gradio_app.EXAMPLES_DIR}.")
-    return next((p for p in examples if p.stem.split("-", 1)[-1] in classes), examples[0])
+        raise SystemExit(f"No example photos: put some in {gradio_app.EXAMPLES_DIR} or provide ../shared/data.")
+    # An example photo of one of the checkpoint's classes: its class is its folder (../shared/data) or the
+    # part of its name after the dash (examples/cifar10-cat.png).
+    return next((p for p in examples if p.parent.name in classes or p.stem.split("-", 1)[-1] in classes),
+                examples[0])
 
 
 def listed_checkpoints(asked: list[str] | None) -> list[str]:

@@ -1,6 +1,6 @@
 """How fast the training engine is, measured in one process on one model and machine.
 
-    python bench/train_speed.py [--data ../shared/data/cifar10] [--steps 40] [--amp auto|on|off] [--json]
+    python bench/train_speed.py [--data ../shared/data/cifar10] [--steps 100] [--amp auto|on|off] [--json]
 
 Measures, for alexnet_cifar at batch 128 (channels_last, SGD Nesterov, mixed precision as --amp says — the
 engine's own default is auto: bf16 where the device gains from it — all as the engine trains it):
@@ -10,7 +10,9 @@ engine's own default is auto: bf16 where the device gains from it — all as the
 - sgemm: a 4096x4096 float32 matrix product, the machine's practical FLOP/s ceiling;
 - tutorial_loop_images_per_s: the tutorials' loop: torchvision ImageFolder, per-sample PIL transforms,
   a DataLoader with 2 workers, the same model and step.
-efficiency = images_per_s / bare; flop_fraction = the bare step's FLOP/s / sgemm's FLOP/s.
+efficiency = images_per_s / bare; flop_fraction = the bare step's FLOP/s / sgemm's FLOP/s. Because
+torch.matmul (MKL) and the convolutions (oneDNN) use different libraries, the same product done as a 1x1
+convolution is measured too (flop_fraction_vs_onednn); the step's FLOPs are counted by flop_counter.
 """
 
 from __future__ import annotations
@@ -79,6 +81,21 @@ def sgemm_flops(device: torch.device, n: int = 4096, repeats: int = 10) -> float
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
+def onednn_gemm_flops(device: torch.device, n: int = 1024, repeats: int = 5) -> float:
+    """The same matrix product as sgemm, done as a 1x1 convolution: on CPUs that goes to oneDNN, as the
+    model's convolutions do, while torch.matmul goes to MKL (which skips its AVX-512 paths on AMD CPUs)."""
+    x = torch.randn(64, n, 16, 16, device=device).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(n, n, 1, 1, device=device).contiguous(memory_format=torch.channels_last)
+    for _ in range(2):
+        torch.nn.functional.conv2d(x, w)
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.nn.functional.conv2d(x, w)
+    synchronize(device)
+    return 2 * 64 * 16 * 16 * n * n * repeats / (time.perf_counter() - start)
+
+
 def whole_loop(data_dir: str, device: torch.device, steps: int, amp: str) -> float:
     """images/s of the engine's real loop, from the times its StepEvents arrive (first 5 steps skipped)."""
     times: list[float] = []
@@ -127,7 +144,7 @@ def tutorial_loop(data_dir: str, device: torch.device, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"))
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                         help="bf16 mixed precision for the loop and the bare step alike (the tutorial loop stays fp32)")
@@ -142,6 +159,7 @@ def main() -> None:
     whole = whole_loop(args.data, device, args.steps, args.amp)
     bare_after, _ = bare_step(device, args.steps, args.amp)
     sgemm = sgemm_flops(device)
+    onednn = onednn_gemm_flops(device)
     tutorial = tutorial_loop(args.data, device, args.steps)
     bare = statistics.mean([bare_before, bare_after])
     result = {
@@ -153,6 +171,8 @@ def main() -> None:
         "step_gflop_per_s": round(flops * bare / BATCH / 1e9, 1),
         "sgemm_gflop_per_s": round(sgemm / 1e9, 1),
         "flop_fraction": round(flops * bare / BATCH / sgemm, 3),
+        "onednn_gemm_gflop_per_s": round(onednn / 1e9, 1),
+        "flop_fraction_vs_onednn": round(flops * bare / BATCH / onednn, 3),
         "tutorial_loop_images_per_s": round(tutorial, 1),
         "speedup_vs_tutorial": round(whole / tutorial, 2),
     }
