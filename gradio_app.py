@@ -234,7 +234,7 @@ def training_status() -> tuple[str, pd.DataFrame, pd.DataFrame]:
 
 def _train_tab(app: gr.Blocks) -> None:
     defaults = TrainConfig(model="alexnet_cifar_small")
-    with gr.Tab("Train"):
+    with gr.Tab("Train", id="train"):
         with gr.Row():
             model = gr.Dropdown(choices=[(f"{n} — {s.title}", n) for n, s in MODELS.items()],
                                 value=defaults.model, label="Model", scale=2)
@@ -407,7 +407,7 @@ def _example_photos() -> list[list[str]]:
 
 
 def _predict_tab(app: gr.Blocks) -> None:
-    with gr.Tab("Predict") as tab:
+    with gr.Tab("Predict", id="predict") as tab:
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 image = photo_input(sources=["upload", "webcam", "clipboard"], label="Photo")
@@ -505,7 +505,7 @@ def evaluate_view(checkpoint: str | None, data: str | None, split: str = "test",
 
 
 def _evaluate_tab(app: gr.Blocks) -> None:
-    with gr.Tab("Evaluate") as tab:
+    with gr.Tab("Evaluate", id="evaluate") as tab:
         with gr.Row():
             checkpoint = gr.Dropdown(choices=checkpoint_choices(), value=default_checkpoint(),
                                      label="Checkpoint", scale=3)
