@@ -77,12 +77,7 @@ def evaluate(model: nn.Module, split: "data.ImageData | data.StreamingData", pre
     was_training = model.training
     model.eval()
     labels, predictions, confidences, loss_sum = [], [], [], 0.0
-    if isinstance(split, data.ImageData):
-        batches = ((split.images[i:i + batch_size], split.labels[i:i + batch_size])
-                   for i in range(0, len(split), batch_size))
-    else:
-        batches = split.batches(batch_size, shuffle=False, generator=None, drop_last=False)
-    for images, y in batches:
+    for images, y in split.batches(batch_size, shuffle=False, generator=None, drop_last=False):
         images, y = images.to(device), y.to(device)
         x = data.eval_transform(images, pre)
         if channels_last:

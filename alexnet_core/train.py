@@ -470,7 +470,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
                     state["epoch"] = epoch
                     state["step_in_epoch"] = 0
                     epoch_gen_state = _encode_generator(order_gen)
-                record = _validate_and_record(ddp_model, evaluated, val_data, pre, cfg, device, state, epoch,
+                record = _validate_and_record(evaluated, val_data, pre, cfg, device, state, epoch,
                                               loss_sum, correct, seen, lr, epoch_start, run_start, rank)
                 if rank == 0 and record["best"]:
                     save_best()
@@ -503,18 +503,11 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
 
 def _train_batches(train_data, global_batch: int, order_gen: torch.Generator, rank: int, world: int):
     """Yields this rank's (uint8 images, labels) batches of one epoch, dropping the last partial batch."""
-    if isinstance(train_data, data.ImageData):
-        n = len(train_data)
-        order = torch.randperm(n, generator=order_gen).to(train_data.images.device)
-        for start in range(0, n - global_batch + 1, global_batch):
-            idx = order[start:start + global_batch][rank::world]
-            yield train_data.images[idx], train_data.labels[idx]
-    else:
-        for images, labels in train_data.batches(global_batch, shuffle=True, generator=order_gen, drop_last=True):
-            yield images[rank::world], labels[rank::world]
+    for images, labels in train_data.batches(global_batch, shuffle=True, generator=order_gen, drop_last=True):
+        yield images[rank::world], labels[rank::world]
 
 
-def _validate_and_record(ddp_model, model, val_data, pre, cfg, device, state, epoch, loss_sum, correct, seen,
+def _validate_and_record(model, val_data, pre, cfg, device, state, epoch, loss_sum, correct, seen,
                          lr, epoch_start, run_start, rank) -> dict:
     """Validates (rank 0), appends the epoch to the history and updates best/plateau bookkeeping."""
     if world_size() > 1:
