@@ -82,7 +82,7 @@ def cpu_has_bf16() -> bool:
 
 def supports_amp(device: torch.device) -> bool:
     """Whether mixed precision (bf16 autocast) is worth using: on CUDA and NPU, and on CPUs with native bf16
-    (measured here on an AMD EPYC with AVX512-BF16: 1.9x the fp32 training step, bench/train_speed.py)."""
+    (on an AMD EPYC with AVX512-BF16, bench/train_speed.py measured 1.4x the fp32 training loop)."""
     if device.type == "cpu":
         return cpu_has_bf16()
     return device.type in ("cuda", "npu")
