@@ -5,7 +5,9 @@ resize up) to the input size, then normalise. ``train_transform`` adds the augme
 
 - small inputs (32x32 CIFAR style): random crop from a reflect-padded image and a horizontal flip;
 - big inputs (224/227 ImageNet style): RandomResizedCrop (scale 0.08–1, aspect 3/4–4/3) and a flip;
-- optionally the paper's PCA colour lighting (Krizhevsky et al. 2012, section 4.1).
+- optionally the paper's PCA colour lighting (Krizhevsky et al. 2012, section 4.1);
+- optionally Cutout (DeVries & Taylor 2017): a square of each image set to the mean, which keeps a small
+  net from memorising CIFAR-10's 50,000 images.
 
 torchvision.transforms.v2 draws one set of random parameters per call, so a batch would share a single
 crop; here every sample gets its own crop and flip, drawn from ``generator`` (on its own device, so the
@@ -52,11 +54,12 @@ def eval_transform(images_uint8: torch.Tensor, pre: Preprocess) -> torch.Tensor:
 
 
 def train_transform(images_uint8: torch.Tensor, pre: Preprocess, generator: torch.Generator | None = None,
-                    *, pca_lighting: float = 0.0) -> torch.Tensor:
+                    *, pca_lighting: float = 0.0, cutout: int = 0) -> torch.Tensor:
     """[B,C,S,S] uint8 → augmented float32 normalised [B,C,input,input], on the same device.
 
     Deterministic given ``generator`` (any device; None uses torch's default CPU generator).
     ``pca_lighting`` is the standard deviation of the lighting noise alpha (the paper uses 0.1; 0 is off).
+    ``cutout`` is the side in pixels of the square blanked out of each image (0 is off).
     """
     x = _check_batch(images_uint8, pre)
     if pre.input_size <= SMALL_INPUT:
@@ -67,7 +70,10 @@ def train_transform(images_uint8: torch.Tensor, pre: Preprocess, generator: torc
     x = random_horizontal_flip(x, generator)
     if pca_lighting:
         x = pca_lighting_noise(x, pca_lighting, generator)
-    return _normalise(x, pre)
+    x = _normalise(x, pre)
+    if cutout:
+        x = random_cutout(x, cutout, generator)
+    return x
 
 
 def random_crop_with_padding(x: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -117,6 +123,20 @@ def random_horizontal_flip(x: torch.Tensor, generator: torch.Generator | None = 
     """Mirrors each image left to right with probability ``p``."""
     flip = (_uniform(0, 1, (x.shape[0],), generator) < p).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def random_cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zeroes a ``size`` x ``size`` square of each normalised image (zero is the mean), centred anywhere.
+
+    As in DeVries & Taylor (2017) the centre may lie near the border, so part of the square can fall outside.
+    """
+    b, _, h, w = x.shape
+    cy = _randint(h, b, generator).to(x.device)
+    cx = _randint(w, b, generator).to(x.device)
+    rows = torch.arange(h, device=x.device)[None, :] - (cy[:, None] - size // 2)  # [B, H]
+    cols = torch.arange(w, device=x.device)[None, :] - (cx[:, None] - size // 2)  # [B, W]
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    return x.masked_fill(inside[:, None], 0.0)
 
 
 def pca_lighting_noise(x: torch.Tensor, std: float, generator: torch.Generator | None = None) -> torch.Tensor:

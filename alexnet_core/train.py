@@ -62,6 +62,7 @@ class TrainConfig:
     batch_norm: bool | None = None   # None: the variant's own default
     input_size: int | None = None    # None: the variant's own
     pca_lighting: float = 0.0        # the paper's colour augmentation: alpha ~ N(0, this); 0.1 in the paper
+    cutout: int = 0                  # side of the square blanked out of each training image; 0 is off
     tta: str = "none"                # test-time augmentation when validating: none | flip
     val_fraction: float = 0.1        # carved from train when the data has no val/ split
     test_fraction: float = 0.0       # held out of train as the test split when the data has no test/ split
@@ -124,6 +125,7 @@ def check_config(cfg: TrainConfig) -> None:
     need(0 <= cfg.label_smoothing < 1, "Label smoothing must be at least 0 and below 1.")
     need(0 <= cfg.ema < 1, "The weight-average decay (ema) must be at least 0 and below 1 (0 turns it off).")
     need(0 <= cfg.pca_lighting <= 1, "PCA lighting strength must be between 0 and 1 (the paper uses 0.1).")
+    need(0 <= cfg.cutout <= 512, "Cutout must be between 0 (off) and 512 pixels.")
     need(cfg.warmup_epochs is None or 0 <= cfg.warmup_epochs <= cfg.epochs,
          "Warm-up must be between 0 and the number of epochs.")
     need(cfg.tta in ("none", "flip"), "Validation test-time augmentation must be 'none' or 'flip'.")
@@ -429,7 +431,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
                 if cfg.time_limit and time.perf_counter() - run_start > cfg.time_limit:
                     break
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                x = data.train_transform(images, pre, aug_gen, pca_lighting=cfg.pca_lighting)
+                x = data.train_transform(images, pre, aug_gen, pca_lighting=cfg.pca_lighting, cutout=cfg.cutout)
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 lr = cfg.lr * lr_factor(cfg.schedule, state["step"], schedule_steps, warmup_steps) * state["plateau_scale"]

@@ -505,6 +505,23 @@ def test_pca_lighting_shifts_each_sample_by_one_colour():
     assert per_sample[..., 0].abs().max() > 1e-3 and not torch.allclose(shift[0], shift[1])
 
 
+def test_cutout_blanks_one_square_per_sample_to_the_mean():
+    from alexnet_core.augment import random_cutout
+    x = torch.ones(64, 3, 32, 32)
+    out = random_cutout(x, 8, torch.Generator().manual_seed(0))
+    blank = out[:, 0] == 0  # [B, H, W]
+    assert torch.equal(blank[:, None].expand_as(out), out == 0)  # all channels alike
+    # A square of side 8, clipped where its centre lies near the border; never larger, and each sample its own.
+    rows, cols = blank.any(dim=2).sum(dim=1), blank.any(dim=1).sum(dim=1)
+    assert int(rows.max()) == 8 and int(cols.max()) == 8 and int((rows * cols).min()) > 0
+    assert torch.equal(blank.sum(dim=(1, 2)), rows * cols)
+    assert len({tuple(b.nonzero()[0].tolist()) for b in blank}) > 10
+    pre = Preprocess(32, 32, 3, (0.5,) * 3, (0.25,) * 3)
+    grey = _constant(200, pre, n=8)
+    cut = train_transform(grey, pre, torch.Generator().manual_seed(1), cutout=8)
+    assert (cut == 0).any() and (cut != 0).any()
+
+
 # --- The shared data sets ------------------------------------------------------------------------------
 
 @pytest.mark.shared_data
