@@ -336,7 +336,7 @@ def photo_input(**options) -> gr.Image:
     def preprocess(payload):
         try:
             return gradio_preprocess(payload)
-        except (OSError, ValueError, SyntaxError):  # Pillow's errors for what is not an image
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # Pillow's errors for what is not an image
             return payload.path
 
     image.preprocess = preprocess

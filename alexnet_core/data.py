@@ -52,6 +52,10 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 FLOWERS_CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 VAL_FOLDER_NAMES = ("val", "valid", "validation")
+# The largest image decode_image accepts, well under Pillow's own decompression-bomb guard (89 megapixels
+# warn, 178 refuse): a 48-megapixel phone photo fits; decoding one this large takes about 200 MB.
+MAX_IMAGE_PIXELS = 64_000_000
+MAX_IMAGE_BYTES = 64 << 20  # a file (or upload) larger than 64 MiB is refused before it is opened
 # Bump when decode_image changes its pixels, so that old caches are not reused.
 CACHE_VERSION = 1
 
@@ -165,7 +169,9 @@ def decode_image(image: Image.Image | str | Path | bytes, pre: Preprocess) -> to
     Raises ImageError with one sentence for anything that is not a decodable image.
     """
     if isinstance(image, Image.Image):
-        name, opener, empty = "The image", None, False
+        source = getattr(image, "filename", None)  # set when the image was opened from a file (Gradio's uploads)
+        name = Path(source).name if isinstance(source, (str, os.PathLike)) and str(source) else "The image"
+        opener, empty = None, False
     elif isinstance(image, (bytes, bytearray)):
         name, opener, empty = "The uploaded file", lambda: io.BytesIO(image), len(image) == 0
     else:
@@ -175,17 +181,39 @@ def decode_image(image: Image.Image | str | Path | bytes, pre: Preprocess) -> to
         name, opener, empty = str(path), lambda: path, path.stat().st_size == 0
     if empty:
         raise ImageError(f"{name} is empty (0 bytes), not an image.")
+    if isinstance(image, (bytes, bytearray)):
+        size = len(image)
+    elif opener is not None:
+        size = path.stat().st_size
+    else:  # an opened image: its file, where it came from one (Gradio's uploads do)
+        size = os.path.getsize(source) if name != "The image" and os.path.isfile(source) else 0
+    if size > MAX_IMAGE_BYTES:
+        raise ImageError(f"{name} is {size / 2**20:,.0f} MiB; images of at most {MAX_IMAGE_BYTES >> 20} MiB "
+                         f"are accepted.")
     try:
         if opener is None:
             return _decode_open(image, pre, name)
         with Image.open(opener()) as img:
             return _decode_open(img, pre, name)
-    except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS
+        raise ImageError(_too_many_pixels(name, None)) from None
+    except (OSError, SyntaxError, EOFError, ValueError) as error:
         # UnidentifiedImageError is an OSError; truncated files raise OSError when their pixels load.
+        if isinstance(error, ImageError):
+            raise
         raise ImageError(f"{name} is not an image that can be read ({_reason(error)}).") from None
 
 
+def _too_many_pixels(name: str, size: tuple[int, int] | None) -> str:
+    what = f"{size[0]:,}x{size[1]:,} pixels" if size else "larger than Pillow's decompression-bomb limit"
+    return (f"{name} is {what}; images of at most {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are accepted "
+            f"(a decompression bomb, or a photo to scale down first).")
+
+
 def _decode_open(img: Image.Image, pre: Preprocess, name: str) -> torch.Tensor:
+    # Only the header has been read so far: refuse a huge image before its pixels are decoded.
+    if img.width * img.height > MAX_IMAGE_PIXELS:
+        raise ImageError(_too_many_pixels(name, img.size))
     if getattr(img, "is_animated", False):
         img.seek(0)
     img = ImageOps.exif_transpose(img)  # phones store photos sideways and say so in EXIF
