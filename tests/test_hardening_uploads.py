@@ -1,0 +1,227 @@
+"""Hardening, paths and uploads: an uploaded zip never writes outside its folder and never fills the disk, and the
+live app reads no path a caller makes up (its checkpoints and data come only from its own lists, its files only
+from Gradio's upload cache)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradio_app
+from alexnet_core import uploads
+from alexnet_core.uploads import MAX_ZIP_BYTES, UploadError, extract_zip
+from tests.helpers import class_image
+
+
+def one_sentence(text: str, *words: str) -> None:
+    assert "\n" not in text and "Traceback" not in text and text.rstrip().endswith((".", ")")), text
+    for word in words:
+        assert word.lower() in text.lower(), text
+
+
+def png_bytes(label: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    class_image(label, 16, np.random.default_rng(label)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def make_zip(path: Path, members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, content in members.items():
+            archive.writestr(zipfile.ZipInfo(name), content, compress_type=compression)
+    return path
+
+
+def good_members() -> dict[str, bytes]:
+    return {f"colours/train/{c}/{i}.png": png_bytes(label) for label, c in enumerate(["red", "green"])
+            for i in range(3)}
+
+
+def nothing_escaped(tmp_path: Path) -> None:
+    """No file named evil anywhere under the test's folder or at the absolute paths tried, no unpacked folder."""
+    assert not list(tmp_path.rglob("*evil*")), list(tmp_path.rglob("*evil*"))
+    assert not Path("/tmp/evil.png").exists()
+    assert not (tmp_path / "out").exists()
+
+
+def refused(zip_path: Path, dest: Path, *words: str, **caps) -> str:
+    with pytest.raises(UploadError) as error:
+        extract_zip(zip_path, dest, **caps)
+    one_sentence(str(error.value), *words)
+    return str(error.value)
+
+
+# --- what unpacks -----------------------------------------------------------------------------------------
+
+
+def test_a_good_zip_unpacks_to_its_one_top_folder_without_mac_litter(tmp_path):
+    members = good_members() | {"__MACOSX/colours/._x.png": b"junk", "colours/.DS_Store": b"junk"}
+    root = extract_zip(make_zip(tmp_path / "up.zip", members), tmp_path / "out")
+    assert root == tmp_path / "out" / "colours"
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert files == sorted(name.split("/", 1)[1] for name in good_members())
+    assert not (tmp_path / "out" / "__MACOSX").exists()
+
+
+# --- zip-slip and links -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [
+    "../evil.png", "colours/../../evil.png", "/tmp/evil.png", "C:/evil.png", "..\\evil.png",
+    "colours\\..\\..\\evil.png", "c:evil.png", "colours/train/red/\x1b[2Jevil.png",
+])
+def test_zip_slip_is_refused_before_anything_is_written(tmp_path, name):
+    path = make_zip(tmp_path / "up.zip", good_members() | {name: b"owned"})
+    refused(path, tmp_path / "out", "control characters" if "\x1b" in name else "outside")
+    nothing_escaped(tmp_path)
+
+
+def test_symbolic_links_in_the_zip_are_refused(tmp_path):
+    path = tmp_path / "up.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in good_members().items():
+            archive.writestr(name, content)
+        link = zipfile.ZipInfo("colours/train/red/evil.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "/etc/passwd")
+    refused(path, tmp_path / "out", "symbolic link")
+    nothing_escaped(tmp_path)
+
+
+# --- bombs and caps ------------------------------------------------------------------------------------------
+
+
+def test_a_zip_bomb_is_refused_by_its_compression_ratio_before_a_byte_is_written(tmp_path):
+    path = make_zip(tmp_path / "up.zip", good_members() | {"colours/train/red/evil.png": bytes(30 << 20)})
+    assert path.stat().st_size < 1 << 20  # 30 MiB of zeros packs into a few dozen KiB
+    refused(path, tmp_path / "out", "zip bomb")
+    nothing_escaped(tmp_path)
+
+
+def test_the_file_count_and_unpacked_size_caps(tmp_path):
+    path = make_zip(tmp_path / "up.zip", good_members(), compression=zipfile.ZIP_STORED)
+    refused(path, tmp_path / "out", "6 entries", "at most 5", max_files=5)
+    refused(path, tmp_path / "out", "at most", "MiB", max_total_bytes=len(png_bytes()) * 2)
+    nothing_escaped(tmp_path)
+    assert uploads.MAX_FILES == 50_000 and uploads.MAX_TOTAL_BYTES == 2 << 30  # the caps docs/security.md states
+
+
+def test_an_upload_over_the_size_cap_is_refused_before_it_is_opened(tmp_path):
+    huge = tmp_path / "huge.zip"
+    with open(huge, "wb") as f:  # sparse: takes no disk
+        f.truncate(MAX_ZIP_BYTES + 1)
+    refused(huge, tmp_path / "out", "1,024 MiB")
+    refused(tmp_path / "gone.zip", tmp_path / "out", "upload the zip again")
+    nothing_escaped(tmp_path)
+
+
+def _patch_member_header(path: Path, name: str, *, flags: int | None = None, method: int | None = None,
+                         size: int | None = None) -> None:
+    """Rewrites one member's fields in both its local header and the central directory."""
+    raw = bytearray(path.read_bytes())
+    encoded = name.encode()
+    for signature, flag_at, method_at, size_at, name_len_at, name_at in (
+            (b"PK\x03\x04", 6, 8, 22, 26, 30), (b"PK\x01\x02", 8, 10, 24, 28, 46)):
+        start = 0
+        while (start := raw.find(signature, start)) >= 0:
+            length = int.from_bytes(raw[start + name_len_at:start + name_len_at + 2], "little")
+            if raw[start + name_at:start + name_at + length] == encoded:
+                if flags is not None:
+                    raw[start + flag_at:start + flag_at + 2] = flags.to_bytes(2, "little")
+                if method is not None:
+                    raw[start + method_at:start + method_at + 2] = method.to_bytes(2, "little")
+                if size is not None:
+                    raw[start + size_at:start + size_at + 4] = size.to_bytes(4, "little")
+            start += 4
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage, words", [
+    (dict(size=10), "could not be unpacked"),               # a header that lies about the size
+    (dict(flags=1), "could not be unpacked"),               # encrypted: zipfile asks for a password
+    (dict(method=99), "could not be unpacked"),             # a compression method zipfile cannot read
+])
+def test_damaged_encrypted_or_lying_members_get_one_sentence_and_leave_nothing(tmp_path, damage, words):
+    members = good_members()
+    victim = "colours/train/green/2.png"
+    members[victim] = os.urandom(4000)  # incompressible, so that the sizes stay under the bomb ratio
+    path = make_zip(tmp_path / "up.zip", members)
+    _patch_member_header(path, victim, **damage)
+    refused(path, tmp_path / "out", words)
+    nothing_escaped(tmp_path)
+
+
+def test_names_the_disk_refuses_and_clashing_names_get_one_sentence(tmp_path):
+    long_name = make_zip(tmp_path / "long.zip", good_members() | {"colours/train/red/" + "x" * 300 + ".png": b"1"})
+    refused(long_name, tmp_path / "out", "could not be unpacked")
+    clash = make_zip(tmp_path / "clash.zip", good_members() | {"colours/train/red/0.png/inner.png": b"1"})
+    refused(clash, tmp_path / "out", "could not be unpacked")
+    nothing_escaped(tmp_path)
+    (tmp_path / "out").mkdir()
+    refused(make_zip(tmp_path / "good.zip", good_members()), tmp_path / "out", "exists already")
+
+
+# --- the app ---------------------------------------------------------------------------------------------
+
+
+def test_the_upload_handler_says_why_and_writes_nothing_outside_its_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(gradio_app, "UPLOADS_DIR", tmp_path / "uploads")
+    before = gradio_app.data_choices()
+    slip = make_zip(tmp_path / "slip.zip", good_members() | {"../../evil.png": b"owned"})
+    _, note = gradio_app.upload_dataset(str(slip))
+    assert note.startswith("⚠️ ") and "outside" in note
+    bomb = make_zip(tmp_path / "bomb.zip", good_members() | {"colours/train/red/evil.png": bytes(30 << 20)})
+    _, note = gradio_app.upload_dataset(str(bomb))
+    assert note.startswith("⚠️ ") and "zip bomb" in note
+    assert gradio_app.data_choices() == before
+    assert not list(tmp_path.rglob("evil*"))
+    assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())
+
+
+def _app_error(client, *args, api_name: str, **kwargs) -> str:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as error:
+        client.predict(*args, api_name=api_name, **kwargs)
+    return str(error.value)
+
+
+def test_the_live_app_reads_only_checkpoints_and_data_from_its_own_lists(live_app, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from alexnet_core.runner import RUNNER
+
+    client = Client(live_app.url, verbose=False)
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png_bytes())
+    outside = tmp_path / "elsewhere" / "best.safetensors"  # a real checkpoint, but not one the app lists
+    outside.parent.mkdir()
+    shutil.copyfile(gradio_app.DEFAULT_CHECKPOINT, outside)
+    for path in ("/etc/passwd", str(outside), "../checkpoints/cifar10.safetensors", "checkpoints/../../x"):
+        assert "not in the list of choices" in _app_error(client, handle_file(str(photo)), path,
+                                                          api_name="/predict")
+        assert "not in the list of choices" in _app_error(client, path, str(live_app.tiny_data),
+                                                          api_name="/evaluate")
+    runs_before = sorted(live_app.home.rglob("*.safetensors"))
+    for data in ("/etc", str(tmp_path), "../../", str(live_app.tiny_data / "..")):
+        assert "not in the list of choices" in _app_error(client, "alexnet_cifar_small", data, "cpu", None,
+                                                          api_name="/train")
+    assert not RUNNER.snapshot().active and sorted(live_app.home.rglob("*.safetensors")) == runs_before
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "gradio_app.py", "checkpoints/cifar10.safetensors", "../x"])
+def test_the_live_app_serves_no_file_outside_gradios_cache(live_app, target):
+    path = str(Path(gradio_app.REPO, target).resolve()) if not target.startswith("/") else target
+    for url in (f"{live_app.url}gradio_api/file={path}", f"{live_app.url}file={path}"):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(url, timeout=30).close()
+        assert error.value.code in (403, 404), url
