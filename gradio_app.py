@@ -6,7 +6,11 @@ module-level functions that call alexnet_core, so tests and the API can call the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
+from dataclasses import dataclass
+import threading
 import time
 from pathlib import Path
 
@@ -22,7 +26,6 @@ from alexnet_core.checkpoints import list_checkpoints, read_metadata
 from alexnet_core.devices import available_devices, resolve_device
 from alexnet_core.evaluate import TTA_CHOICES as EVAL_TTA_CHOICES
 from alexnet_core.evaluate import EvalResult, evaluate_checkpoint
-from alexnet_core.explain import explain, untrained_variant
 from alexnet_core.models import MODELS, get_spec
 from alexnet_core.plots import confusion_plot, shape_plot
 from alexnet_core.predict import Prediction, get_predictor, network_view
@@ -144,6 +147,62 @@ HYPER_FIELDS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_d
                 "label_smoothing", "batch_norm")
 
 
+@dataclass(frozen=True)
+class TrainingCaps:
+    """Limits on training runs started from the app, for a server that many people share (a Space).
+
+    Set by ALEXNET_STUDIO_MAX_EPOCHS, ALEXNET_STUDIO_MAX_TRAIN_MINUTES and ALEXNET_STUDIO_MAX_IMAGES (images per
+    split); "0" or unset means no cap, except on a Hugging Face Space (SPACE_ID is set), where the defaults
+    below keep one visitor from holding the shared CPU for long. The command line is never capped."""
+
+    epochs: int | None = None
+    minutes: float | None = None
+    images: int | None = None
+
+    SPACE_DEFAULTS = {"epochs": 30, "minutes": 15, "images": 5000}
+
+    @classmethod
+    def from_env(cls, env=os.environ) -> "TrainingCaps":
+        on_space = bool(env.get("SPACE_ID"))
+
+        def cap(name: str, key: str, kind):
+            raw = env.get(name)
+            if raw is None:
+                return cls.SPACE_DEFAULTS[key] if on_space else None
+            value = kind(raw)
+            if value < 0:
+                raise ValueError(f"{name} must be 0 (no cap) or a positive number, not {raw}.")
+            return value or None
+
+        return cls(epochs=cap("ALEXNET_STUDIO_MAX_EPOCHS", "epochs", int),
+                   minutes=cap("ALEXNET_STUDIO_MAX_TRAIN_MINUTES", "minutes", float),
+                   images=cap("ALEXNET_STUDIO_MAX_IMAGES", "images", int))
+
+    def describe(self) -> str:
+        parts = [f"at most {self.epochs} epochs" if self.epochs else "",
+                 f"{self.minutes:g} minutes a run" if self.minutes else "",
+                 f"{self.images:,} images per split" if self.images else ""]
+        parts = [p for p in parts if p]
+        return ("This server caps training: " + ", ".join(parts) + ". A run that reaches the time cap stops "
+                "and keeps its best checkpoint. No caps apply to the command line.") if parts else ""
+
+    def apply(self, config: TrainConfig) -> TrainConfig:
+        """The config within the caps: too many epochs is refused (say so, do not train something else);
+        the image count and the time are capped quietly, as the Train tab states."""
+        if self.epochs and config.epochs > self.epochs:
+            raise ValueError(f"This server allows at most {self.epochs} epochs a run; you asked for "
+                             f"{config.epochs}. Train longer with the command line on your own machine.")
+        changes = {}
+        if self.images:
+            changes["limit"] = min(config.limit or self.images, self.images)
+        if self.minutes:
+            changes["time_limit"] = min(config.time_limit or self.minutes * 60, self.minutes * 60)
+        return dataclasses.replace(config, **changes)
+
+
+TRAINING_CAPS = TrainingCaps.from_env()
+
+
 def data_choices() -> list[tuple[str, str]]:
     """Built-in sources, the shared folders where present, and every zip uploaded so far."""
     choices = list(BUILTIN_DATA)
@@ -190,7 +249,7 @@ def start_training(model: str, data: str, device: str, limit: float | None, epoc
             momentum=float(momentum), weight_decay=float(weight_decay), schedule=schedule,
             label_smoothing=float(label_smoothing), batch_norm=bool(batch_norm),
             out=str(RUNS_DIR / f"{model}-{Path(data).name}-{time.strftime('%Y%m%d-%H%M%S')}"))
-        RUNNER.start(config)
+        RUNNER.start(TRAINING_CAPS.apply(config))
     except (BusyError, ValueError, TypeError) as error:
         return f"⚠️ {error}"
     return "Started: loading the data…"
@@ -235,6 +294,8 @@ def training_status() -> tuple[str, pd.DataFrame, pd.DataFrame]:
 def _train_tab(app: gr.Blocks) -> None:
     defaults = TrainConfig(model="alexnet_cifar_small")
     with gr.Tab("Train", id="train"):
+        caps = TRAINING_CAPS.describe()
+        gr.Markdown(f"ℹ️ {caps}", visible=bool(caps), elem_id="training-caps")
         with gr.Row():
             model = gr.Dropdown(choices=[(f"{n} — {s.title}", n) for n, s in MODELS.items()],
                                 value=defaults.model, label="Model", scale=2)
@@ -426,9 +487,11 @@ def _predict_tab(app: gr.Blocks) -> None:
                 info = gr.Markdown(PREDICT_PROMPT)
                 view = gr.Image(label="What the network sees (after preprocessing)", format="png",
                                 interactive=False, height=260)
+        # Inside the Tab: a component left directly under gr.Tabs shifts the browser's tab order by one,
+        # and a later tab then takes the place of the one after it (tests/test_app_layout.py).
+        shown = gr.State()
 
     tab.select(refresh_checkpoints, inputs=checkpoint, outputs=checkpoint, api_name=False)
-    shown = gr.State()
     gr.on(
         triggers=[image.change, checkpoint.change, k.change, tta.change],
         fn=predict_image,
@@ -530,12 +593,16 @@ def _evaluate_tab(app: gr.Blocks) -> None:
 
 
 def _preload_shipped() -> None:
-    """Loads and warms the shipped checkpoints, so that the first /predict pays for neither."""
+    """Loads and warms the shipped checkpoints, so that the first /predict pays for neither.
+
+    Runs in a background thread once the app is built: the page is served at once, and a request that comes
+    before the warm-up ends simply loads the model itself (the predictor cache is shared and locked)."""
     for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
         try:
             get_predictor(path, PREDICT_DEVICE)
         except ValueError:  # a damaged file is reported when someone picks it, not at start
             pass
+    import alexnet_core.explain  # noqa: F401  (OpenCV and Grad-CAM: warm for the first Inside request)
 
 
 # --- Inside tab -----------------------------------------------------------------------------------------
@@ -552,6 +619,8 @@ def inside_choices() -> list[tuple[str, str]]:
 
 @functools.lru_cache(maxsize=2)  # the paper's nets take a quarter of a second to build
 def _untrained(name: str):
+    from alexnet_core.explain import untrained_variant  # Grad-CAM pulls in OpenCV: not at start-up
+
     return untrained_variant(name)
 
 
@@ -578,6 +647,8 @@ def explain_photo(image: Image.Image | str | None, checkpoint: str | None = None
     channels, and a line that says which class Grad-CAM explains — or the sentence that says what is wrong.
 
     ``layer`` (e.g. "conv3", from the Architecture tab's link) opens the gallery on that layer."""
+    from alexnet_core.explain import explain  # Grad-CAM pulls in OpenCV: not at start-up
+
     if image is None:
         return None, None, None, [], INSIDE_PROMPT
     choice = checkpoint or default_checkpoint()
@@ -661,7 +732,7 @@ def build_app() -> gr.Blocks:
     # The first meta-device pass sets PyTorch's meta kernels up (about a second): pay that at start,
     # not on the first page load.
     summarize(DEFAULT_MODEL, get_spec(DEFAULT_MODEL).input_size)
-    _preload_shipped()
+    threading.Thread(target=_preload_shipped, name="preload-checkpoints", daemon=True).start()
     with gr.Blocks(title="AlexNet Studio") as app:
         gr.Markdown("# AlexNet Studio\nInspect, train and use AlexNet and its variants.")
         with gr.Tabs() as tabs:
@@ -676,5 +747,20 @@ def build_app() -> gr.Blocks:
     return app
 
 
+# How many requests of one event may run at once. Predict and Inside answer in milliseconds to a second on a
+# CPU, so a few at a time keep a 2-vCPU Space responsive; the queue holds the rest in order.
+CONCURRENCY = int(os.environ.get("ALEXNET_STUDIO_CONCURRENCY", "2"))
+# Uploads (photos, zipped data sets) larger than this are refused by Gradio before any of our code runs.
+MAX_UPLOAD = os.environ.get("ALEXNET_STUDIO_MAX_UPLOAD", "200mb")
+
+
+def launch(app: gr.Blocks | None = None, **kwargs) -> gr.Blocks:
+    """Queues and serves the app (GRADIO_SERVER_NAME, GRADIO_SERVER_PORT and GRADIO_ROOT_PATH apply)."""
+    app = app or build_app()
+    app.queue(default_concurrency_limit=CONCURRENCY, max_size=100)
+    app.launch(max_file_size=MAX_UPLOAD, **kwargs)
+    return app
+
+
 if __name__ == "__main__":
-    build_app().queue().launch()
+    launch()
