@@ -112,14 +112,34 @@ def check_config(cfg: TrainConfig) -> None:
         if not ok:
             raise ConfigError(sentence)
 
-    need(cfg.model in MODELS, f"Unknown model '{cfg.model}'. Choose one of: {', '.join(MODELS)}.")
-    need(isinstance(cfg.epochs, int) and 1 <= cfg.epochs <= 1000, "Epochs must be a whole number from 1 to 1000.")
-    need(isinstance(cfg.batch_size, int) and 2 <= cfg.batch_size <= 8192,
+    def whole(value) -> bool:  # an int, not a bool (True is an int to Python) and not 2.5 or "3"
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def number(*names: str) -> None:  # a real number, not "0.1", True or NaN, so comparisons below are safe
+        for name in names:
+            value = getattr(cfg, name)
+            need(value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                   and not math.isnan(value)),
+                 f"The setting {name} must be a number, not {value!r}.")
+
+    need(isinstance(cfg.model, str) and cfg.model in MODELS,
+         f"Unknown model '{cfg.model}'. Choose one of: {', '.join(MODELS)}.")
+    need(isinstance(cfg.data, str) and bool(cfg.data.strip()), "Pick the data to train on.")
+    need(whole(cfg.epochs) and 1 <= cfg.epochs <= 1000, "Epochs must be a whole number from 1 to 1000.")
+    need(whole(cfg.batch_size) and 2 <= cfg.batch_size <= 8192,
          "Batch size must be a whole number from 2 to 8192.")
-    need(isinstance(cfg.lr, (int, float)) and math.isfinite(cfg.lr) and 0 < cfg.lr <= 10,
-         "Learning rate must be a number above 0 and at most 10.")
+    need(isinstance(cfg.lr, (int, float)) and not isinstance(cfg.lr, bool) and math.isfinite(cfg.lr)
+         and 0 < cfg.lr <= 10, "Learning rate must be a number above 0 and at most 10.")
+    number("momentum", "weight_decay", "label_smoothing", "ema", "pca_lighting", "warmup_epochs", "val_fraction",
+           "test_fraction", "time_limit")
+    for name in ("cutout", "plateau_patience", "seed", "workers", "limit", "max_steps", "input_size"):
+        value = getattr(cfg, name)
+        need(value is None or whole(value), f"The setting {name} must be a whole number, not {value!r}.")
     need(cfg.optimizer in OPTIMIZERS, f"Optimizer must be one of: {', '.join(OPTIMIZERS)}.")
     need(cfg.schedule in SCHEDULES, f"Schedule must be one of: {', '.join(SCHEDULES)}.")
+    need(0 <= cfg.seed < 2**63, "The seed must be a whole number from 0 to 2^63 - 1.")
+    need(0 <= cfg.workers <= 64, "Workers must be from 0 to 64.")
+    need(cfg.plateau_patience >= 1, "Plateau patience must be at least 1 epoch.")
     need(0 <= cfg.momentum < 1, "Momentum must be at least 0 and below 1.")
     need(0 <= cfg.weight_decay <= 0.1, "Weight decay must be between 0 and 0.1.")
     need(0 <= cfg.label_smoothing < 1, "Label smoothing must be at least 0 and below 1.")
@@ -492,6 +512,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
         finish_best()
     except Exception as exc:  # the run ends with a message; whatever was saved stays intact
         status, message = "failed", _failure_sentence(exc)
+        _release_device_memory(device)
     finally:
         if world > 1 and dist.is_initialized():
             dist.barrier()
@@ -558,13 +579,38 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+# What PyTorch's errors say when memory runs out: CUDA/NPU/MPS ("out of memory") and the CPU allocator.
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate")
+# ... and when the device itself fails or goes away (a lost GPU, a reset, a driver error).
+DEVICE_FAILURE = ("cuda error", "cuda driver", "cudnn_status", "cublas_status", "device-side", "npu error",
+                  "acl error", "mps backend", "no cuda-capable device", "device not ready", "device is unavailable")
+
+
+def _release_device_memory(device: torch.device) -> None:
+    """After a failed run, hand the device's cached memory back, so that prediction on it keeps working."""
+    try:
+        if device.type == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        elif device.type == "mps":
+            torch.mps.empty_cache()
+    except Exception:  # a device that has gone away cannot be cleaned up; nothing more to do
+        pass
+
+
 def _failure_sentence(exc: Exception) -> str:
     """One sentence for a run that broke, with the likely cause where we know it."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text.lower():
-        return ("Training ran out of memory: try a smaller batch size. The best checkpoint so far is kept.")
+    text = text.rstrip(".")
+    kept = "The best checkpoint so far is kept."
+    lowered = text.lower()
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(s in lowered for s in OUT_OF_MEMORY):
+        return f"Training ran out of memory at this batch size: try a smaller batch size. {kept}"
+    if isinstance(exc, getattr(torch, "AcceleratorError", ())) or any(s in lowered for s in DEVICE_FAILURE):
+        return f"Training stopped because the device failed or disappeared ({text}). {kept}"
+    if isinstance(exc, data.DataError):
+        return f"Training stopped because the data could not be read: {text}. {kept}"
     if isinstance(exc, (FileNotFoundError, OSError)):
-        return f"Training stopped because a file could not be read or written ({text}). The best checkpoint so far is kept."
+        return f"Training stopped because a file could not be read or written ({text}). {kept}"
     if isinstance(exc, (ValueError, FloatingPointError)):
-        return text
-    return f"Training failed: {type(exc).__name__}: {text}. The best checkpoint so far is kept."
+        return f"{text}."
+    return f"Training failed: {type(exc).__name__}: {text}. {kept}"
