@@ -243,11 +243,13 @@ def start_training(model: str, data: str, device: str, limit: float | None, epoc
                    label_smoothing: float, batch_norm: bool) -> str:
     """Starts a run in the background (one at a time per app) and says so, or says why not."""
     try:
-        config = TrainConfig(
-            model=model, data=data, device=device or "auto", limit=int(limit) if limit else None,
-            epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), optimizer=optimizer,
-            momentum=float(momentum), weight_decay=float(weight_decay), schedule=schedule,
-            label_smoothing=float(label_smoothing), batch_norm=bool(batch_norm),
+        from alexnet_core.train import config_from_form  # one sentence per field of the wrong type or empty
+
+        config = config_from_form(
+            model=model, data=data, device=device or "auto", limit=limit or None,
+            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+            momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+            label_smoothing=label_smoothing, batch_norm=bool(batch_norm),
             out=str(RUNS_DIR / f"{model}-{Path(data).name}-{time.strftime('%Y%m%d-%H%M%S')}"))
         RUNNER.start(TRAINING_CAPS.apply(config))
     except (BusyError, ValueError, TypeError) as error:

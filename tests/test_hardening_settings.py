@@ -1,0 +1,206 @@
+"""Hardening, settings: epochs, batch size, learning rate, k and input size out of range or of the wrong type get a
+clear message before any work starts, in the UI (the handlers the page calls), the API (the live app through
+gradio_client) and the command line alike.
+
+Where a form field has bounds, Gradio checks them first and answers with the value and the bound ("Value 0 is
+less than minimum value 1."); everything else reaches alexnet_core, whose sentence names the setting.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradio_app
+from alexnet_core import cli
+from alexnet_core.runner import RUNNER
+from tests.helpers import class_image, make_image_folder
+
+TRAIN_DEFAULTS = dict(model="alexnet_cifar_small", device="cpu", limit=None, epochs=2, batch_size=16, lr=0.02,
+                      optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.0,
+                      batch_norm=False)
+# (setting, bad value, what the message must say)
+BAD_TRAINING = [
+    ("epochs", 0, "Epochs"), ("epochs", 1001, "Epochs"), ("epochs", 2.5, "Epochs"), ("epochs", None, "Epochs"),
+    ("epochs", "ten", "Epochs"), ("epochs", math.nan, "Epochs"), ("epochs", True, "Epochs"),
+    ("batch_size", 1, "Batch size"), ("batch_size", 9000, "Batch size"), ("batch_size", "x", "Batch size"),
+    ("batch_size", None, "Batch size"),
+    ("lr", 0, "Learning rate"), ("lr", -1, "Learning rate"), ("lr", 11, "Learning rate"),
+    ("lr", math.nan, "Learning rate"), ("lr", math.inf, "Learning rate"), ("lr", "fast", "Learning rate"),
+    ("lr", None, "Learning rate"),
+]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("settings"), ["red", "green"], n_per_class=8, size=32)
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setattr(gradio_app, "RUNS_DIR", tmp_path / "runs")
+    yield tmp_path / "runs"
+    RUNNER.stop()
+    RUNNER.wait(60)
+
+
+def no_work_started(runs: Path) -> None:
+    assert not RUNNER.snapshot().active
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def clear(text: str, *words: str) -> None:
+    assert "\n" not in text and "Traceback" not in text and "exception" not in text.lower(), text
+    for word in words:
+        assert str(word).lower() in text.lower(), text
+
+
+# --- the UI: the handlers the page calls ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("setting, value, words", BAD_TRAINING)
+def test_the_train_tab_refuses_a_bad_setting_before_any_work(folder, runs, setting, value, words):
+    message = gradio_app.start_training(**{**TRAIN_DEFAULTS, "data": str(folder), setting: value})
+    assert message.startswith("⚠️ "), message
+    clear(message, words)
+    no_work_started(runs)
+
+
+@pytest.mark.parametrize("k", [0, -1, 1001, 2.5, "five", math.nan, True])
+def test_the_predict_tab_refuses_a_bad_k(k, tmp_path):
+    photo = tmp_path / "photo.png"
+    class_image(0, 32, np.random.default_rng(0)).save(photo)
+    label, info, shown = gradio_app.predict_image(str(photo), str(gradio_app.DEFAULT_CHECKPOINT), k)
+    assert label is None and shown is None and info.startswith("⚠️ ")
+    clear(info, "top classes (k)", "whole number from 1 to 1000")
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, 5000, "big", math.nan, True, 2])
+def test_the_architecture_tab_says_why_an_input_size_cannot_be_used(size):
+    custom = gradio_app.architecture("alexnet", size, False)[5]
+    assert "⚠️" in custom and "227×227" in custom  # the sentence, and the plot falls back to the variant's size
+    clear(custom.split("⚠️", 1)[1], "input")
+
+
+# --- the API: the live app -------------------------------------------------------------------------------
+
+
+def _call(client, *args, api_name: str) -> str:
+    """The endpoint's answer as text: the returned message, or the error Gradio raised before the handler."""
+    from gradio_client.exceptions import AppError
+
+    try:
+        result = client.predict(*args, api_name=api_name)
+    except AppError as error:
+        return str(error)
+    if isinstance(result, str):
+        return result
+    texts = [r for r in result if isinstance(r, str)]
+    custom = [t for t in texts if t.startswith("#### Custom size")]  # /summary: the custom size's part
+    return (custom[0].split("\n\n", 1)[1] if custom else " ".join(texts)).strip()
+
+
+# What JSON and the API's types can carry: out of range, or an emptied field (None). (Gradio rounds a float
+# for a whole-number field, 2.5 epochs to 2, as its API documents: that is not refused.)
+API_TRAINING = [(s, v, w) for s, v, w in BAD_TRAINING if v is None or isinstance(v, (int, float))
+                and not isinstance(v, bool) and math.isfinite(v) and (s == "lr" or float(v).is_integer())]
+
+
+def test_the_api_refuses_bad_training_settings_before_any_work(live_app):
+    from gradio_client import Client
+
+    client = Client(live_app.url, verbose=False)
+    runs = sorted(p for p in live_app.home.rglob("*") if p.is_dir())
+    order = ["epochs", "batch_size", "lr"]
+    for setting, value, words in API_TRAINING:
+        args = dict(epochs=2, batch_size=16, lr=0.02) | {setting: value}
+        answer = _call(client, "alexnet_cifar_small", str(live_app.tiny_data), "cpu", None,
+                       *[args[name] for name in order], api_name="/train")
+        if answer.startswith("Value "):  # Gradio's own bound check names the value and the bound
+            clear(answer, f"Value {value} is", "than minimum value" if " less " in answer else "than maximum value")
+        else:
+            assert answer.startswith("⚠️ "), (setting, value, answer)
+            clear(answer, words)
+        assert not RUNNER.snapshot().active, (setting, value, answer)
+    assert sorted(p for p in live_app.home.rglob("*") if p.is_dir()) == runs
+
+
+def test_the_api_refuses_a_bad_k_and_input_size(live_app, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(live_app.url, verbose=False)
+    photo = tmp_path / "photo.png"
+    class_image(0, 32, np.random.default_rng(0)).save(photo)
+    checkpoint = str(gradio_app.DEFAULT_CHECKPOINT)
+    for k, words in ((0, "minimum value 1"), (11, "maximum value 10"), (2.5, "whole number from 1 to 1000")):
+        clear(_call(client, handle_file(str(photo)), checkpoint, k, api_name="/predict"), words)
+    for size, words in ((0, "minimum value 1"), (5000, "maximum value 1024"), (3, "cannot take 3x3")):
+        clear(_call(client, "alexnet", size, False, api_name="/summary"), words)
+
+
+@pytest.mark.xfail(strict=True, reason="Gradio's Number and Slider compare a string payload with their bounds and "
+                   "fail with a generic error before any handler runs (gradio/components/number.py); the fix is "
+                   "a wrapped preprocess in gradio_app.py that names the field (see docs/security.md)")
+def test_the_api_names_the_setting_when_a_number_comes_as_text(live_app):
+    from gradio_client import Client
+
+    client = Client(live_app.url, verbose=False)
+    answer = _call(client, "alexnet_cifar_small", str(live_app.tiny_data), "cpu", None, "ten", 16, 0.02,
+                   api_name="/train")
+    clear(answer, "epochs")
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+
+CLI_TRAINING = [
+    (["--epochs", "0"], "Epochs"), (["--epochs", "1001"], "Epochs"), (["--batch-size", "1"], "Batch size"),
+    (["--batch-size", "9000"], "Batch size"), (["--lr", "0"], "Learning rate"), (["--lr", "nan"], "Learning rate"),
+    (["--lr", "-0.1"], "Learning rate"), (["--input-size", "4"], "Input size"),
+    (["--input-size", "100"], "cannot take 100x100"), (["--seed", "-1"], "seed"),
+]
+
+
+@pytest.mark.parametrize("flags, words", CLI_TRAINING)
+def test_the_command_line_refuses_a_bad_setting_before_any_work(folder, tmp_path, capsys, flags, words):
+    out = tmp_path / "run"
+    code = cli.main(["train", "--model", "alexnet_cifar_small", "--data", str(folder), "--device", "cpu",
+                     "--out", str(out), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    clear(err.strip(), words)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["train", "--epochs", "ten"], "--epochs"), (["train", "--batch-size", "2.5"], "--batch-size"),
+    (["train", "--lr", "fast"], "--lr"), (["predict", "x.png", "--checkpoint", "c", "--top-k", "five"], "--top-k"),
+    (["summary", "--model", "alexnet", "--input-size", "big"], "--input-size"),
+])
+def test_the_command_line_names_a_flag_of_the_wrong_type(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument {flag}: invalid" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("k", ["0", "1001"])
+def test_the_command_line_refuses_a_bad_k(k, tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    class_image(0, 32, np.random.default_rng(0)).save(photo)
+    code = cli.main(["predict", str(photo), "--checkpoint", str(gradio_app.DEFAULT_CHECKPOINT), "--top-k", k])
+    captured = capsys.readouterr()
+    assert code == 2 and not captured.out
+    clear(captured.err.strip(), "top classes (k)", "1 to 1000")
+
+
+@pytest.mark.parametrize("size, words", [("0", "from 1 to 1024"), ("5000", "from 1 to 1024"),
+                                         ("100", "cannot take 100x100")])
+def test_the_command_line_summary_refuses_a_bad_input_size(size, words, capsys):
+    assert cli.main(["summary", "--model", "alexnet", "--input-size", size]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out
+    clear(captured.err.strip(), words)
