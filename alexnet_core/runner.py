@@ -3,10 +3,16 @@
 The Train tab calls ``RUNNER.start(config)`` and then ``RUNNER.snapshot()`` every second or so; Stop calls
 ``RUNNER.stop()``. Because the run lives here and not in a browser session, reloading the page shows the run
 still going. Nothing here knows about Gradio.
+
+Training shares the machine's cores with prediction, and would take them all: its thread (and the OpenMP
+threads and data workers it starts, which inherit it) runs at a lower OS priority (``training_nice``, 10 by
+default, ``ALEXNET_STUDIO_TRAINING_NICE`` to change it; Linux and macOS), so a /predict request gets the CPU
+as soon as it asks, and training still has every core while nobody is asking (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,10 +51,22 @@ class RunSnapshot:
         return self.status in ("preparing", "running", "stopping")
 
 
+def _lower_this_threads_priority(nice: int) -> None:
+    """Raises the calling thread's nice value by ``nice`` (Linux: per thread; threads it starts inherit it)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id() if os.uname().sysname == "Linux" else 0
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:  # not allowed here: train at the usual priority
+        pass
+
+
 class TrainingRunner:
     """Starts, watches and stops one training run at a time."""
 
     max_plot_points = 2000
+    training_nice = int(os.environ.get("ALEXNET_STUDIO_TRAINING_NICE", "10"))  # 0: same priority as serving
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -94,6 +112,7 @@ class TrainingRunner:
     # -- the background thread ---------------------------------------------------------------------------
 
     def _run(self, config: TrainConfig) -> None:
+        _lower_this_threads_priority(self.training_nice)
         try:
             end = train(config, self._on_event, self._stop)
         except Exception as exc:  # a run must never take the app down with it
