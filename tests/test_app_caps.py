@@ -1,0 +1,43 @@
+"""The training caps a shared server (a Hugging Face Space) sets, and how the Train tab applies them."""
+
+from __future__ import annotations
+
+import pytest
+
+import gradio_app
+from alexnet_core.train import TrainConfig
+from gradio_app import TrainingCaps
+
+
+def test_no_caps_by_default_and_space_defaults_on_a_space():
+    assert TrainingCaps.from_env({}) == TrainingCaps()
+    assert TrainingCaps().describe() == ""
+    on_space = TrainingCaps.from_env({"SPACE_ID": "someone/alexnet-studio"})
+    assert on_space == TrainingCaps(**TrainingCaps.SPACE_DEFAULTS)
+    # An explicit setting wins, and 0 lifts a cap even on a Space.
+    custom = TrainingCaps.from_env({"SPACE_ID": "x", "ALEXNET_STUDIO_MAX_EPOCHS": "5",
+                                    "ALEXNET_STUDIO_MAX_TRAIN_MINUTES": "0", "ALEXNET_STUDIO_MAX_IMAGES": "100"})
+    assert custom == TrainingCaps(epochs=5, minutes=None, images=100)
+    with pytest.raises(ValueError, match="ALEXNET_STUDIO_MAX_EPOCHS"):
+        TrainingCaps.from_env({"ALEXNET_STUDIO_MAX_EPOCHS": "-3"})
+
+
+def test_caps_refuse_too_many_epochs_and_cap_images_and_time():
+    caps = TrainingCaps(epochs=10, minutes=2, images=500)
+    assert "at most 10 epochs" in caps.describe() and "2 minutes" in caps.describe() \
+        and "500 images" in caps.describe()
+    with pytest.raises(ValueError, match="at most 10 epochs"):
+        caps.apply(TrainConfig(model="alexnet_cifar_small", epochs=11))
+    within = caps.apply(TrainConfig(model="alexnet_cifar_small", epochs=10, limit=None))
+    assert (within.epochs, within.limit, within.time_limit) == (10, 500, 120)
+    smaller = caps.apply(TrainConfig(model="alexnet_cifar_small", limit=50, time_limit=30))
+    assert (smaller.limit, smaller.time_limit) == (50, 30)
+
+
+def test_the_train_handler_refuses_a_run_over_the_cap_before_starting(monkeypatch, tmp_path):
+    monkeypatch.setattr(gradio_app, "TRAINING_CAPS", TrainingCaps(epochs=3))
+    monkeypatch.setattr(gradio_app, "RUNS_DIR", tmp_path / "runs")
+    message = gradio_app.start_training("alexnet_cifar_small", str(tmp_path), "cpu", None, 4, 8, 0.01, "sgd",
+                                        0.9, 0.0, "constant", 0.0, False)
+    assert message.startswith("⚠️") and "at most 3 epochs" in message
+    assert not gradio_app.RUNNER.snapshot().active and not (tmp_path / "runs").exists()
