@@ -45,6 +45,8 @@ KIND_TRAIN_STATE = "train_state"  # last.safetensors
 REQUIRED_KEYS = ("model", "batch_norm", "num_classes", "in_channels", "classes", "preprocess")
 USER_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 FP16_MAX = torch.finfo(torch.float16).max
+MAX_INPUT_SIZE = 1024  # the largest input side a checkpoint may claim (as training's check_config allows)
+MAX_STORE_SIZE = 2048  # and the largest side it may have photos decoded to
 # Prefixes that wrappers add to state-dict keys: DataParallel/DDP ("module.") and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -191,6 +193,20 @@ def _meta_problem(meta: Any) -> str | None:
             return f"preprocess.{key} is not a list of {meta['in_channels']} numbers (one per input channel)"
     if not all(v > 0 for v in preprocess["std"]):
         return "preprocess.std has a value that is not positive"
+    # A forged size must neither crash the first forward pass nor make every photo decode to a huge image.
+    size, store = preprocess["input_size"], preprocess.get("store_size", preprocess["input_size"])
+    if size > MAX_INPUT_SIZE:
+        return f"preprocess.input_size is {size:,}, above the {MAX_INPUT_SIZE:,} pixels AlexNet Studio takes"
+    if not _is_count(store) or store > MAX_STORE_SIZE:
+        return f"preprocess.store_size is {store!r}, not a whole number from 1 to {MAX_STORE_SIZE:,}"
+    if preprocess.get("in_channels", meta["in_channels"]) != meta["in_channels"]:
+        return f"preprocess.in_channels is {preprocess['in_channels']!r} but in_channels is {meta['in_channels']}"
+    from .summary import check_fit  # here: summary imports torchinfo, which listing checkpoints needs not
+
+    try:
+        check_fit(meta["model"], size)
+    except ValueError as err:
+        return f"its preprocess.input_size does not fit the model: {str(err).rstrip('.')}"
     return None
 
 

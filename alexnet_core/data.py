@@ -93,7 +93,10 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
-        return cls(int(d["input_size"]), int(d["store_size"]), int(d["in_channels"]),
+        """From to_dict()'s output; store_size and in_channels may be left out (the defaults for input_size
+        and one channel per mean), as in checkpoints that name only what the network needs."""
+        size = int(d["input_size"])
+        return cls(size, int(d.get("store_size", default_store_size(size))), int(d.get("in_channels", len(d["mean"]))),
                    tuple(float(m) for m in d["mean"]), tuple(float(s) for s in d["std"]))
 
 
