@@ -14,8 +14,17 @@ import threading
 import time
 from pathlib import Path
 
-import gradio as gr
-import torch
+from alexnet_core.data import default_home
+
+# Everything the app writes (downloads, decoded caches, uploads, training runs, torchvision's weights and
+# Gradio's own upload folder) goes under one folder, $ALEXNET_STUDIO_HOME. Set before gradio is imported,
+# which reads GRADIO_TEMP_DIR once; an explicit setting of either variable wins.
+STUDIO_HOME = default_home()
+os.environ.setdefault("GRADIO_TEMP_DIR", str(STUDIO_HOME / "gradio"))
+os.environ.setdefault("TORCH_HOME", str(STUDIO_HOME / "torch"))
+
+import gradio as gr  # noqa: E402
+import torch  # noqa: E402
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -37,8 +46,6 @@ from alexnet_core.uploads import UploadError, extract_zip
 REPO = Path(__file__).resolve().parent
 # The data sets that sit beside the repo on the development machines (see ../shared/data/README.md).
 SHARED_DATA = REPO.parent / "shared" / "data"
-# Everything the app writes (downloads, decoded caches, uploads, training runs) goes under one folder.
-STUDIO_HOME = studio_data.default_home()
 RUNS_DIR = STUDIO_HOME / "runs"
 UPLOADS_DIR = STUDIO_HOME / "uploads"
 

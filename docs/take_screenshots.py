@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -39,9 +38,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     port = free_port()
-    app = gradio_app.build_app()
-    threading.Thread(target=lambda: app.queue().launch(server_name="127.0.0.1", server_port=port,
-                                                        prevent_thread_lock=True), daemon=True).start()
+    app = gradio_app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     url = f"http://127.0.0.1:{port}/"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
@@ -57,15 +54,20 @@ def main() -> None:
         page.screenshot(path=str(out / "architecture.png"), full_page=True)
 
         for tab in ("Train", "Predict", "Evaluate", "Inside"):
-            # By id, not by label: after a tab is selected, Gradio 6.31 sometimes shows its label on the
-            # next tab button too (seen with this app's five tabs; not yet reduced to a small example).
-            page.locator(f'[role=tab][data-tab-id="{tab.lower()}"]').click()
+            page.get_by_role("tab", name=tab, exact=True).click()
             page.wait_for_timeout(1500)
+            panel = page.locator("[role=tabpanel]:visible")
             if tab in ("Predict", "Inside"):
                 examples = gradio_app._example_photos()
                 if examples:
-                    page.locator("input[type=file]").first.set_input_files(examples[0][0])
-                    page.wait_for_timeout(6000)
+                    panel.locator("input[type=file]").first.set_input_files(examples[0][0])
+                    done = "Grad-CAM explains" if tab == "Inside" else " ms"
+                    panel.get_by_text(done).first.wait_for(timeout=120_000)
+                    page.wait_for_timeout(3000)
+            if tab == "Evaluate":
+                panel.get_by_role("button", name="Evaluate", exact=True).click()
+                panel.get_by_text("correct").first.wait_for(timeout=180_000)
+                page.wait_for_timeout(3000)
             page.screenshot(path=str(out / f"{tab.lower()}.png"), full_page=True)
         browser.close()
     app.close()
