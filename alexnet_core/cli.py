@@ -175,7 +175,8 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True, help="cifar10, fashion-mnist, flowers, or an ImageFolder directory")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
-    p.add_argument("--tta", choices=("none", "flip"), default="none")
+    p.add_argument("--tta", choices=("none", "flip", "ten-crop"), default="none",
+                   help="test-time augmentation: the image, + its mirror image, or the paper's ten crops")
     p.add_argument("--limit", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")

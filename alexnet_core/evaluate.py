@@ -15,7 +15,8 @@ from torch import nn
 
 from . import checkpoints, data
 
-TTA_CHOICES = ("none", "flip")
+# The same choices as prediction: none, flip, and the paper's ten crops (predict.tta_views makes them).
+TTA_CHOICES = ("none", "flip", "ten-crop")
 
 
 @dataclass
@@ -66,6 +67,18 @@ def _probabilities(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
     return probs
 
 
+def _ten_crop_probabilities(model: nn.Module, images: torch.Tensor, pre: "data.Preprocess",
+                            device: torch.device, channels_last: bool) -> torch.Tensor:
+    """Softmax probabilities averaged over the ten views prediction uses (the same function makes them)."""
+    from .predict import tta_views
+
+    views = torch.stack([tta_views(image, pre, "ten-crop") for image in images.cpu()])  # [B, 10, C, H, W]
+    x = views.flatten(0, 1).to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return F.softmax(model(x).float(), dim=1).view(len(images), views.shape[1], -1).mean(1)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, split: "data.ImageData | data.StreamingData", pre: "data.Preprocess", *,
              device: torch.device | str = "cpu", tta: str = "none", batch_size: int = 256,
@@ -79,10 +92,13 @@ def evaluate(model: nn.Module, split: "data.ImageData | data.StreamingData", pre
     labels, predictions, confidences, loss_sum = [], [], [], 0.0
     for images, y in split.batches(batch_size, shuffle=False, generator=None, drop_last=False):
         images, y = images.to(device), y.to(device)
-        x = data.eval_transform(images, pre)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        probs = _probabilities(model, x, tta)
+        if tta == "ten-crop":
+            probs = _ten_crop_probabilities(model, images, pre, device, channels_last)
+        else:
+            x = data.eval_transform(images, pre)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            probs = _probabilities(model, x, tta)
         loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
         conf, pred = probs.max(1)
         labels.append(y.cpu()), predictions.append(pred.cpu()), confidences.append(conf.cpu())

@@ -63,6 +63,12 @@ def test_predict_feeds_the_tensor_that_evaluation_feeds(tiny, predictor, tmp_pat
     # and the network then agrees: evaluate's prediction is predict's top class, image by image
     result = evaluate(p.model, split, pre)
     assert [p.classes.index(p.predict(path).top[0][0]) for path in split.paths] == result.predictions.tolist()
+    # and so for each test-time augmentation: evaluate's confidence is predict's top probability
+    for tta in ("flip", "ten-crop"):
+        result = evaluate(p.model, split, pre, tta=tta)
+        top = [p.predict(path, tta=tta).top[0] for path in split.paths]
+        assert [p.classes.index(name) for name, _ in top] == result.predictions.tolist(), tta
+        assert torch.allclose(torch.tensor([prob for _, prob in top]), result.confidences, atol=1e-5), tta
 
 
 # --- any image a phone or a browser makes ----------------------------------------------------------------
