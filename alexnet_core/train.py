@@ -550,7 +550,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
             message = f"Reached --max-steps {cfg.max_steps}."
         finish_best()
     except Exception as exc:  # the run ends with a message; whatever was saved stays intact
-        status, message = "failed", _failure_sentence(exc)
+        status, message = "failed", _failure_sentence(exc, saved=best_path.exists())
         _release_device_memory(device)
     finally:
         if world > 1 and dist.is_initialized():
@@ -636,11 +636,12 @@ def _release_device_memory(device: torch.device) -> None:
         pass
 
 
-def _failure_sentence(exc: Exception) -> str:
-    """One sentence for a run that broke, with the likely cause where we know it."""
+def _failure_sentence(exc: Exception, saved: bool = True) -> str:
+    """One sentence for a run that broke, with the likely cause where we know it; ``saved``: whether there is a
+    best checkpoint to keep."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = text.rstrip(".")
-    kept = "The best checkpoint so far is kept."
+    kept = "The best checkpoint so far is kept." if saved else "Nothing had been saved yet."
     lowered = text.lower()
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(s in lowered for s in OUT_OF_MEMORY):
         return f"Training ran out of memory at this batch size: try a smaller batch size. {kept}"
