@@ -143,6 +143,15 @@ def test_the_data_folder_removed_mid_run_ends_a_streaming_run_with_a_sentence(tm
     assert checkpoints.load_model(out / "best.safetensors")[1]["epochs"] == 1
 
 
+def test_a_run_that_holds_its_data_in_memory_does_not_need_the_folder_any_more(tmp_path):
+    folder = make_image_folder(tmp_path / "data", ["red", "green", "blue"], n_per_class=16, size=32)
+    out = tmp_path / "run"
+    watcher = BestWatcher(out, on_epoch=lambda event: event.epoch == 1 and shutil.rmtree(folder))
+    end = train(config(folder, out, epochs=2), watcher)
+    assert not folder.exists() and end.status == "finished", end.message
+    assert checkpoints.load_model(out / "best.safetensors")[1]["epochs"] == 2
+
+
 def test_a_real_out_of_memory_on_the_cpu_is_one_sentence_from_the_command_line(tmp_path):
     """No monkeypatching: a batch of 256 at 512x512 for alexnet_torchvision under a 6 GiB address-space limit."""
     folder = make_image_folder(tmp_path / "data", ["red", "green"], n_per_class={"train": 128, "val": 4}, size=8)
