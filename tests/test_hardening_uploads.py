@@ -225,3 +225,22 @@ def test_the_live_app_serves_no_file_outside_gradios_cache(live_app, target):
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(url, timeout=30).close()
         assert error.value.code in (403, 404), url
+
+
+def test_the_live_app_refuses_uploads_over_its_size_limit_and_keeps_serving(live_app, tmp_path, monkeypatch):
+    """gradio_app.launch sets Gradio's max_file_size (ALEXNET_STUDIO_MAX_UPLOAD); Gradio refuses a larger upload
+    while it streams in, before any handler. Here the limit is lowered to 64 KiB to send a small file over it."""
+    from gradio import utils
+    from gradio_client import Client, handle_file
+
+    assert live_app.app.max_file_size == utils._parse_file_size(gradio_app.MAX_UPLOAD) >= 100 * 10**6
+    client = Client(live_app.url, verbose=False)
+    big = tmp_path / "big.png"
+    big.write_bytes(png_bytes() + os.urandom(128 << 10))  # a real PNG (Pillow ignores what follows it)
+    monkeypatch.setattr(live_app.app, "max_file_size", 64 << 10)
+    with pytest.raises(Exception) as error:
+        client.predict(handle_file(str(big)), api_name="/predict")
+    assert "413" in str(error.value), str(error.value)  # Request Entity Too Large
+    monkeypatch.undo()
+    label, info = client.predict(handle_file(str(big)), api_name="/predict")
+    assert label["confidences"] and "ms on cpu" in info
