@@ -319,7 +319,8 @@ def _train_tab(app: gr.Blocks) -> None:
         with gr.Row():
             recipe = gr.Dropdown(choices=[("Custom", "custom"), *[(name, name) for name in RECIPES]],
                                  value="custom", label="Recipe (fills the settings)", scale=2)
-            limit = gr.Number(label="Images per split (blank: all)", value=None, precision=0, minimum=2, scale=1)
+            # No minimum: the browser sends a blank number as 0, which means "all" (TrainConfig checks the rest).
+            limit = gr.Number(label="Images per split (0 or blank: all)", value=None, precision=0, scale=1)
         with gr.Row():
             epochs = gr.Number(label="Epochs", value=defaults.epochs, precision=0, minimum=1, maximum=1000)
             batch_size = gr.Number(label="Batch size", value=defaults.batch_size, precision=0, minimum=2)
@@ -587,7 +588,7 @@ def _evaluate_tab(app: gr.Blocks) -> None:
                                value=shared_cifar if shared_cifar in dict(choices).values() else "cifar10")
         with gr.Row():
             split = gr.Radio(["test", "val"], value="test", label="Split")
-            limit = gr.Number(label="Images (blank: all)", value=1000, precision=0, minimum=1)
+            limit = gr.Number(label="Images (0 or blank: all)", value=1000, precision=0, minimum=0)
             tta = gr.Radio(list(EVAL_TTA_CHOICES), value="none", label="Test-time augmentation")
             run = gr.Button("Evaluate", variant="primary")
         summary = gr.Markdown("Pick a checkpoint and data, then Evaluate.")
