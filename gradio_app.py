@@ -710,7 +710,10 @@ def _inside_tab(app: gr.Blocks) -> tuple[gr.Image, gr.Dropdown, gr.State, gr.Dep
             with gr.Column(scale=1):
                 image = photo_input(label="Photo")
                 checkpoint = gr.Dropdown(choices=inside_choices(), value=default_checkpoint(), label="Checkpoint")
-                target = gr.Dropdown(choices=[PREDICTED], value=PREDICTED, label="Grad-CAM explains")
+                # Any value, so that the API can name a class: explain_photo answers an unknown one with a
+                # sentence that lists the classes.
+                target = gr.Dropdown(choices=[PREDICTED], value=PREDICTED, label="Grad-CAM explains",
+                                     allow_custom_value=True)
                 top = gr.Label(num_top_classes=5, label="Top classes")
             with gr.Column(scale=1):
                 gradcam = gr.Image(label="Grad-CAM: where the network looks", format="png", interactive=False)

@@ -267,13 +267,13 @@ def test_evaluate_says_when_the_data_is_not_the_checkpoints(client, live_app):
     assert not per_class["data"] and confusion is None and not mistakes
 
 
-# --- what the API cannot do yet (bugs reported to gradio_app.py's owner) ------------------------------
+# --- checkpoints trained since start, classes named by the caller, paths nobody listed ----------------------
 
 
 @pytest.mark.xfail(strict=True, raises=AppError,
                    reason="gradio_app.py: the checkpoint dropdowns' choices are fixed when the app starts, so "
                           "/predict, /evaluate and /explain refuse a checkpoint trained since (refresh_checkpoints "
-                          "has api_name=False)")
+                          "has api_name=False); the page refreshes its list when the tab opens")
 def test_a_checkpoint_made_after_the_app_started_can_be_used_by_predict(client, live_app, tmp_path):
     new = live_app.home / "runs" / "copied-after-start" / "best.safetensors"
     new.parent.mkdir(parents=True)
@@ -285,12 +285,12 @@ def test_a_checkpoint_made_after_the_app_started_can_be_used_by_predict(client, 
         shutil.rmtree(new.parent)
 
 
-@pytest.mark.xfail(strict=True, raises=AppError,
-                   reason="gradio_app.py: the Inside tab's target dropdown lists only 'predicted class' until a "
-                          "page event fills it, so /explain refuses every class name")
 def test_explain_can_explain_a_class_the_caller_names(client, tmp_path):
     *_, info = client.predict(_handle(_photo(tmp_path)), target="cat", api_name="/explain")
     assert info.startswith("Grad-CAM explains **cat**")
+    *_, info = client.predict(_handle(_photo(tmp_path)), target="unicorn", api_name="/explain")
+    assert info.startswith("⚠️") and "unicorn" in info
+
 
 
 # --- the README's API section ---------------------------------------------------------------------------
