@@ -60,23 +60,24 @@ class EvalResult:
 
 
 def _probabilities(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
-    """Softmax probabilities, averaged over the image and its mirror image when tta == "flip"."""
+    """Softmax probabilities, averaged over the image and its mirror image when tta == "flip", and over the
+    ten views of each image when tta == "ten-crop" (``x`` then holds ten consecutive views per image)."""
     probs = F.softmax(model(x).float(), dim=1)
     if tta == "flip":
         probs = (probs + F.softmax(model(x.flip(3)).float(), dim=1)) / 2
+    elif tta == "ten-crop":
+        probs = probs.view(-1, 10, probs.shape[1]).mean(1)
     return probs
 
 
-def _ten_crop_probabilities(model: nn.Module, images: torch.Tensor, pre: "data.Preprocess",
-                            device: torch.device, channels_last: bool) -> torch.Tensor:
-    """Softmax probabilities averaged over the ten views prediction uses (the same function makes them)."""
+def _network_input(images: torch.Tensor, pre: "data.Preprocess", tta: str) -> torch.Tensor:
+    """The batch as the network takes it; for ten-crop, the ten views prediction uses (the same function
+    makes them), ten consecutive rows per image."""
+    if tta != "ten-crop":
+        return data.eval_transform(images, pre)
     from .predict import tta_views
 
-    views = torch.stack([tta_views(image, pre, "ten-crop") for image in images.cpu()])  # [B, 10, C, H, W]
-    x = views.flatten(0, 1).to(device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return F.softmax(model(x).float(), dim=1).view(len(images), views.shape[1], -1).mean(1)
+    return torch.cat([tta_views(image, pre, "ten-crop") for image in images.cpu()]).to(images.device)
 
 
 @torch.no_grad()
@@ -92,13 +93,10 @@ def evaluate(model: nn.Module, split: "data.ImageData | data.StreamingData", pre
     labels, predictions, confidences, loss_sum = [], [], [], 0.0
     for images, y in split.batches(batch_size, shuffle=False, generator=None, drop_last=False):
         images, y = images.to(device), y.to(device)
-        if tta == "ten-crop":
-            probs = _ten_crop_probabilities(model, images, pre, device, channels_last)
-        else:
-            x = data.eval_transform(images, pre)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            probs = _probabilities(model, x, tta)
+        x = _network_input(images, pre, tta)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        probs = _probabilities(model, x, tta)
         loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
         conf, pred = probs.max(1)
         labels.append(y.cpu()), predictions.append(pred.cpu()), confidences.append(conf.cpu())
