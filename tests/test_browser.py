@@ -102,12 +102,12 @@ def test_training_plots_live_and_stops_on_stop(page, live_app):
     panel.get_by_role("button", name="Start", exact=True).click()
     # Live: the step counter moves and the loss plot draws, while the run goes on.
     page.get_by_text(re.compile(r"Step [\d,]+ / [\d,]+")).first.wait_for()
-    page.locator("#component-0, .vega-embed, canvas").first.wait_for()
+    panel.locator(".vega-embed").first.wait_for()  # Gradio draws LinePlots with Vega
     first = page.get_by_text(re.compile(r"Step [\d,]+ / [\d,]+")).first.inner_text()
     page.wait_for_function(
         "(t) => [...document.querySelectorAll('p')].some(p => /Step [\\d,]+ \\//.test(p.textContent) "
         "&& p.textContent !== t)", arg=first)
-    assert page.locator(".vega-embed").count() >= 1  # Gradio draws LinePlots with Vega
+    assert panel.locator(".vega-embed").count() >= 1
     panel.get_by_role("button", name="Stop", exact=True).click()
     page.get_by_text(re.compile(r"^Stopped", re.M)).first.wait_for()
     assert list((live_app.home / "runs").glob("*/best.safetensors"))
