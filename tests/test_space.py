@@ -156,6 +156,10 @@ def test_the_app_starts_as_a_space_starts_it_and_caps_training(tmp_path):
             class_image(1, 40, np.random.default_rng(0)).save(photo)
             top, info = client.predict(handle_file(str(photo)), api_name="/predict")
             assert len(top["confidences"]) == 5 and "cifar10.safetensors" in info
+        except Exception as error:  # the server's traceback is in its log, not in the client's error
+            log.flush()
+            raise AssertionError(f"{error}\n--- the app's log ---\n{(tmp_path / 'app.log').read_text()[-6000:]}") \
+                from error
         finally:
             client.close()
     finally:
