@@ -388,6 +388,8 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     cfg.out = str(run_dir)
+    best_path = run_dir / "best.safetensors"
+    last_path = run_dir / "last.safetensors"
 
     split_args = dict(val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed,
                       limit=cfg.limit)
@@ -423,13 +425,17 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + rank)
 
     state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "history": [], "best_val_acc": None, "best_epoch": None,
-             "plateau_scale": 1.0, "epochs_since_best": 0, "wall_time_s": 0.0}
+             "plateau_scale": 1.0, "epochs_since_best": 0, "wall_time_s": 0.0, "commands": []}
     if resume_state is not None:
         extra = checkpoints.load_train_state(resume_state, model, optimizer, averaged=averaged, device=device)
         state.update({k: extra[k] for k in state if k in extra})
+        if "commands" not in extra and best_path.exists():  # a run saved before commands were kept
+            state["commands"] = [c for c in [checkpoints.read_metadata(best_path).get("command")] if c]
         _decode_generator(order_gen, extra["order_gen"])
         if extra.get("aug_gen"):
             _decode_generator(aug_gen, extra["aug_gen"])
+    if command:
+        state["commands"] = [*state["commands"], command]
 
     ddp_model = model
     if world > 1:
@@ -438,10 +444,10 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
 
     meta_base = dict(data=cfg.data, data_description=data.describe_source(cfg.data),
                      config=cfg.to_dict(), device=describe_device(device), world_size=world,
-                     command=command, machine=_machine(),
+                     # The command that started the run, then those that resumed it (training time adds up).
+                     command=(state["commands"] or [None])[0], resume_commands=state["commands"][1:],
+                     machine=_machine(),
                      mixed_precision="bf16" if _amp_on(device, cfg.amp) else "off")
-    best_path = run_dir / "best.safetensors"
-    last_path = run_dir / "last.safetensors"
 
     def save_last(epoch_start_gen: str) -> None:
         if rank != 0:

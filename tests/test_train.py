@@ -83,17 +83,22 @@ def test_stop_then_resume(tiny_folder, tmp_path):
             stop.set()
 
     cfg = tiny_config(tiny_folder, tmp_path / "run", epochs=3)
-    end = train(cfg, on_event, stop)
+    end = train(cfg, on_event, stop, command="python -m alexnet_core train --model …")
     assert end.status == "stopped" and "Stopped" in end.message
     assert max(e.step for e in seen if isinstance(e, StepEvent)) == 7
     assert checkpoints.load_model(end.best_path)[0] is not None        # the best checkpoint is kept
 
-    end2, events = run(TrainConfig(resume=str(tmp_path / "run"), epochs=3, device="cpu"))
+    events = []
+    end2 = train(TrainConfig(resume=str(tmp_path / "run"), epochs=3, device="cpu"), events.append,
+                 command="python -m alexnet_core train --resume …")
     assert end2.status == "finished", end2.message
     steps = [e.step for e in events if isinstance(e, StepEvent)]
     assert steps[0] == 8 and steps[-1] == 18                            # it went on, not from the start
-    history = checkpoints.read_metadata(end2.best_path)["history"]
-    assert history[-1]["epoch"] == 3
+    meta = checkpoints.read_metadata(end2.best_path)
+    assert meta["history"][-1]["epoch"] == 3
+    # The card can give both commands: the one that started the run and the one that resumed it.
+    assert meta["command"] == "python -m alexnet_core train --model …"
+    assert meta["resume_commands"] == ["python -m alexnet_core train --resume …"]
 
 
 def test_max_steps_still_validates_and_saves(tiny_folder, tmp_path):
