@@ -110,7 +110,14 @@ def evaluate(model: nn.Module, split: "data.ImageData | data.StreamingData", pre
 
 def evaluate_checkpoint(checkpoint: str | Path, source: str, split: str = "test", *, device: str = "cpu",
                         tta: str = "none", limit: int | None = None, batch_size: int = 256) -> EvalResult:
-    """Loads a checkpoint and evaluates it on ``split`` of ``source``, preprocessing as it was trained.
+    """Loads a checkpoint and evaluates it on ``split`` of ``source``, preprocessing as it was trained."""
+    model, pre, split_data = load_for_evaluation(checkpoint, source, split, device=device, limit=limit)
+    return evaluate(model, split_data, pre, device=device, tta=tta, batch_size=batch_size)
+
+
+def load_for_evaluation(checkpoint: str | Path, source: str, split: str = "test", *, device: str = "cpu",
+                        limit: int | None = None) -> tuple[nn.Module, "data.Preprocess", "data.ImageData"]:
+    """A checkpoint's model and preprocessing, and ``split`` of ``source`` prepared for it.
 
     Validation and test splits carved from train are carved exactly as during training (same fractions
     and seed), so a held-out test split stays held out.
@@ -127,4 +134,4 @@ def evaluate_checkpoint(checkpoint: str | Path, source: str, split: str = "test"
         raise ValueError(
             f"The data's classes ({', '.join(split_data.classes[:5])}…) are not the ones this checkpoint "
             f"was trained on ({', '.join(meta['classes'][:5])}…).")
-    return evaluate(model, split_data, pre, device=device, tta=tta, batch_size=batch_size)
+    return model, pre, split_data

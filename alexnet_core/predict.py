@@ -9,7 +9,9 @@ the softmax over several views of that image:
 - ``flip``: the plain view and its mirror image;
 - ``ten-crop``: the paper's (Krizhevsky et al. 2012, section 4.1): four corner crops and the centre crop,
   each also mirrored. Photos kept at 256 are cropped to 224 from the stored image; small images (CIFAR's 32,
-  stored at their input size) are first reflect-padded by input/8, the padding training's random crops use.
+  stored at their input size) are first reflect-padded by input/16, so the corner crops shift by 2 pixels.
+  Training's random crops shift by up to input/8 (4 pixels), but shifting the test views that far lowered
+  validation accuracy below flip's; 2 pixels raised it above (``bench/tta_shift.py``).
 
 ``get_predictor`` keeps each loaded model (keyed by file and modification time), so an app loads and warms
 a checkpoint once, not on every request.
@@ -65,11 +67,17 @@ def check_tta(tta: str) -> str:
     return tta
 
 
-def tta_views(stored: torch.Tensor, pre: data.Preprocess, tta: str) -> torch.Tensor:
+def small_image_pad(input_size: int) -> int:
+    """How far ten-crop pads an image stored at its input size: the corner crops shift by this much."""
+    return input_size // 16
+
+
+def tta_views(stored: torch.Tensor, pre: data.Preprocess, tta: str, *, pad: int | None = None) -> torch.Tensor:
     """uint8 [C, store, store] (decode_image's output) → the normalised views [V, C, input, input].
 
     View 0 is always the plain view, ``eval_transform(stored)``. Ten-crop gives torchvision's order:
     top-left, top-right, bottom-left, bottom-right and centre crops, then the same five of the mirrored image.
+    ``pad`` overrides ``small_image_pad`` for images stored at their input size (bench/tta_shift.py tries several).
     """
     plain = data.eval_transform(stored, pre)
     if check_tta(tta) == "none":
@@ -80,9 +88,9 @@ def tta_views(stored: torch.Tensor, pre: data.Preprocess, tta: str) -> torch.Ten
     if stored.shape[-1] > pre.input_size:
         crops = F.ten_crop(stored, size)  # uint8 crops of the input's size: eval_transform only normalises them
         return data.eval_transform(torch.stack(crops), pre)
-    # Stored at (or below) the input size: crop from the reflect-padded plain view, as training's crops do.
+    # Stored at (or below) the input size: crop from the reflect-padded plain view (training pads so too).
     # Padding commutes with the per-channel normalisation, so padding the normalised view is the same.
-    pad = pre.input_size // 8
+    pad = small_image_pad(pre.input_size) if pad is None else pad
     padded = nnf.pad(plain[None], (pad, pad, pad, pad), mode="reflect")[0] if pad else plain
     return torch.stack(F.ten_crop(padded, size))  # the margin is even, so the centre crop is the plain view
 

@@ -177,14 +177,17 @@ def test_ten_crop_takes_the_corners_and_centre_of_the_stored_photo_and_their_mir
         assert torch.equal(view, original.flip(-1))
 
 
-def test_ten_crop_of_a_small_image_crops_from_the_reflect_padding_training_uses():
-    pre = Preprocess(input_size=16, store_size=16, **IDENTITY_GREY)  # pad 16 // 8 = 2
-    stored = torch.randint(0, 256, (1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    padded = nnf.pad(stored[None].float(), (2, 2, 2, 2), mode="reflect")[0].to(torch.uint8)
-    views = _pixels(tta_views(stored, pre, "ten-crop"))
-    assert torch.equal(views[0], padded[:, :16, :16]) and torch.equal(views[3], padded[:, 4:, 4:])
-    assert torch.equal(views[0][:, 2:, 2:], stored[:, :14, :14])           # the image, shifted by the padding
-    assert torch.equal(views[0][:, 0, 2:], stored[:, 2, :14])              # a reflected row, not zeros
+@pytest.mark.parametrize("pad", [None, 2])
+def test_ten_crop_of_a_small_image_crops_from_a_reflect_padding(pad):
+    pre = Preprocess(input_size=32, store_size=32, **IDENTITY_GREY)
+    p = predict.small_image_pad(32) if pad is None else pad
+    assert p == (2 if pad is None else pad) and p < 32 // 8       # shifts smaller than training's crops
+    stored = torch.randint(0, 256, (1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    padded = nnf.pad(stored[None].float(), (p, p, p, p), mode="reflect")[0].to(torch.uint8)
+    views = _pixels(tta_views(stored, pre, "ten-crop", pad=pad))
+    assert torch.equal(views[0], padded[:, :32, :32]) and torch.equal(views[3], padded[:, 2 * p:, 2 * p:])
+    assert torch.equal(views[0][:, p:, p:], stored[:, :32 - p, :32 - p])   # the image, shifted by the padding
+    assert torch.equal(views[0][:, 0, p:], stored[:, p, :32 - p])          # a reflected row, not zeros
     assert torch.equal(views[4], stored) and torch.equal(views[9], stored.flip(-1))
 
 
