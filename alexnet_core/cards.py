@@ -38,9 +38,10 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def model_card(path: str | Path, plain: EvalResult, flipped: EvalResult | None, split: str,
-               confusion_png: str) -> str:
-    """The Markdown card for the checkpoint at ``path``, evaluated on ``split`` (plain and with flip TTA)."""
+def model_card(path: str | Path, results: dict[str, EvalResult], split: str, confusion_png: str) -> str:
+    """The Markdown card for the checkpoint at ``path``, evaluated on ``split``: ``results`` maps each
+    test-time augmentation (``none`` first, the per-class figures' source) to its evaluation."""
+    plain = results["none"]
     path = Path(path)
     meta = checkpoints.read_metadata(path)
     config = meta.get("config", {})
@@ -59,8 +60,9 @@ def model_card(path: str | Path, plain: EvalResult, flipped: EvalResult | None, 
         "",
         f"- File: `{path.name}`, {path.stat().st_size / 2**20:.1f} MiB, sha256 `{digest[:16]}…`",
         f"- Data: `{meta.get('data')}` ({meta.get('data_description', '')}); {_splits_text(config)}",
-        f"- **Top-1 on the {split} split ({plain.n:,} images): {plain.accuracy:.2%}**"
-        + (f"; with flip test-time augmentation {flipped.accuracy:.2%}" if flipped else ""),
+        f"- **Top-1 on the {split} split ({plain.n:,} images): {plain.accuracy:.2%}**" + "".join(
+            f"; with {tta} test-time augmentation {result.accuracy:.2%}"
+            for tta, result in results.items() if tta != "none"),
         f"- Best validation accuracy {meta.get('best_val_acc', 0):.2%} at epoch {meta.get('best_epoch')} of "
         f"{meta.get('epochs')}; training wall time {_minutes(meta.get('wall_time_s', 0))}",
     ]
@@ -77,6 +79,7 @@ def model_card(path: str | Path, plain: EvalResult, flipped: EvalResult | None, 
         "",
         "```bash",
         meta.get("command") or "(not recorded: trained through the API or the app)",
+        *(f"# then resumed (the training time adds up):\n{c}" for c in meta.get("resume_commands", [])),
         "```",
         "",
         f"Per-class accuracy on the {split} split: " + ", ".join(

@@ -291,18 +291,18 @@ def _cmd_card(args) -> int:
     from .cards import model_card
     from .checkpoints import read_metadata
     from .devices import resolve_device
-    from .evaluate import evaluate_checkpoint
+    from .evaluate import TTA_CHOICES, evaluate_checkpoint
     from .plots import confusion_plot
 
     source = args.data or read_metadata(args.checkpoint)["data"]
     device = str(resolve_device(args.device))
-    plain, flipped = (evaluate_checkpoint(args.checkpoint, source, args.split, device=device, tta=tta)
-                      for tta in ("none", "flip"))
+    results = {tta: evaluate_checkpoint(args.checkpoint, source, args.split, device=device, tta=tta)
+               for tta in TTA_CHOICES}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = Path(args.checkpoint).stem
-    confusion_plot(plain).savefig(out / f"{name}_confusion.png", dpi=100)
-    card = model_card(args.checkpoint, plain, flipped, args.split, f"{name}_confusion.png")
+    confusion_plot(results["none"]).savefig(out / f"{name}_confusion.png", dpi=100)
+    card = model_card(args.checkpoint, results, args.split, f"{name}_confusion.png")
     (out / f"{name}.md").write_text(card)
     print(card)
     return 0

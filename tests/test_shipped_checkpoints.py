@@ -4,6 +4,9 @@ The lead trains these files and adds them (issue 9); until then the first test f
 message that says so, and the others have nothing to run on.
 """
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +50,17 @@ def test_a_shipped_checkpoint_loads_and_classifies_real_images(path, request):
     recorded = predictor.meta.get("best_val_acc") or 0.5
     assert correct / total >= recorded - MARGIN, (
         f"{path.name}: {correct} of {total} images right, its validation accuracy is {recorded:.1%}")
+
+
+@pytest.mark.shared_data
+def test_the_tta_shift_bench_measures_every_padding(cifar10_dir):
+    """bench/tta_shift.py (which chose ten-crop's 2-pixel shift on validation) runs and reports each mode."""
+    out = subprocess.run(
+        [sys.executable, "bench/tta_shift.py", "--checkpoint", str(SHIPPED_DIR / "cifar10.safetensors"),
+         "--data", str(cifar10_dir), "--split", "test", "--limit", "300", "--pads", "1", "4", "--json"],
+        cwd=SHIPPED_DIR.parent, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["n"] == 300 and result["default_pad"] == 2
+    assert set(result["accuracy"]) == {"none", "flip", "ten-crop pad 1", "ten-crop pad 4"}
+    assert all(0.6 < acc <= 1 for acc in result["accuracy"].values())   # a trained net, not chance (10%)

@@ -1,0 +1,43 @@
+"""Model cards (`python -m alexnet_core card`): every number on the card is the checkpoint's own record or
+a fresh evaluation of it, and a resumed run's card gives every command that trained it."""
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from alexnet_core import checkpoints
+from alexnet_core.cli import main
+from alexnet_core.evaluate import evaluate_checkpoint
+from alexnet_core.train import EpochEvent, TrainConfig, train
+from tests.helpers import make_image_folder
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory) -> Path:
+    """A tiny run stopped after its first epoch, then resumed to its end: returns best.safetensors."""
+    root = tmp_path_factory.mktemp("card")
+    folder = make_image_folder(root / "data", ["red", "green", "blue"], n_per_class=16, size=32,
+                               splits=("train", "val", "test"))
+    stop = threading.Event()
+    cfg = TrainConfig(model="alexnet_cifar_small", data=str(folder), epochs=2, batch_size=16, lr=0.02,
+                      device="cpu", out=str(root / "run"), half=False)
+    train(cfg, lambda e: stop.set() if isinstance(e, EpochEvent) else None, stop, command="first command")
+    end = train(TrainConfig(resume=str(root / "run"), epochs=2, device="cpu"), command="resume command")
+    assert end.status == "finished", end.message
+    return Path(end.best_path)
+
+
+def test_the_card_reports_each_tta_and_both_commands(resumed_run, tmp_path, capsys):
+    assert main(["card", "--checkpoint", str(resumed_run), "--out", str(tmp_path)]) == 0
+    card = (tmp_path / "best.md").read_text()
+    assert (tmp_path / "best_confusion.png").stat().st_size > 1000
+    assert card.strip() in capsys.readouterr().out                         # printed as well as written
+
+    data = checkpoints.read_metadata(resumed_run)["data"]
+    for tta in ("none", "flip", "ten-crop"):
+        accuracy = evaluate_checkpoint(resumed_run, data, "test", tta=tta).accuracy
+        label = "**Top-1 on the test split (48 images): " if tta == "none" else f"with {tta} test-time augmentation "
+        assert f"{label}{accuracy:.2%}" in card
+    assert "first command\n# then resumed (the training time adds up):\nresume command" in card
+    assert "![Confusion matrix on the test split](best_confusion.png)" in card
