@@ -291,13 +291,13 @@ def _cmd_card(args) -> int:
     from .cards import model_card
     from .checkpoints import read_metadata
     from .devices import resolve_device
-    from .evaluate import TTA_CHOICES, evaluate_checkpoint
+    from .evaluate import TTA_CHOICES, evaluate, load_for_evaluation
     from .plots import confusion_plot
 
     source = args.data or read_metadata(args.checkpoint)["data"]
     device = str(resolve_device(args.device))
-    results = {tta: evaluate_checkpoint(args.checkpoint, source, args.split, device=device, tta=tta)
-               for tta in TTA_CHOICES}
+    model, pre, split = load_for_evaluation(args.checkpoint, source, args.split, device=device)
+    results = {tta: evaluate(model, split, pre, device=device, tta=tta) for tta in TTA_CHOICES}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = Path(args.checkpoint).stem

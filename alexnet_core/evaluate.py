@@ -70,21 +70,22 @@ def _probabilities(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
     return probs
 
 
-def _network_input(images: torch.Tensor, pre: "data.Preprocess", tta: str) -> torch.Tensor:
+def _network_input(images: torch.Tensor, pre: "data.Preprocess", tta: str, pad: int | None = None) -> torch.Tensor:
     """The batch as the network takes it; for ten-crop, the ten views prediction uses (the same function
-    makes them), ten consecutive rows per image."""
+    makes them, with ``pad`` as its small-image padding), ten consecutive rows per image."""
     if tta != "ten-crop":
         return data.eval_transform(images, pre)
     from .predict import tta_views
 
-    return torch.cat([tta_views(image, pre, "ten-crop") for image in images.cpu()]).to(images.device)
+    return torch.cat([tta_views(image, pre, "ten-crop", pad=pad) for image in images.cpu()]).to(images.device)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: "data.ImageData | data.StreamingData", pre: "data.Preprocess", *,
              device: torch.device | str = "cpu", tta: str = "none", batch_size: int = 256,
-             channels_last: bool = True) -> EvalResult:
-    """Runs ``model`` over every image of ``split`` and collects what the metrics need."""
+             channels_last: bool = True, pad: int | None = None) -> EvalResult:
+    """Runs ``model`` over every image of ``split`` and collects what the metrics need. ``pad`` overrides
+    ten-crop's padding of images stored at their input size (``predict.small_image_pad``)."""
     if tta not in TTA_CHOICES:
         raise ValueError(f"Test-time augmentation must be one of: {', '.join(TTA_CHOICES)}.")
     device = torch.device(device)
@@ -93,7 +94,7 @@ def evaluate(model: nn.Module, split: "data.ImageData | data.StreamingData", pre
     labels, predictions, confidences, loss_sum = [], [], [], 0.0
     for images, y in split.batches(batch_size, shuffle=False, generator=None, drop_last=False):
         images, y = images.to(device), y.to(device)
-        x = _network_input(images, pre, tta)
+        x = _network_input(images, pre, tta, pad)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         probs = _probabilities(model, x, tta)
