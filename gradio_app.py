@@ -151,7 +151,7 @@ BUILTIN_DATA = [("CIFAR-10 (downloaded on first use)", "cifar10"),
                 ("Flowers, 5 classes (downloaded on first use)", "flowers")]
 # The Train tab's hyper-parameter fields, in the order the handlers take them.
 HYPER_FIELDS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
-                "label_smoothing", "batch_norm")
+                "label_smoothing", "batch_norm", "whiten")
 
 
 @dataclass(frozen=True)
@@ -247,7 +247,7 @@ def upload_dataset(zip_file: str | None) -> tuple[gr.Dropdown, str]:
 
 def start_training(model: str, data: str, device: str, limit: float | None, epochs: float, batch_size: float,
                    lr: float, optimizer: str, momentum: float, weight_decay: float, schedule: str,
-                   label_smoothing: float, batch_norm: bool) -> str:
+                   label_smoothing: float, batch_norm: bool, whiten: bool = False) -> str:
     """Starts a run in the background (one at a time per app) and says so, or says why not."""
     try:
         from alexnet_core.train import config_from_form  # one sentence per field of the wrong type or empty
@@ -256,7 +256,7 @@ def start_training(model: str, data: str, device: str, limit: float | None, epoc
             model=model, data=data, device=device or "auto", limit=limit or None,
             epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
             momentum=momentum, weight_decay=weight_decay, schedule=schedule,
-            label_smoothing=label_smoothing, batch_norm=bool(batch_norm),
+            label_smoothing=label_smoothing, batch_norm=bool(batch_norm), whiten=bool(whiten),
             out=str(RUNS_DIR / f"{model}-{Path(data).name}-{time.strftime('%Y%m%d-%H%M%S')}"))
         RUNNER.start(TRAINING_CAPS.apply(config))
     except (BusyError, ValueError, TypeError) as error:
@@ -332,6 +332,8 @@ def _train_tab(app: gr.Blocks) -> None:
             schedule = gr.Dropdown(choices=list(SCHEDULES), value=defaults.schedule, label="Schedule")
             label_smoothing = gr.Number(label="Label smoothing", value=defaults.label_smoothing, minimum=0, maximum=0.9)
             batch_norm = gr.Checkbox(label="BatchNorm", value=defaults.batch_norm)
+            whiten = gr.Checkbox(label="Whitened conv1", value=defaults.whiten,
+                                 info="conv1 starts as a whitening of the training patches and stays frozen (airbench)")
         with gr.Row():
             start = gr.Button("Start", variant="primary")
             stop = gr.Button("Stop", variant="stop")
@@ -342,7 +344,8 @@ def _train_tab(app: gr.Blocks) -> None:
                                    y_lim=[0, 1])
         timer = gr.Timer(1.0)
 
-    hyper = [epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, label_smoothing, batch_norm]
+    hyper = [epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, label_smoothing, batch_norm,
+             whiten]
     recipe.change(lambda r: recipe_values(r) if r != "custom" else [gr.update()] * len(hyper),
                   inputs=recipe, outputs=hyper, api_name=False)
     zip_file.upload(upload_dataset, inputs=zip_file, outputs=[data, upload_note], api_name=False)

@@ -93,6 +93,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--input-size", type=int, help="network input side (default: the variant's own)")
     p.add_argument("--pca-lighting", type=float, help="the paper's PCA colour augmentation strength (0.1 in the paper)")
     p.add_argument("--cutout", type=int, help="side in pixels of a square blanked out of each training image (0: off)")
+    p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
+                   help="start conv1 as a whitening of the training patches and keep it frozen (airbench's first layer)")
     p.add_argument("--tta", choices=("none", "flip"), help="test-time augmentation when validating")
     p.add_argument("--val-fraction", type=float, help="share of train held out for validation when there is no val/")
     p.add_argument("--test-fraction", type=float,

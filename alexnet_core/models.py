@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.nn.functional as nnf
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -365,3 +366,38 @@ def build_model(name: str, num_classes: int | None = None, in_channels: int | No
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    """The network's first convolution (conv1)."""
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+@torch.no_grad()
+def whiten_conv_(conv: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4, chunk: int = 256) -> int:
+    """Sets ``conv``'s filters to a whitening of its input patches, as airbench's first layer (Jordan 2024).
+
+    ``images`` are normalised float [N, C, H, W]. The filters become the eigenvectors of the patches'
+    covariance, largest first, each scaled by 1/sqrt(eigenvalue + eps) and given with both signs, so that
+    the ReLU after it passes every direction on. Outputs are then uncorrelated over the data, which makes the
+    next layer's problem well conditioned from the first step. Filters beyond twice the patch size keep their
+    random start. Returns how many filters were set.
+    """
+    if conv.groups != 1:
+        raise ValueError("Whitening needs a convolution without groups.")
+    kh, kw = conv.kernel_size
+    dims = conv.in_channels * kh * kw
+    cov = torch.zeros(dims, dims, dtype=torch.float64, device=images.device)
+    count = 0
+    for start in range(0, len(images), chunk):
+        # unfold: [B, C*kh*kw, L] → every patch a row (padding left out: border patches are part zeros)
+        patches = nnf.unfold(images[start:start + chunk].float(), (kh, kw), stride=conv.stride)
+        patches = patches.transpose(1, 2).reshape(-1, dims).double()
+        cov += patches.T @ patches
+        count += len(patches)
+    eigenvalues, eigenvectors = torch.linalg.eigh(cov / max(count, 1))       # ascending
+    n = min(conv.out_channels // 2, dims)
+    top = eigenvectors.flip(1)[:, :n].T / torch.sqrt(eigenvalues.flip(0)[:n].clamp(min=0) + eps)[:, None]
+    filters = torch.cat([top, -top]).reshape(2 * n, conv.in_channels, kh, kw)
+    conv.weight[:2 * n] = filters.to(conv.weight)
+    return 2 * n

@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel
 from . import checkpoints, data
 from .devices import describe_device, resolve_device, supports_amp, synchronize
 from .evaluate import evaluate
-from .models import MODELS, get_spec
+from .models import MODELS, first_conv, get_spec, whiten_conv_
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "plateau", "constant")
@@ -63,6 +63,8 @@ class TrainConfig:
     input_size: int | None = None    # None: the variant's own
     pca_lighting: float = 0.0        # the paper's colour augmentation: alpha ~ N(0, this); 0.1 in the paper
     cutout: int = 0                  # side of the square blanked out of each training image; 0 is off
+    whiten: bool = False             # conv1 starts as a whitening of the training patches and stays frozen
+                                     # (airbench's first layer)
     tta: str = "none"                # test-time augmentation when validating: none | flip
     val_fraction: float = 0.1        # carved from train when the data has no val/ split
     test_fraction: float = 0.0       # held out of train as the test split when the data has no test/ split
@@ -135,6 +137,7 @@ def check_config(cfg: TrainConfig) -> None:
     for name in ("cutout", "plateau_patience", "seed", "workers", "limit", "max_steps", "input_size"):
         value = getattr(cfg, name)
         need(value is None or whole(value), f"The setting {name} must be a whole number, not {value!r}.")
+    need(isinstance(cfg.whiten, bool), f"The setting whiten must be true or false, not {cfg.whiten!r}.")
     need(cfg.optimizer in OPTIMIZERS, f"Optimizer must be one of: {', '.join(OPTIMIZERS)}.")
     need(cfg.schedule in SCHEDULES, f"Schedule must be one of: {', '.join(SCHEDULES)}.")
     need(0 <= cfg.seed < 2**63, "The seed must be a whole number from 0 to 2^63 - 1.")
@@ -278,8 +281,9 @@ def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int) -> 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum, Nesterov) or Adam, with weight decay on weights only: biases and BatchNorm get none."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    trained = [p for p in model.parameters() if p.requires_grad]   # a frozen (whitened) conv1 is left out
+    decay = [p for p in trained if p.ndim >= 2]
+    no_decay = [p for p in trained if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr)
@@ -415,6 +419,11 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.whiten:
+        conv1 = first_conv(model)
+        if resume_state is None:   # a resumed run loads the whitened filters it saved
+            whiten_conv_(conv1, _whitening_sample(train_data, pre, device))
+        conv1.weight.requires_grad_(False)
     optimizer = make_optimizer(model, cfg)
     averaged = make_weight_average(model, cfg.ema)
     evaluated = averaged.module if averaged is not None else model   # the weights that are validated and saved
@@ -567,6 +576,16 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     if rank == 0:
         emit(end)
     return end
+
+
+def _whitening_sample(train_data, pre, device, n: int = 5000) -> torch.Tensor:
+    """Up to ``n`` training images (the first in a fixed order), as the network sees them before augmentation."""
+    images = []
+    for batch, _ in train_data.batches(512):
+        images.append(batch)
+        if sum(len(b) for b in images) >= n:
+            break
+    return data.eval_transform(torch.cat(images)[:n].to(device), pre)
 
 
 def _train_batches(train_data, global_batch: int, order_gen: torch.Generator, rank: int, world: int):

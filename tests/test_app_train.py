@@ -81,6 +81,13 @@ def test_bad_settings_get_a_sentence(folder, overrides, words):
     assert words.lower() in message.lower(), message
 
 
+def test_whitened_conv1_reaches_the_run(folder):
+    assert gradio_app.start_training(**settings(folder, model="alexnet_cifar_hires", whiten=True, epochs=1)).startswith("Started")
+    assert wait_for(lambda: RUNNER.snapshot().status == "finished", timeout=60), RUNNER.snapshot().message
+    from alexnet_core import checkpoints
+    assert checkpoints.read_metadata(RUNNER.snapshot().best_path)["config"]["whiten"] is True
+
+
 def test_recipes_fill_the_fields():
     values = dict(zip(gradio_app.HYPER_FIELDS, gradio_app.recipe_values("paper")))
     assert values["lr"] == 0.01 and values["schedule"] == "plateau" and values["weight_decay"] == 5e-4

@@ -113,3 +113,27 @@ def test_hires_has_batch_norm_by_design_and_can_drop_it():
     bn_params = 2 * (64 + 192 + 384 + 256 + 256)     # gamma and beta of each BatchNorm
     conv_biases = 64 + 192 + 384 + 256 + 256          # back without BatchNorm
     assert count_params(without) == EXPECTED_PARAMS["alexnet_cifar_hires"] - bn_params + conv_biases
+
+
+def test_whitening_decorrelates_conv1_outputs_and_keeps_the_other_filters():
+    from alexnet_core.models import first_conv, whiten_conv_
+
+    torch.manual_seed(0)
+    # Smooth, correlated images: upsampled noise, so neighbouring pixels and channels covary strongly.
+    images = nn.functional.interpolate(torch.randn(64, 3, 8, 8), size=32, mode="bilinear") + 0.3 * torch.randn(64, 1, 32, 32)
+    conv = first_conv(build_model("alexnet_cifar_hires"))
+    before = conv.weight.detach().clone()
+    assert whiten_conv_(conv, images, eps=1e-8) == 54          # 3x3x3 = 27 directions, each with both signs
+    patches = nn.functional.unfold(images, 3).transpose(1, 2).reshape(-1, 27)
+    outputs = patches @ conv.weight[:27].reshape(27, 27).T
+    covariance = outputs.T @ outputs / len(outputs)
+    assert torch.allclose(covariance, torch.eye(27), atol=1e-3), "whitened outputs must be uncorrelated, unit variance"
+    assert torch.equal(conv.weight[27:54], -conv.weight[:27])
+    assert torch.equal(conv.weight[54:], before[54:])             # beyond 2 x 27 filters: the random start
+
+
+def test_whitening_refuses_a_grouped_conv():
+    from alexnet_core.models import whiten_conv_
+
+    with pytest.raises(ValueError, match="groups"):
+        whiten_conv_(nn.Conv2d(4, 8, 3, groups=2), torch.randn(2, 4, 8, 8))

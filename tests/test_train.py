@@ -227,3 +227,29 @@ def test_weight_average_is_validated_saved_and_resumed(tiny_folder, tmp_path):
     end2, events = run(TrainConfig(resume=str(tmp_path / "run"), epochs=2, device="cpu"))
     assert end2.status == "finished", end2.message
     assert [e.epoch for e in events if isinstance(e, EpochEvent)] == [2]
+
+
+
+def test_whitened_conv1_is_the_whitening_and_stays_frozen_while_the_rest_learns_and_after_a_resume(tiny_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    from alexnet_core import data
+    from alexnet_core.models import get_spec, whiten_conv_
+    from alexnet_core.train import _whitening_sample
+
+    out = tmp_path / "run"
+    end, _ = run(tiny_config(tiny_folder, out, model="alexnet_cifar_hires", whiten=True, epochs=2, max_steps=3))
+    assert end.status == "finished", end.message
+    assert checkpoints.read_metadata(end.best_path)["config"]["whiten"] is True
+    first = load_file(str(out / "last.safetensors"))
+    # The trained conv1 is the whitening of the training images, computed again here from scratch.
+    pre = data.preprocess_for(get_spec("alexnet_cifar_hires"), source=str(tiny_folder))
+    fresh = torch.nn.Conv2d(3, 64, 3, padding=1, bias=False)
+    whiten_conv_(fresh, _whitening_sample(data.load_split(str(tiny_folder), "train", pre), pre, "cpu"))
+    assert torch.allclose(first["model.features.conv1.weight"][:54], fresh.weight[:54], atol=1e-4)
+
+    end, _ = run(tiny_config(tiny_folder, out, resume=str(out), epochs=2))
+    assert end.status == "finished", end.message
+    second = load_file(str(out / "last.safetensors"))
+    assert torch.equal(second["model.features.conv1.weight"], first["model.features.conv1.weight"])
+    assert not torch.equal(second["model.features.conv2.weight"], first["model.features.conv2.weight"])
