@@ -53,13 +53,18 @@ def eval_transform(images_uint8: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     return x[0] if single else x
 
 
+FLIPS = ("random", "all", "none")
+
+
 def train_transform(images_uint8: torch.Tensor, pre: Preprocess, generator: torch.Generator | None = None,
-                    *, pca_lighting: float = 0.0, cutout: int = 0) -> torch.Tensor:
+                    *, pca_lighting: float = 0.0, cutout: int = 0, flip: str = "random") -> torch.Tensor:
     """[B,C,S,S] uint8 → augmented float32 normalised [B,C,input,input], on the same device.
 
     Deterministic given ``generator`` (any device; None uses torch's default CPU generator).
     ``pca_lighting`` is the standard deviation of the lighting noise alpha (the paper uses 0.1; 0 is off).
     ``cutout`` is the side in pixels of the square blanked out of each image (0 is off).
+    ``flip``: "random" mirrors each image with probability 1/2; "all" and "none" mirror every image or none
+    (the alternating flip of train.py, which decides per epoch, uses those).
     """
     x = _check_batch(images_uint8, pre)
     if pre.input_size <= SMALL_INPUT:
@@ -67,7 +72,12 @@ def train_transform(images_uint8: torch.Tensor, pre: Preprocess, generator: torc
         x = random_crop_with_padding(x, pre.input_size // 8, generator)
     else:
         x = random_resized_crop(F.to_dtype(x, torch.float32, scale=True), pre.input_size, generator)
-    x = random_horizontal_flip(x, generator)
+    if flip == "random":
+        x = random_horizontal_flip(x, generator)
+    elif flip == "all":
+        x = x.flip(-1)
+    elif flip != "none":
+        raise ValueError(f"flip must be one of {', '.join(FLIPS)}, not {flip!r}.")
     if pca_lighting:
         x = pca_lighting_noise(x, pca_lighting, generator)
     x = _normalise(x, pre)

@@ -67,7 +67,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 # ---- train -----------------------------------------------------------------------------------------------
 
 def _add_train_parser(sub) -> None:
-    from .train import AMP_CHOICES, OPTIMIZERS, RECIPES, SCHEDULES
+    from .train import AMP_CHOICES, FLIPS, OPTIMIZERS, RECIPES, SCHEDULES
     from .devices import DEVICE_CHOICES
 
     p = sub.add_parser("train", help="train a variant; writes best.safetensors and a resumable last.safetensors",
@@ -93,6 +93,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--input-size", type=int, help="network input side (default: the variant's own)")
     p.add_argument("--pca-lighting", type=float, help="the paper's PCA colour augmentation strength (0.1 in the paper)")
     p.add_argument("--cutout", type=int, help="side in pixels of a square blanked out of each training image (0: off)")
+    p.add_argument("--flip", choices=FLIPS,
+                   help="random: each image mirrored with probability 1/2; alternating: half mirrored once, then every "
+                        "image every other epoch (airbench)")
     p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
                    help="start conv1 as a whitening of the training patches and keep it frozen (airbench's first layer)")
     p.add_argument("--tta", choices=("none", "flip"), help="test-time augmentation when validating")

@@ -38,6 +38,7 @@ from .models import MODELS, first_conv, get_spec, whiten_conv_
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "plateau", "constant")
 AMP_CHOICES = ("auto", "on", "off")
+FLIPS = ("random", "alternating")
 
 
 @dataclass
@@ -63,6 +64,8 @@ class TrainConfig:
     input_size: int | None = None    # None: the variant's own
     pca_lighting: float = 0.0        # the paper's colour augmentation: alpha ~ N(0, this); 0.1 in the paper
     cutout: int = 0                  # side of the square blanked out of each training image; 0 is off
+    flip: str = "random"             # random: each image mirrored with probability 1/2 per epoch; alternating:
+                                     # a seeded half mirrored once, then every image every other epoch
     whiten: bool = False             # conv1 starts as a whitening of the training patches and stays frozen
                                      # (airbench's first layer)
     tta: str = "none"                # test-time augmentation when validating: none | flip
@@ -137,6 +140,7 @@ def check_config(cfg: TrainConfig) -> None:
     for name in ("cutout", "plateau_patience", "seed", "workers", "limit", "max_steps", "input_size"):
         value = getattr(cfg, name)
         need(value is None or whole(value), f"The setting {name} must be a whole number, not {value!r}.")
+    need(cfg.flip in FLIPS, f"Flip must be one of: {', '.join(FLIPS)}.")
     need(isinstance(cfg.whiten, bool), f"The setting whiten must be true or false, not {cfg.whiten!r}.")
     need(cfg.optimizer in OPTIMIZERS, f"Optimizer must be one of: {', '.join(OPTIMIZERS)}.")
     need(cfg.schedule in SCHEDULES, f"Schedule must be one of: {', '.join(SCHEDULES)}.")
@@ -403,6 +407,8 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
         train_data = train_data.to(device)
     if isinstance(val_data, data.ImageData):
         val_data = val_data.to(device)
+    if cfg.flip == "alternating":
+        train_data = _half_mirrored(train_data, cfg.seed)
     classes = train_data.classes
     n_train = len(train_data)
     if n_train < cfg.batch_size * world:
@@ -422,7 +428,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     if cfg.whiten:
         conv1 = first_conv(model)
         if resume_state is None:   # a resumed run loads the whitened filters it saved
-            whiten_conv_(conv1, _whitening_sample(train_data, pre, device))
+            whiten_conv_(conv1, _whitening_sample(train_data, pre, device, cfg.seed))
         conv1.weight.requires_grad_(False)
     optimizer = make_optimizer(model, cfg)
     averaged = make_weight_average(model, cfg.ema)
@@ -505,7 +511,8 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
                 if cfg.time_limit and time.perf_counter() - run_start > cfg.time_limit:
                     break
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-                x = data.train_transform(images, pre, aug_gen, pca_lighting=cfg.pca_lighting, cutout=cfg.cutout)
+                x = data.train_transform(images, pre, aug_gen, pca_lighting=cfg.pca_lighting, cutout=cfg.cutout,
+                                         flip=_epoch_flip(cfg.flip, epoch))
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 lr = cfg.lr * lr_factor(cfg.schedule, state["step"], schedule_steps, warmup_steps) * state["plateau_scale"]
@@ -578,10 +585,29 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     return end
 
 
-def _whitening_sample(train_data, pre, device, n: int = 5000) -> torch.Tensor:
-    """Up to ``n`` training images (the first in a fixed order), as the network sees them before augmentation."""
+def _epoch_flip(flip: str, epoch: int) -> str:
+    """train_transform's flip for a 1-based epoch. Alternating: the half mirrored at the start is seen as it
+    is stored in odd epochs and mirrored back in even ones, so every image is seen both ways equally often
+    (random flips repeat a view about half the time)."""
+    return "random" if flip == "random" else ("none" if epoch % 2 == 1 else "all")
+
+
+def _half_mirrored(train_data, seed: int):
+    """The training images with a seeded random half of them mirrored, for the alternating flip (Jordan 2024,
+    airbench). The same seed mirrors the same half, so a resumed run goes on with the same images."""
+    if not isinstance(train_data, data.ImageData):
+        raise ConfigError("The alternating flip needs data that fits in memory; use --flip random.")
+    mask = torch.rand(len(train_data), generator=torch.Generator().manual_seed(seed)) < 0.5
+    mask = mask.to(train_data.images.device)[:, None, None, None]
+    images = torch.where(mask, train_data.images.flip(-1), train_data.images)
+    return data.ImageData(images, train_data.labels, train_data.classes, train_data.paths)
+
+
+def _whitening_sample(train_data, pre, device, seed: int = 0, n: int = 5000) -> torch.Tensor:
+    """A seeded random ``n`` of the training images (stored in class order, so not simply the first), as the
+    network sees them before augmentation."""
     images = []
-    for batch, _ in train_data.batches(512):
+    for batch, _ in train_data.batches(512, shuffle=True, generator=torch.Generator().manual_seed(seed)):
         images.append(batch)
         if sum(len(b) for b in images) >= n:
             break

@@ -115,6 +115,8 @@ def test_max_steps_still_validates_and_saves(tiny_folder, tmp_path):
     (dict(batch_size=1), "Batch size"),
     (dict(model="vgg16"), "Unknown model"),
     (dict(optimizer="rmsprop"), "Optimizer"),
+    (dict(flip="sideways"), "Flip"),
+    (dict(whiten="yes"), "whiten"),
     (dict(device="tpu"), "device"),
     (dict(model="alexnet", input_size=32), "alexnet"),
 ])
@@ -253,3 +255,29 @@ def test_whitened_conv1_is_the_whitening_and_stays_frozen_while_the_rest_learns_
     second = load_file(str(out / "last.safetensors"))
     assert torch.equal(second["model.features.conv1.weight"], first["model.features.conv1.weight"])
     assert not torch.equal(second["model.features.conv2.weight"], first["model.features.conv2.weight"])
+
+
+
+def test_alternating_flip_shows_every_image_once_each_way_in_two_epochs():
+    from alexnet_core import data
+    from alexnet_core.models import get_spec
+    from alexnet_core.train import _epoch_flip, _half_mirrored
+
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.zeros(64, dtype=torch.long)
+    stored = _half_mirrored(data.ImageData(images, labels, ["a"], None), seed=0).images
+    assert 16 < sum(not torch.equal(a, b) for a, b in zip(stored, images)) < 48     # about half
+    assert torch.equal(_half_mirrored(data.ImageData(images, labels, ["a"], None), seed=0).images, stored)
+    # What each epoch's flip makes of the stored images, before the crop (which does not depend on the flip).
+    seen = {e: stored if _epoch_flip("alternating", e) == "none" else stored.flip(-1) for e in (1, 2, 3)}
+    for i in range(64):
+        assert torch.equal(seen[1][i], seen[3][i])
+        assert {tuple(seen[1][i].flatten().tolist()), tuple(seen[2][i].flatten().tolist())} == \
+            {tuple(images[i].flatten().tolist()), tuple(images[i].flip(-1).flatten().tolist())}
+    assert _epoch_flip("random", 1) == _epoch_flip("random", 2) == "random"
+    # train_transform's "all" is its "none" mirrored: the same crops, drawn from the same generator.
+    pre = data.preprocess_for(get_spec("alexnet_cifar_small"))
+    none = data.train_transform(images, pre, torch.Generator().manual_seed(0), flip="none")
+    assert torch.equal(data.train_transform(images, pre, torch.Generator().manual_seed(0), flip="all"), none.flip(-1))
+    with pytest.raises(ValueError, match="flip"):
+        data.train_transform(images, pre, flip="sideways")
