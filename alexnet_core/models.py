@@ -374,7 +374,7 @@ def first_conv(model: nn.Module) -> nn.Conv2d:
 
 
 @torch.no_grad()
-def whiten_conv_(conv: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4, chunk: int = 256) -> int:
+def whiten_conv_(conv: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4, max_chunk: int = 256) -> int:
     """Sets ``conv``'s filters to a whitening of its input patches, as airbench's first layer (Jordan 2024).
 
     ``images`` are normalised float [N, C, H, W]. The filters become the eigenvectors of the patches'
@@ -389,6 +389,8 @@ def whiten_conv_(conv: nn.Conv2d, images: torch.Tensor, eps: float = 5e-4, chunk
     dims = conv.in_channels * kh * kw
     cov = torch.zeros(dims, dims, dtype=torch.float64, device=images.device)
     count = 0
+    patches_per_image = nnf.unfold(images[:1].float(), (kh, kw), stride=conv.stride).shape[-1]
+    chunk = max(1, min(max_chunk, (1 << 24) // (patches_per_image * dims)))   # at most 16 M values at a time
     for start in range(0, len(images), chunk):
         # unfold: [B, C*kh*kw, L] → every patch a row (padding left out: border patches are part zeros)
         patches = nnf.unfold(images[start:start + chunk].float(), (kh, kw), stride=conv.stride)

@@ -603,9 +603,10 @@ def _half_mirrored(train_data, seed: int):
     return data.ImageData(images, train_data.labels, train_data.classes, train_data.paths)
 
 
-def _whitening_sample(train_data, pre, device, seed: int = 0, n: int = 5000) -> torch.Tensor:
-    """A seeded random ``n`` of the training images (stored in class order, so not simply the first), as the
-    network sees them before augmentation."""
+def _whitening_sample(train_data, pre, device, seed: int = 0) -> torch.Tensor:
+    """A seeded random sample of the training images (stored in class order, so not simply the first), as the
+    network sees them before augmentation: 5,000 at 32x32, as many pixels in all at larger sizes."""
+    n = max(64, 5000 * 32 * 32 // pre.input_size ** 2)
     images = []
     for batch, _ in train_data.batches(512, shuffle=True, generator=torch.Generator().manual_seed(seed)):
         images.append(batch)
