@@ -231,7 +231,6 @@ def test_weight_average_is_validated_saved_and_resumed(tiny_folder, tmp_path):
     assert [e.epoch for e in events if isinstance(e, EpochEvent)] == [2]
 
 
-
 def test_whitened_conv1_is_the_whitening_and_stays_frozen_while_the_rest_learns_and_after_a_resume(tiny_folder, tmp_path):
     from safetensors.torch import load_file
 
@@ -255,7 +254,6 @@ def test_whitened_conv1_is_the_whitening_and_stays_frozen_while_the_rest_learns_
     second = load_file(str(out / "last.safetensors"))
     assert torch.equal(second["model.features.conv1.weight"], first["model.features.conv1.weight"])
     assert not torch.equal(second["model.features.conv2.weight"], first["model.features.conv2.weight"])
-
 
 
 def test_alternating_flip_shows_every_image_once_each_way_in_two_epochs():
