@@ -53,7 +53,8 @@ def eval_transform(images_uint8: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     return x[0] if single else x
 
 
-FLIPS = ("random", "all", "none")
+# What train_transform's flip takes per batch (train.FLIPS are the per-run choices built on these).
+BATCH_FLIPS = ("random", "all", "none")
 
 
 def train_transform(images_uint8: torch.Tensor, pre: Preprocess, generator: torch.Generator | None = None,
@@ -77,7 +78,7 @@ def train_transform(images_uint8: torch.Tensor, pre: Preprocess, generator: torc
     elif flip == "all":
         x = x.flip(-1)
     elif flip != "none":
-        raise ValueError(f"flip must be one of {', '.join(FLIPS)}, not {flip!r}.")
+        raise ValueError(f"flip must be one of {', '.join(BATCH_FLIPS)}, not {flip!r}.")
     if pca_lighting:
         x = pca_lighting_noise(x, pca_lighting, generator)
     x = _normalise(x, pre)
