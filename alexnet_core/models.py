@@ -40,12 +40,16 @@ class _Layers:
         self.n = 0
         self.layers: OrderedDict[str, nn.Module] = OrderedDict()
 
-    def conv(self, cin, cout, kernel, stride=1, padding=0, groups=1):
+    def conv(self, cin, cout, kernel, stride=1, padding=0, groups=1, pool=0):
+        """A conv with its BatchNorm and ReLU; ``pool=k`` puts a kxk/k max-pool straight after the conv,
+        before BatchNorm and ReLU (airbench's order), so that those run on a quarter of the values."""
         self.n += 1
         # With BatchNorm right after, a conv bias is redundant (BN's shift does its job).
         self.layers[f"conv{self.n}"] = nn.Conv2d(
             cin, cout, kernel, stride, padding, groups=groups, bias=not self.batch_norm
         )
+        if pool:
+            self.pool(pool, pool)
         if self.batch_norm:
             self.layers[f"bn{self.n}"] = nn.BatchNorm2d(cout)
         self.layers[f"relu{self.n}"] = nn.ReLU(inplace=True)
@@ -203,14 +207,18 @@ class AlexNetCifarHires(AlexNetBase):
     3x3 maps caps it near 80%; this one sees 8x8 maps in conv3–conv5 and reaches 90%.
     """
 
-    def __init__(self, num_classes=10, in_channels=3, batch_norm=True, dropout=0.5):
+    def __init__(self, num_classes=10, in_channels=3, batch_norm=True, dropout=0.5, pool_first=False):
         super().__init__()
         L = _Layers(batch_norm)
-        L.conv(in_channels, 64, 3, padding=1).pool(2, 2)
-        L.conv(64, 192, 3, padding=1).pool(2, 2)
+        # pool_first: conv → pool → BN → ReLU instead of conv → BN → ReLU → pool (see alexnet_cifar_fast).
+        def conv_pooled(cin, cout):
+            return L.conv(cin, cout, 3, padding=1, pool=2) if pool_first else L.conv(cin, cout, 3, padding=1).pool(2, 2)
+
+        conv_pooled(in_channels, 64)
+        conv_pooled(64, 192)
         L.conv(192, 384, 3, padding=1)
         L.conv(384, 256, 3, padding=1)
-        L.conv(256, 256, 3, padding=1).pool(2, 2)
+        conv_pooled(256, 256)
         self.features = L.take()
         self.avgpool = nn.Identity()
         L.fc(256 * 4 * 4, 1024, dropout).fc(1024, 512, dropout).fc(512, num_classes, relu=False)
@@ -336,6 +344,19 @@ MODELS: dict[str, ModelSpec] = {
                   "one uses 3x3 convs with padding, so only its three 2x2 max-pools shrink the maps (32 → 16 "
                   "→ 8 → 4): conv3–conv5 still see 8x8. BatchNorm after every conv is part of the design "
                   "(on by default, convs without bias), and FC6 sees 256x4x4 = 4,096 values.",
+            batch_norm=True,
+        ),
+        ModelSpec(
+            "alexnet_cifar_fast", AlexNetCifarHires, "alexnet_cifar_hires with pools before BatchNorm", 32, 3,
+            10, CIFAR10_MEAN, CIFAR10_STD,
+            source="alexnet_cifar_hires with the layer order of airbench's ConvGroup (Keller Jordan, "
+                   "94% on CIFAR-10 in 3.29 seconds on a single GPU, 2024): conv → max-pool → BatchNorm → ReLU",
+            notes="The same layers and parameters as alexnet_cifar_hires, but conv1, conv2 and conv5 are "
+                  "max-pooled straight away, so their BatchNorm and ReLU work on a quarter of the values. "
+                  "Max-pool and ReLU commute, and pool and BatchNorm nearly do (exactly where BN's scale "
+                  "is positive), so it computes almost the same function; a training step runs about 1.27x "
+                  "faster on a CPU (bench/layer_order.py), which buys more epochs in the same hour.",
+            builder_kwargs={"pool_first": True},
             batch_norm=True,
         ),
         ModelSpec(

@@ -1,5 +1,10 @@
 """The model zoo: exact parameter counts, the build options, real forward passes, torchvision parity."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torchvision
@@ -17,6 +22,7 @@ EXPECTED_PARAMS = {
     "alexnet_cifar_small": 576_778,
     "alexnet_cifar_npu": 67_004_746,
     "alexnet_cifar_hires": 6_977_994,
+    "alexnet_cifar_fast": 6_977_994,
     "alexnet_fashion": 46_764_746,
 }
 
@@ -115,6 +121,25 @@ def test_hires_has_batch_norm_by_design_and_can_drop_it():
     assert count_params(without) == EXPECTED_PARAMS["alexnet_cifar_hires"] - bn_params + conv_biases
 
 
+def test_fast_pools_before_batch_norm_and_computes_what_hires_does_while_bn_scales_are_positive():
+    hires, fast = build_model("alexnet_cifar_hires").eval(), build_model("alexnet_cifar_fast").eval()
+    names = list(dict(fast.features.named_children()))
+    assert names[:4] == ["conv1", "pool1", "bn1", "relu1"] and names[-4:] == ["conv5", "pool5", "bn5", "relu5"]
+    assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in hires.state_dict().items()}
+    torch.manual_seed(0)
+    for bn in (m for m in hires.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.weight.data.uniform_(0.5, 2.0)                 # positive scales: BN is increasing, so max-pool commutes
+        bn.bias.data.normal_()
+        bn.running_mean.normal_()
+    fast.load_state_dict(hires.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), hires(x))
+        hires.features.bn1.weight.data[0] = -1.0      # a negative scale turns max into min: they now differ
+        fast.load_state_dict(hires.state_dict())
+        assert not torch.allclose(fast.features[:4](x), hires.features[:4](x))
+
+
 def test_whitening_decorrelates_conv1_outputs_and_keeps_the_other_filters():
     from alexnet_core.models import first_conv, whiten_conv_
 
@@ -137,3 +162,14 @@ def test_whitening_refuses_a_grouped_conv():
 
     with pytest.raises(ValueError, match="groups"):
         whiten_conv_(nn.Conv2d(4, 8, 3, groups=2), torch.randn(2, 4, 8, 8))
+
+
+def test_the_layer_order_bench_times_both_orders():
+    """bench/layer_order.py, which measures alexnet_cifar_fast's speed-up, runs and reports both models."""
+    out = subprocess.run(
+        [sys.executable, "bench/layer_order.py", "--batch-size", "4", "--rounds", "1", "--steps", "1", "--device", "cpu", "--json"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    result = json.loads(out)
+    assert set(result["images_per_s"]) == {"alexnet_cifar_hires", "alexnet_cifar_fast"}
+    assert all(speed > 0 for speed in result["images_per_s"].values()) and result["speedup"] > 0
