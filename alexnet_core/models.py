@@ -354,7 +354,7 @@ MODELS: dict[str, ModelSpec] = {
             notes="The same layers and parameters as alexnet_cifar_hires, but conv1, conv2 and conv5 are "
                   "max-pooled straight away, so their BatchNorm and ReLU work on a quarter of the values. "
                   "Max-pool and ReLU commute, and pool and BatchNorm nearly do (exactly where BN's scale "
-                  "is positive), so it computes almost the same function; a training step runs about 1.27x "
+                  "is positive), so it computes almost the same function; a training step runs about 1.28x "
                   "faster on a CPU (bench/layer_order.py), which buys more epochs in the same hour.",
             builder_kwargs={"pool_first": True},
             batch_norm=True,

@@ -199,7 +199,7 @@ def test_predict_with_only_the_image_classifies_a_cifar10_photo(client, cifar10_
     top, info = client.predict(_handle(cifar10_dir / CIFAR_IMAGES[label]), api_name="/predict")
     assert top["label"] == label, top
     assert len(top["confidences"]) == 5 and top["confidences"][0]["confidence"] > 0.4
-    assert "alexnet_cifar_hires from `cifar10.safetensors`" in info and " ms on cpu" in info
+    assert "alexnet_cifar_fast from `cifar10.safetensors`" in info and " ms on cpu" in info
 
 
 @pytest.mark.shared_data
