@@ -342,12 +342,13 @@ def _distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _amp_on(device: torch.device, amp: str) -> bool:
+def amp_on(device: torch.device, amp: str) -> bool:
+    """Whether --amp (auto, on or off) turns bf16 autocast on for this device."""
     return amp == "on" or (amp == "auto" and supports_amp(device))
 
 
 def _autocast(device: torch.device, amp: str):
-    if not _amp_on(device, amp):
+    if not amp_on(device, amp):
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
@@ -462,7 +463,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
                      # The command that started the run, then those that resumed it (training time adds up).
                      command=(state["commands"] or [None])[0], resume_commands=state["commands"][1:],
                      machine=_machine(),
-                     mixed_precision="bf16" if _amp_on(device, cfg.amp) else "off")
+                     mixed_precision="bf16" if amp_on(device, cfg.amp) else "off")
 
     def save_last(epoch_start_gen: str) -> None:
         if rank != 0:

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alexnet_core.devices import describe_device, resolve_device, supports_amp, synchronize  # noqa: E402
+from alexnet_core.devices import describe_device, resolve_device, synchronize  # noqa: E402
 from alexnet_core.models import build_model  # noqa: E402
-from alexnet_core.train import TrainConfig, make_optimizer  # noqa: E402
+from alexnet_core.train import TrainConfig, amp_on, make_optimizer  # noqa: E402
 
 MODELS = ("alexnet_cifar_hires", "alexnet_cifar_fast")
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     device = resolve_device(args.device)
-    amp = args.amp == "on" or (args.amp == "auto" and supports_amp(device))
+    amp = amp_on(device, args.amp)
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch_size,), device=device)

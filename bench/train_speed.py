@@ -31,15 +31,11 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alexnet_core import data  # noqa: E402
-from alexnet_core.devices import describe_device, resolve_device, supports_amp, synchronize  # noqa: E402
+from alexnet_core.devices import describe_device, resolve_device, synchronize  # noqa: E402
 from alexnet_core.models import build_model, get_spec  # noqa: E402
-from alexnet_core.train import StepEvent, TrainConfig, make_optimizer, train  # noqa: E402
+from alexnet_core.train import StepEvent, TrainConfig, amp_on, make_optimizer, train  # noqa: E402
 
 MODEL, BATCH = "alexnet_cifar", 128
-
-
-def use_amp(device: torch.device, amp: str) -> bool:
-    return amp == "on" or (amp == "auto" and supports_amp(device))
 
 
 def bare_step(device: torch.device, steps: int, amp: str) -> tuple[float, float]:
@@ -50,7 +46,7 @@ def bare_step(device: torch.device, steps: int, amp: str) -> tuple[float, float]
     y = torch.randint(0, 10, (BATCH,), device=device)
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp(device, amp)):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp_on(device, amp)):
             logits = model(x)
         loss = torch.nn.functional.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -164,7 +160,7 @@ def main() -> None:
     bare = statistics.mean([bare_before, bare_after])
     result = {
         "device": describe_device(device), "model": MODEL, "batch_size": BATCH,
-        "mixed_precision": "bf16" if use_amp(device, args.amp) else "off",
+        "mixed_precision": "bf16" if amp_on(device, args.amp) else "off",
         "images_per_s": round(whole, 1),
         "bare_step_images_per_s": round(bare, 1),
         "efficiency": round(whole / bare, 3),
