@@ -182,13 +182,17 @@ class AlexNetCifarSmall(AlexNetBase):
 
 
 class AlexNetCifarNPU(AlexNetBase):
-    """The Ascend (NPU) tutorial's CIFAR-10 net: conv1 4x4/2, 64-256-384-384-256, 2x2 pools with
-    strides 1, 2, 1, and a full-size classifier 9216-4608-4608."""
+    """The Ascend (NPU) tutorial's CIFAR-10 net: conv1 4x4/2 unpadded, 64-256-384-384-256, 2x2 pools with
+    strides 1, 2, 1, and a full-size classifier 9216-4608-4608.
+
+    The tutorial's comments give every shape at 32x32: conv1 64x15x15, pool 64x14x14, conv2 256x14x14,
+    pool 256x7x7, conv3-conv5 at 7x7, pool 256x6x6, then 9,216 values into fc6.
+    """
 
     def __init__(self, num_classes=10, in_channels=3, batch_norm=False, dropout=0.5):
         super().__init__()
         L = _Layers(batch_norm)
-        L.conv(in_channels, 64, 4, stride=2, padding=1).pool(2, 1)
+        L.conv(in_channels, 64, 4, stride=2).pool(2, 1)
         L.conv(64, 256, 3, padding=1).pool(2, 2)
         L.conv(256, 384, 3, padding=1)
         L.conv(384, 384, 3, padding=1)
@@ -331,8 +335,8 @@ MODELS: dict[str, ModelSpec] = {
             "alexnet_cifar_npu", AlexNetCifarNPU, "AlexNet for CIFAR-10 (Ascend tutorial)", 32, 3, 10,
             CIFAR10_MEAN, CIFAR10_STD,
             source="The Ascend (torch_npu) CIFAR-10 AlexNet tutorial",
-            notes="Keeps resolution with a 4x4/2 conv1 and 2x2 pools of stride 1, 2, 1 (32 → 16 → 15 → "
-                  "7 → 6), so FC6 sees 256x6x6 = 9,216 values as in the paper, with a 4608-wide "
+            notes="Keeps resolution with an unpadded 4x4/2 conv1 and 2x2 pools of stride 1, 2, 1 (32 → 15 → "
+                  "14 → 7 → 6), so FC6 sees 256x6x6 = 9,216 values as in the paper, with a 4608-wide "
                   "classifier: 67 M parameters, 95% of them in the fully connected layers.",
         ),
         ModelSpec(

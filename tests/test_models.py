@@ -27,6 +27,67 @@ EXPECTED_PARAMS = {
 }
 
 
+# Every layer's output shape (channels x height x width, batch left out) at the variant's own input size, as its
+# source states it. Written out by hand from the sources, never computed from the model:
+# - alexnet, alexnet_grouped: the 2012 paper at 227 (section 3.5 and Figure 2: 55x55x96, 27x27x256, 13x13x384,
+#   13x13x384, 13x13x256, the pools between, 6x6x256 = 9,216 into a 4096-4096-1000 classifier).
+# - alexnet_torchvision: torchvision's alexnet at 224 (torchinfo's table: 64x55x55 … 256x6x6 after avgpool).
+# - alexnet_flowers: the flowers tutorial's model.py comments (input[3, 224, 224] output[48, 55, 55] …).
+# - alexnet_cifar: the Paddle tutorial's paddle.summary at 32 (also in tests/test_summary.py).
+# - alexnet_cifar_small: the sides models.py documents, 32 → 28 → 13 → 9 → 4, widths 64, 64, FC 384-192.
+# - alexnet_cifar_npu: the Ascend tutorial's comments: 64x15x15, pool 64x14x14, 256x14x14, pool 256x7x7,
+#   conv3–conv5 at 7x7, pool 256x6x6, 9,216.
+# - alexnet_cifar_hires, alexnet_cifar_fast: models.py's design, 32 → 16 → 8 → 4, FC6 sees 256x4x4 = 4,096.
+# - alexnet_fashion: d2l's MXNet AlexNet on 1x224x224: 54, 26, 12, 5, FC6 sees 6,400.
+# "flatten" is what fc6 (the first Linear) takes in. Layers not listed (ReLU, LRN, BatchNorm, Dropout, an identity
+# avgpool) must keep their input's shape: the test checks that too, so every layer's shape is accounted for.
+PAPER_227 = {
+    "conv1": (96, 55, 55), "pool1": (96, 27, 27), "conv2": (256, 27, 27), "pool2": (256, 13, 13),
+    "conv3": (384, 13, 13), "conv4": (384, 13, 13), "conv5": (256, 13, 13), "pool5": (256, 6, 6),
+    "flatten": (9216,), "fc6": (4096,), "fc7": (4096,), "fc8": (1000,),
+}
+CIFAR_HIRES_32 = {
+    "conv1": (64, 32, 32), "pool1": (64, 16, 16), "conv2": (192, 16, 16), "pool2": (192, 8, 8),
+    "conv3": (384, 8, 8), "conv4": (256, 8, 8), "conv5": (256, 8, 8), "pool5": (256, 4, 4),
+    "flatten": (4096,), "fc6": (1024,), "fc7": (512,), "fc8": (10,),
+}
+SOURCE_SHAPES = {
+    "alexnet": PAPER_227,
+    "alexnet_grouped": PAPER_227,
+    "alexnet_torchvision": {
+        "conv1": (64, 55, 55), "pool1": (64, 27, 27), "conv2": (192, 27, 27), "pool2": (192, 13, 13),
+        "conv3": (384, 13, 13), "conv4": (256, 13, 13), "conv5": (256, 13, 13), "pool5": (256, 6, 6),
+        "avgpool": (256, 6, 6), "flatten": (9216,), "fc6": (4096,), "fc7": (4096,), "fc8": (1000,),
+    },
+    "alexnet_flowers": {
+        "conv1": (48, 55, 55), "pool1": (48, 27, 27), "conv2": (128, 27, 27), "pool2": (128, 13, 13),
+        "conv3": (192, 13, 13), "conv4": (192, 13, 13), "conv5": (128, 13, 13), "pool5": (128, 6, 6),
+        "flatten": (4608,), "fc6": (2048,), "fc7": (2048,), "fc8": (5,),
+    },
+    "alexnet_cifar": {
+        "conv1": (96, 15, 15), "pool1": (96, 7, 7), "conv2": (256, 7, 7), "pool2": (256, 3, 3),
+        "conv3": (384, 3, 3), "conv4": (384, 3, 3), "conv5": (256, 3, 3),
+        "flatten": (2304,), "fc6": (1024,), "fc7": (512,), "fc8": (10,),
+    },
+    "alexnet_cifar_small": {
+        "conv1": (64, 28, 28), "pool1": (64, 13, 13), "conv2": (64, 9, 9), "pool2": (64, 4, 4),
+        "flatten": (1024,), "fc3": (384,), "fc4": (192,), "fc5": (10,),
+    },
+    "alexnet_cifar_npu": {
+        "conv1": (64, 15, 15), "pool1": (64, 14, 14), "conv2": (256, 14, 14), "pool2": (256, 7, 7),
+        "conv3": (384, 7, 7), "conv4": (384, 7, 7), "conv5": (256, 7, 7), "pool5": (256, 6, 6),
+        "flatten": (9216,), "fc6": (4608,), "fc7": (4608,), "fc8": (10,),
+    },
+    "alexnet_cifar_hires": CIFAR_HIRES_32,
+    "alexnet_cifar_fast": CIFAR_HIRES_32,
+    "alexnet_fashion": {
+        "conv1": (96, 54, 54), "pool1": (96, 26, 26), "conv2": (256, 26, 26), "pool2": (256, 12, 12),
+        "conv3": (384, 12, 12), "conv4": (384, 12, 12), "conv5": (256, 12, 12), "pool5": (256, 5, 5),
+        "flatten": (6400,), "fc6": (4096,), "fc7": (4096,), "fc8": (10,),
+    },
+}
+
+
 def meta_model(name: str, **options) -> nn.Module:
     """Shapes only: big nets are built without allocating their weights."""
     with torch.device("meta"):
@@ -34,13 +95,43 @@ def meta_model(name: str, **options) -> nn.Module:
 
 
 def test_registry_lists_every_variant():
-    assert set(MODELS) == set(EXPECTED_PARAMS)
+    assert set(MODELS) == set(EXPECTED_PARAMS) == set(SOURCE_SHAPES)
     assert all(spec.name == name for name, spec in MODELS.items())
 
 
 @pytest.mark.parametrize("name", list(EXPECTED_PARAMS))
 def test_param_count_at_default_classes(name):
     assert count_params(meta_model(name)) == EXPECTED_PARAMS[name]
+
+
+def layer_shapes(name: str) -> list[tuple[str, tuple, tuple]]:
+    """(layer, input shape, output shape) of every layer in forward order, batch left out, at the variant's own
+    input size; run on the meta device, so even the 67 M parameter nets cost no memory."""
+    spec = get_spec(name)
+    model = meta_model(name).eval()
+    seen = []
+    for layer_name, layer in model.named_modules():
+        if layer_name and not list(layer.children()):
+            short = layer_name.rsplit(".", 1)[-1]
+            layer.register_forward_hook(
+                lambda _, inputs, output, short=short: seen.append((short, tuple(inputs[0].shape[1:]), tuple(output.shape[1:]))))
+    with torch.device("meta"):
+        model(torch.empty(1, spec.in_channels, spec.input_size, spec.input_size))
+    return seen
+
+
+@pytest.mark.parametrize("name", list(SOURCE_SHAPES))
+def test_every_layer_has_the_shape_its_source_states(name):
+    expected = SOURCE_SHAPES[name]
+    seen = layer_shapes(name)
+    stated = {layer: output for layer, _, output in seen if layer in expected}
+    first_linear = next(inputs for layer, inputs, _ in seen if layer.startswith("fc"))
+    assert {**stated, "flatten": first_linear} == expected
+    for layer, inputs, output in seen:
+        if layer.startswith(("conv", "pool", "fc")):
+            assert layer in expected, f"{name}'s {layer} has no stated shape"
+        elif layer not in expected:           # ReLU, LRN, BatchNorm, Dropout, an identity avgpool
+            assert output == inputs, f"{name}'s {layer} changes {inputs} to {output}"
 
 
 def test_paper_param_count_by_hand():

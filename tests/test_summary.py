@@ -25,6 +25,16 @@ def test_paddle_cifar_table():
     ]
 
 
+def test_ascend_npu_shapes():
+    # The Ascend tutorial's comments on its CIFAR-10 AlexNet at 32x32: conv1 4x4/2 without padding.
+    names = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"]
+    assert shapes("alexnet_cifar_npu", 32, names) == [
+        [64, 15, 15], [64, 14, 14], [256, 14, 14], [256, 7, 7], [384, 7, 7], [384, 7, 7], [256, 7, 7], [256, 6, 6]
+    ]
+    rows = {row.name: row for row in summarize("alexnet_cifar_npu", 32).layers}
+    assert rows["flatten"].output_shape == [1, 9216]
+
+
 def test_mxnet_fashion_shapes():
     # d2l's MXNet AlexNet on a 1x224x224 Fashion-MNIST input.
     names = ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5"]
