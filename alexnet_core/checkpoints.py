@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import json
+import math
 import os
 import pickle
 import platform
@@ -47,6 +48,12 @@ USER_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 FP16_MAX = torch.finfo(torch.float16).max
 MAX_INPUT_SIZE = 1024  # the largest input side a checkpoint may claim (as training's check_config allows)
 MAX_STORE_SIZE = 2048  # and the largest side it may have photos decoded to
+# What a checkpoint's header may claim before anything is built from it. ImageNet-21k has 21,841 classes;
+# a header of a few hundred tensors and a long training history is well under 1 MiB; no metadata we write
+# nests more than 6 levels (a training state's optimizer groups).
+MAX_CLASSES = 100_000
+MAX_HEADER_BYTES = 16 * 2**20
+MAX_META_DEPTH = 32
 # Prefixes that wrappers add to state-dict keys: DataParallel/DDP ("module.") and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -178,6 +185,11 @@ def _meta_problem(meta: Any) -> str | None:
     for key in ("num_classes", "in_channels"):
         if not _is_count(meta[key]):
             return f"{key} is {meta[key]!r}, not a positive whole number"
+    # Bounds before anything is built: a model for 3,000,000 classes would take tens of gigabytes.
+    if meta["num_classes"] > MAX_CLASSES:
+        return f"num_classes is {meta['num_classes']:,}, more than the {MAX_CLASSES:,} AlexNet Studio takes"
+    if meta["in_channels"] not in (1, 3):
+        return f"in_channels is {meta['in_channels']:,}, not 1 or 3 (grey or colour images)"
     classes = meta["classes"]
     if not isinstance(classes, list) or not all(isinstance(name, str) for name in classes):
         return "classes is not a list of class names"
@@ -191,6 +203,9 @@ def _meta_problem(meta: Any) -> str | None:
         if (not isinstance(values, list) or len(values) != meta["in_channels"]
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
             return f"preprocess.{key} is not a list of {meta['in_channels']} numbers (one per input channel)"
+        # JSON readers accept NaN and Infinity; either would make every confidence NaN.
+        if not all(math.isfinite(v) for v in values):
+            return f"preprocess.{key} has a value that is not a finite number"
     if not all(v > 0 for v in preprocess["std"]):
         return "preprocess.std has a value that is not positive"
     # A forged size must neither crash the first forward pass nor make every photo decode to a huge image.
@@ -217,17 +232,34 @@ def _dump_json(value: Any, what: str) -> str:
         raise CheckpointError(f"The {what} cannot be stored as JSON ({err}).") from err
 
 
+def _not_complete(path: Path) -> CheckpointError:
+    return CheckpointError(
+        f"{path.name} is not a complete safetensors file (it may be truncated or not a checkpoint at all).")
+
+
+def _check_header_size(path: Path) -> None:
+    """Refuses a header too big for any checkpoint before safetensors reads it: its first 8 bytes say how long
+    it is (little-endian), and safetensors itself would read up to 100 MB of JSON."""
+    with open(path, "rb") as f:
+        prefix = f.read(8)
+    length = int.from_bytes(prefix, "little")
+    if len(prefix) < 8 or length > path.stat().st_size - 8:
+        raise _not_complete(path)
+    if length > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{path.name} has a header of {length:,} bytes, more than the "
+                              f"{MAX_HEADER_BYTES // 2**20} MiB any checkpoint needs.")
+
+
 def _read_header(path: Path) -> dict[str, str]:
     """The safetensors header metadata of ``path`` (header only, fast), or a CheckpointError."""
     if not path.is_file():
         raise CheckpointError(f"There is no checkpoint file at {path}.")
     try:
+        _check_header_size(path)
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata()
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(
-            f"{path.name} is not a complete safetensors file (it may be truncated or not a checkpoint at all)."
-        ) from err
+        raise _not_complete(path) from err
     if not header or METADATA_KEY not in header:
         raise CheckpointError(
             f"{path.name} is a safetensors file but not an AlexNet Studio checkpoint (it has no "
@@ -241,11 +273,30 @@ def _read_header(path: Path) -> dict[str, str]:
     return header
 
 
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests lists and dicts more than ``limit`` levels deep (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def _decode_meta(path: Path, header: dict[str, str]) -> Any:
+    deep = CheckpointError(f"{path.name} has AlexNet Studio metadata nested more than {MAX_META_DEPTH} levels "
+                           f"deep, which no checkpoint needs.")
     try:
-        return json.loads(header[METADATA_KEY])
+        meta = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path.name} has damaged AlexNet Studio metadata (not valid JSON).") from err
+    except RecursionError:   # json's decoder recurses once per level: thousands of levels exhaust the stack
+        raise deep from None
+    if _too_deep(meta, MAX_META_DEPTH):   # a few hundred levels decode, but would break whatever walks them next
+        raise deep
+    return meta
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
@@ -262,6 +313,33 @@ def read_metadata(path: str | os.PathLike) -> dict:
     if problem:
         raise CheckpointError(f"{path.name} has invalid AlexNet Studio metadata: {problem}.")
     return meta
+
+
+def check_tensors(path: str | os.PathLike, meta: dict) -> None:
+    """Raises CheckpointError unless the file holds exactly the tensors the model ``meta`` describes has.
+
+    Checks the metadata's claims against the file before anything is built or loaded: the model is built on
+    the meta device (shapes, no memory) and the file's shapes come from its header (no tensor data is read).
+    """
+    path = Path(path)
+    with torch.device("meta"):
+        model = build_model(meta["model"], meta["num_classes"], meta["in_channels"], meta["batch_norm"])
+    problem = _fit_problem(_tensor_shapes(path), model.state_dict(), meta["model"])
+    if problem:
+        norm = "with BatchNorm" if meta["batch_norm"] else "without BatchNorm"
+        raise CheckpointError(
+            f"{path.name} does not fit {meta['model']} ({meta['num_classes']:,} classes, "
+            f"{meta['in_channels']} input channels, {norm}): {problem}."
+        )
+
+
+def _tensor_shapes(path: Path) -> dict[str, torch.Size]:
+    """Every tensor's shape in a safetensors file, read from its header (no tensor data is read)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: torch.Size(f.get_slice(key).get_shape()) for key in f.keys()}
+    except (SafetensorError, OSError) as err:
+        raise _not_complete(path) from err
 
 
 def _read_train_state_meta(path: Path) -> dict:
@@ -336,9 +414,7 @@ def _load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, T
     try:
         return load_file(str(path), device=str(device))
     except (SafetensorError, OSError) as err:
-        raise CheckpointError(
-            f"{path.name} is not a complete safetensors file (it may be truncated or not a checkpoint at all)."
-        ) from err
+        raise _not_complete(path) from err
 
 
 def load_checkpoint(path: str | os.PathLike,
@@ -349,18 +425,22 @@ def load_checkpoint(path: str | os.PathLike,
     return _as_float32(_load_tensors(path, device)), meta
 
 
-def _shape(tensor: Tensor) -> str:
-    return "x".join(map(str, tensor.shape)) if tensor.dim() else "a single number"
+def _shape(shape: torch.Size) -> str:
+    return "x".join(map(str, shape)) if len(shape) else "a single number"
 
 
-def _fit_problem(found: dict[str, Tensor], expected: dict[str, Tensor], builds: str) -> str | None:
-    """How ``found`` weights differ from what a model expects (a phrase), or None when they fit.
+def _fit_problem(found: dict[str, Tensor | torch.Size], expected: dict[str, Tensor], builds: str) -> str | None:
+    """How ``found`` weights (tensors, or only their shapes) differ from what a model expects (a phrase), or
+    None when they fit.
 
     ``builds`` names the model in the phrase, e.g. "its fc8.weight is 10x4096 but alexnet builds 1000x4096".
     """
+    def shape(value: Tensor | torch.Size) -> torch.Size:
+        return value.shape if isinstance(value, Tensor) else value
+
     for key, tensor in expected.items():
-        if key in found and found[key].shape != tensor.shape:
-            return f"its {key} is {_shape(found[key])} but {builds} builds {_shape(tensor)}"
+        if key in found and shape(found[key]) != tensor.shape:
+            return f"its {key} is {_shape(shape(found[key]))} but {builds} builds {_shape(tensor.shape)}"
     missing = [key for key in expected if key not in found]
     unexpected = [key for key in found if key not in expected]
     if missing:
@@ -375,15 +455,10 @@ def _fit_problem(found: dict[str, Tensor], expected: dict[str, Tensor], builds: 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Builds the model a checkpoint describes, loads its weights (strictly) and puts it in eval mode."""
     path = Path(path)
-    state_dict, meta = load_checkpoint(path, "cpu")
+    meta = read_metadata(path)
+    check_tensors(path, meta)  # a file that lies about its model is refused before anything is loaded or built
+    state_dict = _as_float32(_load_tensors(path, "cpu"))
     model = build_model(meta["model"], meta["num_classes"], meta["in_channels"], meta["batch_norm"])
-    problem = _fit_problem(state_dict, model.state_dict(), meta["model"])
-    if problem:
-        norm = "with BatchNorm" if meta["batch_norm"] else "without BatchNorm"
-        raise CheckpointError(
-            f"{path.name} does not fit {meta['model']} ({meta['num_classes']} classes, "
-            f"{meta['in_channels']} input channels, {norm}): {problem}."
-        )
     model.load_state_dict(state_dict, strict=True)
     return model.to(device).eval(), meta
 
@@ -585,13 +660,17 @@ class CheckpointInfo:
     created: str | None
 
 
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _label(path: Path, meta: dict) -> str:
     # A run directory's name says more than "best"; any other file is known by its own name.
     run = path.parent.name if path.stem == "best" and path.parent.name else path.stem
     data = meta.get("data")  # a source name ("cifar10") or a folder, known by its last part
     parts = [Path(str(data)).name if data else None, run]
     acc = meta.get("best_val_acc")
-    if isinstance(acc, (int, float)) and not isinstance(acc, bool):
+    if _is_finite_number(acc):
         parts.append(f"{100 * acc:.1f}% val")
     return " — ".join(str(p) for p in parts if p)
 
@@ -599,8 +678,11 @@ def _label(path: Path, meta: dict) -> str:
 def list_checkpoints(*dirs: str | os.PathLike, recursive: bool = True) -> list[CheckpointInfo]:
     """Every model checkpoint under ``dirs`` (files may be named directly), newest first.
 
-    Training states (last.safetensors) and files that cannot be read are skipped without a word:
-    a listing must not fail because of one broken file.
+    Training states (last.safetensors) and files whose header cannot be read or whose metadata is invalid
+    (absurd counts or sizes, NaN mean/std, nesting thousands deep) are skipped without a word: a listing must
+    not fail because of one broken file, and a file that can never be loaded is no choice to offer. Only
+    headers are read, so tensors that do not fit the metadata are found when the file is loaded, with a
+    sentence that names the first one (``check_tensors``).
     """
     found: dict[Path, tuple[float, CheckpointInfo]] = {}
     for root in map(Path, dirs):
@@ -624,7 +706,7 @@ def list_checkpoints(*dirs: str | os.PathLike, recursive: bool = True) -> list[C
                 name=_label(path, meta),
                 model=meta["model"],
                 classes=meta["classes"],
-                best_val_acc=float(acc) if isinstance(acc, (int, float)) and not isinstance(acc, bool) else None,
+                best_val_acc=float(acc) if _is_finite_number(acc) else None,
                 created=meta.get("created"),
             )
     return [info for _, info in sorted(found.values(), key=lambda item: item[0], reverse=True)]

@@ -162,6 +162,161 @@ def test_safetensors_headers_that_lie_get_one_sentence(tmp_path, case):
         one_sentence(str(error.value), "liar.safetensors")
 
 
+# --- checkpoints that lie about their model: refused before they cost anything -------------------------------
+
+PEAK_RSS_LIMIT_KB = 2.5 * 2**20  # 2.5 GB, in ru_maxrss's kilobytes (Linux)
+
+
+def nested(depth: int) -> str:
+    """Valid metadata with a history nested ``depth`` lists deep (json.dumps itself could not write it)."""
+    return json.dumps(meta())[:-1] + ', "history": ' + "[" * depth + "]" * depth + "}"
+
+
+def lying(path: Path, meta_json: str) -> Path:
+    """A real 3-class alexnet_cifar_small's tensors under whatever metadata the case writes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"format": checkpoints.FORMAT, "kind": checkpoints.KIND_MODEL, checkpoints.METADATA_KEY: meta_json}
+    save_file(build_model(SMALL, num_classes=3).state_dict(), str(path), metadata=header)
+    return path
+
+
+# case: (the metadata's JSON, words the sentence must hold, whether only the tensors show the lie)
+LYING = {
+    "3,000,000 classes": (json.dumps(meta() | {"num_classes": 3_000_000}),
+                          "num_classes is 3,000,000, more than the 100,000", False),
+    # 3,000,000 empty names: a 9 MB header, under the 16 MiB bound, so that the class bound is what refuses it.
+    "3,000,000 classes, each named": (
+        json.dumps(meta() | {"num_classes": 3_000_000, "classes": [""] * 3_000_000}, separators=(",", ":")),
+        "num_classes is 3,000,000, more than the 100,000", False),
+    "50,000 classes over a 3-class file": (
+        json.dumps(meta() | {"num_classes": 50_000, "classes": [f"c{i}" for i in range(50_000)]}),
+        "its classifier.fc5.weight is 3x192 but alexnet_cifar_small builds 50000x192", True),
+    "100,000 input channels": (json.dumps(meta() | {"in_channels": 100_000}), "in_channels is 100,000, not 1 or 3",
+                               False),
+    "nested 100,000 deep": (nested(100_000), "nested more than 32 levels deep", False),
+    "nested 500 deep": (nested(500), "nested more than 32 levels deep", False),
+    "NaN mean": (json.dumps(meta(mean=[0.5, float("nan"), 0.5])), "preprocess.mean has a value that is not a finite",
+                 False),
+    "infinite std": (json.dumps(meta(std=[0.25, 0.25, float("inf")])), "preprocess.std has a value that is not a finite",
+                     False),
+    "-infinite mean": (json.dumps(meta(mean=[float("-inf")] * 3)), "preprocess.mean has a value that is not a finite",
+                       False),
+    "zero std": (json.dumps(meta(std=[0.25, 0.0, 0.25])), "preprocess.std has a value that is not positive", False),
+}
+
+
+@pytest.mark.parametrize("case", LYING)
+def test_a_lying_checkpoint_is_refused_before_any_model_is_built(tmp_path, case, monkeypatch):
+    meta_json, words, only_the_tensors_tell = LYING[case]
+    path = lying(tmp_path / "liar.safetensors", meta_json)
+    built = []   # every model the loader builds, and on which device: only shapes (meta) before the check passes
+
+    def recording_build(*args, **kwargs):
+        built.append((args, torch.get_default_device().type))
+        return build_model(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "build_model", recording_build)
+    loaders = (load_model, predict.get_predictor) if only_the_tensors_tell else (read_metadata, load_model,
+                                                                                  predict.get_predictor)
+    for load in loaders:
+        with pytest.raises(CheckpointError) as error:
+            load(path)
+        one_sentence(str(error.value), "liar.safetensors", words)
+    assert all(device == "meta" for _, device in built), built
+    photo = tmp_path / "photo.png"
+    class_image(0, 32, np.random.default_rng(0)).save(photo)
+    label, info, _ = gradio_app.predict_image(str(photo), str(path))
+    assert label is None and info.startswith("⚠️ liar.safetensors") and words in info
+
+
+def test_a_header_too_big_for_any_checkpoint_is_refused_unread(tmp_path):
+    path = tmp_path / "huge.safetensors"
+    length = checkpoints.MAX_HEADER_BYTES + 1
+    path.write_bytes(struct.pack("<Q", length) + b"{" + b" " * (length - 1))
+    for load in (read_metadata, load_model, predict.get_predictor):
+        with pytest.raises(CheckpointError) as error:
+            load(path)
+        one_sentence(str(error.value), "huge.safetensors", "more than the 16 MiB")
+    assert checkpoints.list_checkpoints(tmp_path) == []
+
+
+# Runs one command line in a child and reports the child's peak resident memory (kB) as the last line of stderr,
+# so that the test process itself allocates nothing and other tests' children do not count.
+PEAK_RSS = ("import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)")
+
+# The lies that could cost memory, each through one command in a process of its own (every lie goes through
+# every command in-process above): predict, evaluate and card all load the checkpoint through load_model.
+CLI_CASES = {
+    "3,000,000 classes": "predict", "3,000,000 classes, each named": "evaluate",
+    "50,000 classes over a 3-class file": "card", "nested 100,000 deep": "predict", "100,000 input channels": "card",
+}
+
+
+def cli_args(command: str, tmp_path: Path) -> list[str]:
+    """What ``command`` needs besides --checkpoint: a photo, or a small labelled test folder."""
+    photo = tmp_path / "photo.png"
+    class_image(0, 32, np.random.default_rng(0)).save(photo)
+    data = make_image_folder(tmp_path / "data", ["a", "b", "c"], n_per_class=2, size=32, splits=("test",))
+    return {"predict": [str(photo)], "evaluate": ["--data", str(data), "--device", "cpu"],
+            "card": ["--data", str(data), "--out", str(tmp_path / "card"), "--device", "cpu"]}[command]
+
+
+@pytest.mark.parametrize("case", LYING)
+def test_every_lying_checkpoint_is_one_sentence_and_exit_2_from_the_command_line(tmp_path, case, capsys):
+    from alexnet_core import cli
+
+    path = lying(tmp_path / "liar.safetensors", LYING[case][0])
+    for command in ("predict", "evaluate", "card"):
+        assert cli.main([command, "--checkpoint", str(path), *cli_args(command, tmp_path)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith("error: ")
+        one_sentence(err.strip(), "liar.safetensors", LYING[case][1])
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_the_command_line_refuses_a_lying_checkpoint_in_one_sentence_and_little_memory(tmp_path, case):
+    """A separate process, as a user runs it: its peak memory is measured, and nothing it does can hide a
+    traceback."""
+    meta_json, words, _ = LYING[case]
+    path = lying(tmp_path / "liar.safetensors", meta_json)
+    command = CLI_CASES[case]
+    args = cli_args(command, tmp_path)
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "alexnet_core", command,
+                             "--checkpoint", str(path), *args],
+                            cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    *message, peak_kb = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(message) == 1 and message[0].startswith("error: "), message
+    one_sentence(message[0], "liar.safetensors", words)
+    assert result.stdout == ""
+    assert int(peak_kb) < PEAK_RSS_LIMIT_KB, f"{command} peaked at {int(peak_kb) / 2**20:.2f} GB"
+
+
+def test_the_app_starts_and_lists_the_others_with_lying_checkpoints_in_its_runs_folder(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    (runs / "good").mkdir(parents=True)
+    good = forged(runs / "good" / "best.safetensors", meta())
+    for case in ("nested 100,000 deep", "3,000,000 classes, each named", "NaN mean", "100,000 input channels"):
+        lying(runs / case.replace(",", "").replace(" ", "_") / "best.safetensors", LYING[case][0])
+    shape_liar = lying(runs / "shape_liar" / "best.safetensors", LYING["50,000 classes over a 3-class file"][0])
+    monkeypatch.setattr(gradio_app, "RUNS_DIR", runs)
+    monkeypatch.chdir(tmp_path)              # ./runs is this folder's runs too: each file listed once
+
+    listed = {Path(path) for _, path in gradio_app.checkpoint_choices() if Path(path).is_relative_to(runs)}
+    # Metadata that cannot be true is left out; a file whose tensors alone tell the lie (read only when it is
+    # loaded) is listed, and choosing it gets one sentence.
+    assert listed == {good, shape_liar}
+    gradio_app.build_app()                   # the app starts: every dropdown lists its checkpoints
+    photo = tmp_path / "photo.png"
+    class_image(0, 32, np.random.default_rng(0)).save(photo)
+    label, info, _ = gradio_app.predict_image(str(photo), str(shape_liar))
+    assert label is None and info.startswith("⚠️ best.safetensors does not fit alexnet_cifar_small"), info
+    label, _, _ = gradio_app.predict_image(str(photo), str(good))
+    assert label is not None
+
+
 # --- kill -9 of a real training run --------------------------------------------------------------------------
 
 
