@@ -274,14 +274,21 @@ def _read_header(path: Path) -> dict[str, str]:
 
 
 def _too_deep(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests lists and dicts more than ``limit`` levels deep (walked without recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    """Whether ``value`` nests lists and dicts more than ``limit`` levels deep.
+
+    Walked depth first without recursion, with one iterator per open level, so that it needs memory for the
+    depth only, not for the millions of items a wide list may hold.
+    """
+    open_levels = [iter([value])]
+    while open_levels:
+        for item in open_levels[-1]:
+            if isinstance(item, (dict, list)):
+                if len(open_levels) > limit:     # item sits len(open_levels) levels deep
+                    return True
+                open_levels.append(iter(item.values() if isinstance(item, dict) else item))
+                break
+        else:
+            open_levels.pop()
     return False
 
 

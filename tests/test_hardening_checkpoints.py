@@ -229,6 +229,13 @@ def test_a_lying_checkpoint_is_refused_before_any_model_is_built(tmp_path, case,
     assert label is None and info.startswith("⚠️ liar.safetensors") and words in info
 
 
+def test_metadata_nested_32_levels_is_read_and_33_refused(tmp_path):
+    # The metadata object is level 1, so a history 31 lists deep reaches level 32.
+    assert read_metadata(lying(tmp_path / "deep.safetensors", nested(31)))["model"] == SMALL
+    with pytest.raises(CheckpointError, match="nested more than 32 levels deep"):
+        read_metadata(lying(tmp_path / "deeper.safetensors", nested(32)))
+
+
 def test_a_header_too_big_for_any_checkpoint_is_refused_unread(tmp_path):
     path = tmp_path / "huge.safetensors"
     length = checkpoints.MAX_HEADER_BYTES + 1
