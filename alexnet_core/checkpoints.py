@@ -50,7 +50,7 @@ MAX_INPUT_SIZE = 1024  # the largest input side a checkpoint may claim (as train
 MAX_STORE_SIZE = 2048  # and the largest side it may have photos decoded to
 # What a checkpoint's header may claim before anything is built from it. ImageNet-21k has 21,841 classes;
 # a header of a few hundred tensors and a long training history is well under 1 MiB; no metadata we write
-# nests more than 6 levels (a training state's optimizer groups).
+# nests more than 5 levels (a training state's optimizer groups).
 MAX_CLASSES = 100_000
 MAX_HEADER_BYTES = 16 * 2**20
 MAX_META_DEPTH = 32

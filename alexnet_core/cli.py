@@ -301,7 +301,8 @@ def _cmd_card(args) -> int:
 
     source = args.data or read_metadata(args.checkpoint).get("data")
     if not isinstance(source, str) or not source:
-        raise ValueError(f"{Path(args.checkpoint).name} does not record the data it was trained on: name it with --data.")
+        raise ValueError(
+            f"{Path(args.checkpoint).name} does not record the data it was trained on: name it with --data.")
     device = str(resolve_device(args.device))
     model, pre, split = load_for_evaluation(args.checkpoint, source, args.split, device=device)
     results = {tta: evaluate(model, split, pre, device=device, tta=tta) for tta in TTA_CHOICES}

@@ -113,8 +113,8 @@ def layer_shapes(name: str) -> list[tuple[str, tuple, tuple]]:
     for layer_name, layer in model.named_modules():
         if layer_name and not list(layer.children()):
             short = layer_name.rsplit(".", 1)[-1]
-            layer.register_forward_hook(
-                lambda _, inputs, output, short=short: seen.append((short, tuple(inputs[0].shape[1:]), tuple(output.shape[1:]))))
+            layer.register_forward_hook(lambda _, inputs, output, short=short: seen.append(
+                (short, tuple(inputs[0].shape[1:]), tuple(output.shape[1:]))))
     with torch.device("meta"):
         model(torch.empty(1, spec.in_channels, spec.input_size, spec.input_size))
     return seen
