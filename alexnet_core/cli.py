@@ -183,7 +183,9 @@ def _cmd_train(args) -> int:
 def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True, help="cifar10, fashion-mnist, flowers, or an ImageFolder directory")
+    p.add_argument("--data", required=True,
+                   help="cifar10, fashion-mnist, flowers, or an ImageFolder directory; a folder of your own "
+                        "labelled photos (DIR/test/<class>/, DIR/val/<class>/ or DIR/<class>/) is measured whole")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument("--tta", choices=("none", "flip", "ten-crop"), default="none",
                    help="test-time augmentation: the image, + its mirror image, or the paper's ten crops")
@@ -203,7 +205,7 @@ def _cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"accuracy {report['accuracy']:.2%} on {report['n']:,} images ({args.split} split)")
+    print(f"accuracy {report['accuracy']:.2%} on {report['n']:,} images ({report['measured']})")
     width = max(len(c) for c in result.classes)
     for name, acc in report["per_class"].items():
         print(f"  {name:<{width}}  {acc:7.2%}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet_core import checkpoints
+from alexnet_core import checkpoints, cli
 from alexnet_core.evaluate import evaluate_checkpoint
 from alexnet_core.train import (ConfigError, EndEvent, EpochEvent, StepEvent, TrainConfig, lr_factor,
                                 train)
@@ -156,6 +156,40 @@ def test_evaluate_checkpoint(tiny_folder, tmp_path):
     assert result["accuracy"] == pytest.approx(diagonal / result["n"])
     # validation during training and evaluate afterwards agree (same preprocessing, same weights)
     assert result["accuracy"] == pytest.approx(end.best_val_acc)
+
+
+@pytest.mark.parametrize("splits", [("test",), None], ids=["DIR-test-class", "DIR-class"])
+def test_evaluate_measures_a_folder_of_your_own_labelled_photos_whole(tiny_folder, tmp_path, splits, capsys):
+    end, _ = run(tiny_config(tiny_folder, tmp_path / "run", epochs=1))
+    # 7 photos of each of three of the checkpoint's four classes, in DIR/test/<class>/ or DIR/<class>/.
+    mine = make_image_folder(tmp_path / "mine", ["red", "green", "blue"], n_per_class=7, splits=splits, seed=5)
+    measured = mine / "test" if splits else mine
+    proc = _cli("evaluate", "--checkpoint", end.best_path, "--data", str(mine), "--split", "test", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["n"] == 21 and sum(map(sum, report["confusion"])) == 21
+    assert report["classes"] == ["blue", "gray", "green", "red"]            # the checkpoint's, not "test"
+    assert set(report["per_class"]) == {"red", "green", "blue"}
+    assert report["measured"] == f"every image in {measured} (21)"
+    assert cli.main(["evaluate", "--checkpoint", end.best_path, "--data", str(mine), "--split", "test"]) == 0
+    assert f"on 21 images (every image in {measured} (21))" in capsys.readouterr().out
+    result = evaluate_checkpoint(end.best_path, str(mine), "test", limit=5)
+    assert result.n == 5 and result.measured == f"a seeded sample of 5 of the 21 images in {measured}"
+
+
+def test_evaluate_refuses_class_folders_the_checkpoint_does_not_know_by_their_names(tiny_folder, tmp_path, capsys):
+    end, _ = run(tiny_config(tiny_folder, tmp_path / "run", epochs=1))
+    mine = make_image_folder(tmp_path / "mine", ["red", "purple"], n_per_class=2, splits=("test",))
+    assert cli.main(["evaluate", "--checkpoint", end.best_path, "--data", str(mine), "--split", "test"]) == 2
+    err = capsys.readouterr().err
+    assert "not trained on (purple)" in err and "(test" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_still_holds_out_the_test_split_of_the_checkpoints_own_data(tmp_path):
+    plain = make_image_folder(tmp_path / "plain", ["red", "green"], n_per_class=20, size=32, splits=None)
+    end, _ = run(tiny_config(plain, tmp_path / "run", epochs=1, batch_size=8))
+    result = evaluate_checkpoint(end.best_path, str(plain), "test")          # trained on it: 10% held out
+    assert result.n == 4 and result.measured.startswith("the test split of")
 
 
 def _cli(*args, **kwargs):
