@@ -645,6 +645,47 @@ def _load_files(files: _FileList, pre: Preprocess, cache_dir: Path, progress: Ca
     return ImageData(_cached_decode(files, pre, cache_dir, progress), labels, files.classes, paths)
 
 
+BUILTIN_TRAIN_SIZES = {"cifar10": 50_000, "fashion-mnist": 60_000}
+FLOWERS_SIZE = 3_670
+
+
+def split_sizes(source: str, *, val_fraction: float = 0.1, test_fraction: float = 0.0, seed: int = 0,
+                limit: int | None = None, root: str | Path | None = None) -> tuple[int, int]:
+    """How many images load_split would give for train and val, without decoding or sorting any: the image
+    files are counted and the split rules' arithmetic applied (the built-in sources' sizes are known)."""
+    cap = (lambda n: n if limit is None else min(n, limit))
+    carve = (lambda n, fraction: round(n * fraction))   # _split_per_class's part sizes
+    if source in BUILTIN_TRAIN_SIZES:
+        total = BUILTIN_TRAIN_SIZES[source]
+        return cap(total - carve(total, val_fraction)), cap(carve(total, val_fraction))
+    if source == "flowers":
+        folder = (Path(root).expanduser() if root is not None else default_home() / "data") / "flower_photos"
+        total = _count_images(folder) if folder.is_dir() else FLOWERS_SIZE   # not downloaded yet: its size
+        val, test = carve(total, val_fraction), carve(total, test_fraction)
+        return cap(total - val - test), cap(val)
+    folder = _check_directory(source)
+    train_folder = _find_folder(folder, ("train",))
+    if train_folder is None:   # class folders only: train/val/test
+        total = _count_images(folder)
+        val, test = carve(total, val_fraction), carve(total, test_fraction or val_fraction)
+        return cap(total - val - test), cap(val)
+    total = _count_images(train_folder)
+    val_folder = _find_folder(folder, VAL_FOLDER_NAMES)
+    val = _count_images(val_folder) if val_folder is not None else carve(total, val_fraction)
+    kept = total - (0 if val_folder is not None else val) - carve(total, test_fraction)
+    return cap(kept), cap(val)
+
+
+def _count_images(folder: Path) -> int:
+    """The image files in the class folders of ``folder``, counted as _list_folder would find them."""
+    count = 0
+    for name in _class_folders(folder):
+        for _, dirs, names in os.walk(folder / name, followlinks=True):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            count += sum(1 for n in names if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
+    return count
+
+
 def labelled_folder(source: str, split: str) -> Path | None:
     """The folder that evaluating ``split`` of ``source`` measures whole, or None where the split rules apply.
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from . import checkpoints, data
+from . import checkpoints, data, memory
 from .devices import describe_device, resolve_device, supports_amp, synchronize
 from .evaluate import evaluate
 from .models import MODELS, first_conv, get_spec, whiten_conv_
@@ -167,6 +167,31 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.input_size is not None:
         from .summary import summarize  # raises SizeError (a ValueError) with the layer and a hint
         summarize(cfg.model, cfg.input_size, batch_norm=cfg.batch_norm)
+
+
+def check_memory(cfg: TrainConfig, device: torch.device | None = None, world: int = 1) -> memory.Estimate:
+    """Raises ConfigError with one sentence, naming the largest batch that fits, when the run would need more
+    memory than this process may use (memory.py); before any image is decoded. Returns the estimate."""
+    device = device if device is not None else resolve_device(cfg.device)
+    spec = get_spec(cfg.model)
+    batch_norm = spec.batch_norm if cfg.batch_norm is None else cfg.batch_norm
+    pre = data.preprocess_for(spec, input_size=cfg.input_size, source=cfg.data)
+    n_train, n_val = data.split_sizes(cfg.data, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                                      seed=cfg.seed, limit=cfg.limit)
+    on_host = device.type not in ("cuda", "npu")
+    est = memory.estimate(dataclasses.replace(cfg, batch_norm=batch_norm), input_size=pre.input_size,
+                          store_size=pre.store_size, num_classes=len(data.class_names(cfg.data)),
+                          in_channels=pre.in_channels, bf16=amp_on(device, cfg.amp), host=on_host,
+                          # the alternating flip keeps a second, half-mirrored copy of the training images
+                          images=n_train * (2 if cfg.flip == "alternating" else 1) + n_val)
+    budget, source = memory.available_bytes(device)
+    if budget is not None and on_host and world > 1:
+        budget //= world          # processes on one host share its memory
+    batch = min(cfg.batch_size, max(2, n_train // world))   # as train() shrinks a batch larger than the data
+    sentence = memory.refusal(est, batch, budget, source, cfg.model, asked=cfg.batch_size)
+    if sentence:
+        raise ConfigError(sentence)
+    return est
 
 
 # The names a form shows for the settings it takes (the Train tab's fields).
@@ -446,6 +471,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     rank, world = _distributed(device)
     if world > 1 and device.type in ("cuda", "npu"):
         device = torch.device(device.type, int(os.environ.get("LOCAL_RANK", "0")))
+    check_memory(cfg, device, world)   # a batch that cannot fit is refused before any data is decoded
     torch.manual_seed(cfg.seed)
 
     spec = get_spec(cfg.model)
