@@ -130,20 +130,22 @@ def _read_int(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _cgroup_room() -> int | None:
+def cgroup_room(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
     """The cgroup's memory limit less its usage (v2: memory.max, v1: memory.limit_in_bytes), or None."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = proc_cgroup.read_text().splitlines()
     except OSError:
         return None
     rooms = []
     for line in lines:
+        if line.count(":") < 2:
+            continue
         _, controllers, path = line.split(":", 2)
         if controllers == "":                                   # v2
-            base = Path("/sys/fs/cgroup") / path.lstrip("/")
+            base = root / path.lstrip("/")
             limit, used = _read_int(base / "memory.max"), _read_int(base / "memory.current")
         elif "memory" in controllers.split(","):                # v1
-            base = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            base = root / "memory" / path.lstrip("/")
             limit, used = _read_int(base / "memory.limit_in_bytes"), _read_int(base / "memory.usage_in_bytes")
         else:
             continue
@@ -172,7 +174,7 @@ def available_bytes(device: torch.device | str = "cpu") -> tuple[int | None, str
         return torch.cuda.mem_get_info(device)[0], f"free on {device}"
     if device.type == "npu" and hasattr(torch, "npu") and hasattr(torch.npu, "mem_get_info"):
         return torch.npu.mem_get_info(device)[0], f"free on {device}"
-    figures = [(b, s) for b, s in ((_mem_available(), "available"), (_cgroup_room(), "left under the cgroup's limit"))
+    figures = [(b, s) for b, s in ((_mem_available(), "available"), (cgroup_room(), "left under the cgroup's limit"))
                if b is not None]
     return min(figures) if figures else (None, "unknown")
 

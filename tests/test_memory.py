@@ -102,6 +102,21 @@ def test_what_the_process_may_use(monkeypatch):
     assert 0 < budget <= total and source in ("available", "left under the cgroup's limit")
 
 
+def test_the_cgroups_limit_less_its_usage_is_read_in_v2_and_v1(tmp_path):
+    (tmp_path / "proc").write_text("0::/app\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "memory.max").write_text("8589934592\n")       # 8 GiB
+    (tmp_path / "app" / "memory.current").write_text("1073741824\n")   # 1 GiB used
+    assert memory.cgroup_room(tmp_path / "proc", tmp_path) == 7 << 30
+    (tmp_path / "app" / "memory.max").write_text("max\n")
+    assert memory.cgroup_room(tmp_path / "proc", tmp_path) is None      # no limit
+    (tmp_path / "proc").write_text("4:memory:/job\n0::/\n")
+    (tmp_path / "memory" / "job").mkdir(parents=True)
+    (tmp_path / "memory" / "job" / "memory.limit_in_bytes").write_text(str(6 << 30))
+    (tmp_path / "memory" / "job" / "memory.usage_in_bytes").write_text(str(2 << 30))
+    assert memory.cgroup_room(tmp_path / "proc", tmp_path) == 4 << 30
+
+
 @pytest.mark.parametrize("layout", ["train-val", "train-only", "plain", "test-fraction"])
 def test_split_sizes_count_what_load_split_gives(tmp_path, layout):
     splits = {"train-val": ("train", "val"), "train-only": ("train",), "plain": None,
