@@ -1,6 +1,7 @@
 """The one training loop, used by the command line and by the app's Train tab.
 
 Read it top to bottom: a config, the learning-rate schedule, then ``train()``, which
+0. checks the settings, and the memory they need (``check_memory``, memory.py), before any work,
 1. loads the data once as uint8 tensors on the training device (decoded and cached by data.py),
 2. builds the model, the optimizer and the schedule (or restores them with ``--resume``),
 3. loops over epochs: shuffle, augment a batch at a time on the device, step,
