@@ -117,12 +117,15 @@ def _add_train_parser(sub) -> None:
     p.set_defaults(run=_cmd_train)
 
 
-def _train_config(args) -> "TrainConfig":
+def _train_config(args) -> tuple["TrainConfig", set[str]]:
+    """The config the flags ask for, and the settings given (typed flags and the recipe's): a resumed run
+    takes every other setting from the run it continues."""
     from .train import RECIPES, TrainConfig
 
     explicit = {k: v for k, v in vars(args).items()
                 if k in TrainConfig.__dataclass_fields__ and v is not None}
-    return TrainConfig.from_dict({**RECIPES.get(args.recipe or "", {}), **explicit})
+    recipe = RECIPES.get(args.recipe or "", {})
+    return TrainConfig.from_dict({**recipe, **explicit}), set(recipe) | set(explicit)
 
 
 def _cmd_train(args) -> int:
@@ -133,7 +136,7 @@ def _cmd_train(args) -> int:
 
     from .train import EndEvent, EpochEvent, StartEvent, StepEvent, train
 
-    cfg = _train_config(args)
+    cfg, given = _train_config(args)
     if not cfg.resume and (not args.model or not args.data):
         raise ValueError("train needs --model and --data (or --resume DIR).")
     stop = threading.Event()
@@ -150,6 +153,8 @@ def _cmd_train(args) -> int:
         if isinstance(event, StartEvent):
             tqdm.write(f"run {event.run_dir} on {event.device}: {event.train_images:,} training and "
                        f"{event.val_images:,} validation images, {event.total_steps:,} steps")
+            if event.resumed:
+                tqdm.write(event.resumed)
             bar = tqdm(total=event.total_steps, unit="step", dynamic_ncols=True)
         elif isinstance(event, StepEvent):
             bar.n = event.step
@@ -169,7 +174,7 @@ def _cmd_train(args) -> int:
                            f"{event.wall_time_s:.0f} s of training")
 
     command = "python -m alexnet_core " + shlex.join(sys.argv[1:])
-    end = train(cfg, on_event, stop, command)  # a bad setting raises ValueError before any work: main reports it
+    end = train(cfg, on_event, stop, command, given=given)  # a bad setting raises ValueError before any work: main reports it
     return 1 if end.status == "failed" else 0
 
 
@@ -178,7 +183,9 @@ def _cmd_train(args) -> int:
 def _add_evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--data", required=True, help="cifar10, fashion-mnist, flowers, or an ImageFolder directory")
+    p.add_argument("--data", required=True,
+                   help="cifar10, fashion-mnist, flowers, or an ImageFolder directory; a folder of your own "
+                        "labelled photos (DIR/test/<class>/, DIR/val/<class>/ or DIR/<class>/) is measured whole")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument("--tta", choices=("none", "flip", "ten-crop"), default="none",
                    help="test-time augmentation: the image, + its mirror image, or the paper's ten crops")
@@ -198,7 +205,7 @@ def _cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"accuracy {report['accuracy']:.2%} on {report['n']:,} images ({args.split} split)")
+    print(f"accuracy {report['accuracy']:.2%} on {report['n']:,} images ({report['measured']})")
     width = max(len(c) for c in result.classes)
     for name, acc in report["per_class"].items():
         print(f"  {name:<{width}}  {acc:7.2%}")

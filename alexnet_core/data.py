@@ -11,7 +11,8 @@ Sources (``load_split``):
 
 Split rules: a val folder is used when there is one; otherwise val is carved (seeded, per class) out of
 train, and train then leaves exactly those images out, so test is never needed for model selection.
-A directory of class folders only is split train/val/test (80/10/10 with the default val_fraction).
+A directory of class folders only is split train/val/test (80/10/10 with the default val_fraction) for
+training; evaluation measures a folder of labelled photos whole (``labelled_folder``, ``load_folder``).
 
 Splits that fit in ``memory_limit_bytes`` are decoded once (in parallel, cached on disk with safetensors)
 into an ``ImageData`` that lives on the training device; larger ones come as ``StreamingData``, which
@@ -40,7 +41,7 @@ from .models import ModelSpec
 __all__ = [
     "SOURCES", "DataError", "ImageError", "Preprocess", "preprocess_for", "native_size", "decode_image",
     "eval_transform", "train_transform", "ImageData", "StreamingData", "load_split", "class_names",
-    "describe_source", "default_home",
+    "describe_source", "default_home", "labelled_folder", "load_folder",
 ]
 
 SOURCES = ("cifar10", "fashion-mnist", "flowers")
@@ -632,12 +633,93 @@ def load_split(source: str, split: str, pre: Preprocess, *, val_fraction: float 
     if not files.files:
         raise DataError(f"The {split} split of {describe_source(source)} is empty; use a larger val_fraction "
                         f"or more images.")
+    return _load_files(files, pre, cache_dir, progress, memory_limit_bytes)
 
+
+def _load_files(files: _FileList, pre: Preprocess, cache_dir: Path, progress: Callable[[int, int], None] | None,
+                memory_limit_bytes: int) -> ImageData | StreamingData:
     labels = torch.tensor(files.labels, dtype=torch.int64)
     paths = [str(p) for p in files.files]
     if len(paths) * pre.in_channels * pre.store_size ** 2 > memory_limit_bytes:
         return StreamingData(labels, files.classes, paths, pre)
     return ImageData(_cached_decode(files, pre, cache_dir, progress), labels, files.classes, paths)
+
+
+BUILTIN_TRAIN_SIZES = {"cifar10": 50_000, "fashion-mnist": 60_000}
+FLOWERS_SIZE = 3_670
+
+
+def split_sizes(source: str, *, val_fraction: float = 0.1, test_fraction: float = 0.0, seed: int = 0,
+                limit: int | None = None, root: str | Path | None = None) -> tuple[int, int]:
+    """How many images load_split would give for train and val, without decoding or sorting any: the image
+    files are counted and the split rules' arithmetic applied (the built-in sources' sizes are known)."""
+    cap = (lambda n: n if limit is None else min(n, limit))
+    carve = (lambda n, fraction: round(n * fraction))   # _split_per_class's part sizes
+    if source in BUILTIN_TRAIN_SIZES:
+        total = BUILTIN_TRAIN_SIZES[source]
+        return cap(total - carve(total, val_fraction)), cap(carve(total, val_fraction))
+    if source == "flowers":
+        folder = (Path(root).expanduser() if root is not None else default_home() / "data") / "flower_photos"
+        total = _count_images(folder) if folder.is_dir() else FLOWERS_SIZE   # not downloaded yet: its size
+        val, test = carve(total, val_fraction), carve(total, test_fraction)
+        return cap(total - val - test), cap(val)
+    folder = _check_directory(source)
+    train_folder = _find_folder(folder, ("train",))
+    if train_folder is None:   # class folders only: train/val/test
+        total = _count_images(folder)
+        val, test = carve(total, val_fraction), carve(total, test_fraction or val_fraction)
+        return cap(total - val - test), cap(val)
+    total = _count_images(train_folder)
+    val_folder = _find_folder(folder, VAL_FOLDER_NAMES)
+    val = _count_images(val_folder) if val_folder is not None else carve(total, val_fraction)
+    kept = total - (0 if val_folder is not None else val) - carve(total, test_fraction)
+    return cap(kept), cap(val)
+
+
+def _count_images(folder: Path) -> int:
+    """The image files in the class folders of ``folder``, counted as _list_folder would find them."""
+    count = 0
+    for name in _class_folders(folder):
+        for _, dirs, names in os.walk(folder / name, followlinks=True):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            count += sum(1 for n in names if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
+    return count
+
+
+def labelled_folder(source: str, split: str) -> Path | None:
+    """The folder that evaluating ``split`` of ``source`` measures whole, or None where the split rules apply.
+
+    A directory without a train/ folder is a folder of someone's labelled photos, not a data set to split:
+    its test/ folder for the test split (val/, valid/ or validation/ for val) when it has one, else the
+    directory itself, read as class folders (DIR/<class>/...). Training still splits such a directory.
+    """
+    if source in SOURCES:
+        return None
+    folder = _check_directory(source)
+    if _find_folder(folder, ("train",)) is not None:
+        return None
+    named = _find_folder(folder, {"test": ("test",), "val": VAL_FOLDER_NAMES}.get(split, ()))
+    if named is not None:
+        return named
+    own = _class_folders(folder)
+    if own and all(name in ("test", *VAL_FOLDER_NAMES) for name in own):
+        raise DataError(f"{folder} has no {split} folder, only {', '.join(n + '/' for n in own)}: "
+                        f"pick the split it holds.")
+    return folder
+
+
+def load_folder(folder: str | Path, pre: Preprocess, classes: list[str], *, limit: int | None = None,
+                seed: int = 0, cache_dir: str | Path | None = None, memory_limit_bytes: int = 4 << 30,
+                progress: Callable[[int, int], None] | None = None) -> tuple[ImageData | StreamingData, int]:
+    """Every image of a folder of class folders (FOLDER/<class>/...), labelled by their place in ``classes``
+    (a model's classes: the folder may hold some of them only), or a seeded sample of ``limit`` of them.
+    Returns the data and how many images the folder holds in all."""
+    folder = Path(folder)
+    files = _list_folder(folder, folder, list(classes))
+    total = len(files.files)
+    files = files.subset(_limit(np.arange(total), limit, seed))
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_home() / "cache"
+    return _load_files(files, pre, cache_dir, progress, memory_limit_bytes), total
 
 
 def class_names(source: str, root: str | Path | None = None) -> list[str]:

@@ -27,6 +27,7 @@ class EvalResult:
     confidences: torch.Tensor   # [N] probability of the predicted class
     loss: float                 # mean cross-entropy
     paths: list[str] | None = None
+    measured: str = ""          # which images these are, in words ("every image in DIR/test (40)", …)
 
     @property
     def n(self) -> int:
@@ -56,7 +57,7 @@ class EvalResult:
     def to_json(self) -> dict:
         return {"accuracy": self.accuracy, "per_class": self.per_class(),
                 "confusion": self.confusion().tolist(), "n": self.n, "loss": self.loss,
-                "classes": self.classes}
+                "classes": self.classes, "measured": self.measured}
 
 
 def _probabilities(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
@@ -111,9 +112,12 @@ def evaluate(model: nn.Module, split: "data.ImageData | data.StreamingData", pre
 
 def evaluate_checkpoint(checkpoint: str | Path, source: str, split: str = "test", *, device: str = "cpu",
                         tta: str = "none", limit: int | None = None, batch_size: int = 256) -> EvalResult:
-    """Loads a checkpoint and evaluates it on ``split`` of ``source``, preprocessing as it was trained."""
-    model, pre, split_data = load_for_evaluation(checkpoint, source, split, device=device, limit=limit)
-    return evaluate(model, split_data, pre, device=device, tta=tta, batch_size=batch_size)
+    """Loads a checkpoint and evaluates it on ``split`` of ``source``, preprocessing as it was trained.
+    The result's ``measured`` says which images it measured, and how many."""
+    model, pre, split_data, measured = _prepare(checkpoint, source, split, device=device, limit=limit)
+    result = evaluate(model, split_data, pre, device=device, tta=tta, batch_size=batch_size)
+    result.measured = measured
+    return result
 
 
 def load_for_evaluation(checkpoint: str | Path, source: str, split: str = "test", *, device: str = "cpu",
@@ -121,18 +125,51 @@ def load_for_evaluation(checkpoint: str | Path, source: str, split: str = "test"
     """A checkpoint's model and preprocessing, and ``split`` of ``source`` prepared for it.
 
     Validation and test splits carved from train are carved exactly as during training (same fractions
-    and seed), so a held-out test split stays held out.
+    and seed), so a held-out test split stays held out. A folder of labelled photos that is not the
+    checkpoint's training data (no train/ folder: DIR/test/<class>/, DIR/val/<class>/ or DIR/<class>/) is
+    measured whole (``data.labelled_folder``).
     """
+    return _prepare(checkpoint, source, split, device=device, limit=limit)[:3]
+
+
+def _same_source(a: str, b: str | None) -> bool:
+    """Whether two data names are the same source (a folder however its path is spelled)."""
+    if b is None:
+        return False
+    if a == b:
+        return True
+    try:
+        return Path(a).expanduser().resolve() == Path(b).expanduser().resolve() and Path(a).expanduser().is_dir()
+    except (OSError, RuntimeError):
+        return False
+
+
+def _prepare(checkpoint: str | Path, source: str, split: str, *, device: str, limit: int | None):
     model, meta = checkpoints.load_model(checkpoint, device=device)
     pre = data.Preprocess.from_dict(meta["preprocess"])
     config = meta.get("config", {})
-    # Only where it is the data the checkpoint was trained on are its held-out splits carved the same way.
-    same_data = source == config.get("data")
+    classes = list(meta["classes"])
+    # Only where it is the data the checkpoint was trained on are its held-out splits carved the same way;
+    # any other folder of labelled photos is measured whole (its own test/ or val/ folder, or itself).
+    same_data = _same_source(source, config.get("data"))
+    folder = None if same_data else data.labelled_folder(source, split)
+    if folder is not None:
+        found = data.class_names(str(folder))  # its class folders: the real ones, not "test" or "val"
+        if unknown := [c for c in found if c not in classes]:
+            raise ValueError(
+                f"{folder} has class folders this checkpoint was not trained on ({', '.join(unknown[:5])}"
+                f"{'…' if len(unknown) > 5 else ''}); its classes are {', '.join(classes[:10])}"
+                f"{'…' if len(classes) > 10 else ''}.")
+        split_data, total = data.load_folder(folder, pre, classes, limit=limit, seed=config.get("seed", 0))
+        n = len(split_data)
+        measured = (f"every image in {folder} ({total:,})" if n == total
+                    else f"a seeded sample of {n:,} of the {total:,} images in {folder}")
+        return model, pre, split_data, measured
     split_data = data.load_split(source, split, pre, val_fraction=config.get("val_fraction", 0.1),
                                  test_fraction=config.get("test_fraction", 0.0) if same_data else 0.0,
                                  seed=config.get("seed", 0), limit=limit)
-    if list(split_data.classes) != list(meta["classes"]):
+    if list(split_data.classes) != classes:
         raise ValueError(
             f"The data's classes ({', '.join(split_data.classes[:5])}…) are not the ones this checkpoint "
-            f"was trained on ({', '.join(meta['classes'][:5])}…).")
-    return model, pre, split_data
+            f"was trained on ({', '.join(classes[:5])}…).")
+    return model, pre, split_data, f"the {split} split of {data.describe_source(source)}"

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .train import EndEvent, EpochEvent, StartEvent, StepEvent, TrainConfig, check_config, train
+from .train import EndEvent, EpochEvent, StartEvent, StepEvent, TrainConfig, check_config, check_memory, train
 
 
 class BusyError(RuntimeError):
@@ -76,11 +76,13 @@ class TrainingRunner:
         self.on_finish: list = []      # callables run with the EndEvent (e.g. refresh checkpoint lists)
 
     def start(self, config: TrainConfig) -> None:
-        """Checks the settings (ConfigError before any work), then trains in a background thread."""
+        """Checks the settings and the memory they need (ConfigError before any work), then trains in a
+        background thread."""
         with self._lock:
             if self._state.active:
                 raise BusyError("A training run is already going: stop it or wait for it to finish.")
             check_config(config)
+            check_memory(config)   # a batch too large for this machine is refused here, not mid-step
             self._stop.clear()
             self._state = RunSnapshot(status="preparing", message="Loading the data…",
                                       config=config.to_dict(), epochs=config.epochs, started_at=time.time())

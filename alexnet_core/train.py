@@ -1,6 +1,7 @@
 """The one training loop, used by the command line and by the app's Train tab.
 
 Read it top to bottom: a config, the learning-rate schedule, then ``train()``, which
+0. checks the settings, and the memory they need (``check_memory``, memory.py), before any work,
 1. loads the data once as uint8 tensors on the training device (decoded and cached by data.py),
 2. builds the model, the optimizer and the schedule (or restores them with ``--resume``),
 3. loops over epochs: shuffle, augment a batch at a time on the device, step,
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from . import checkpoints, data
+from . import checkpoints, data, memory
 from .devices import describe_device, resolve_device, supports_amp, synchronize
 from .evaluate import evaluate
 from .models import MODELS, first_conv, get_spec, whiten_conv_
@@ -169,6 +170,31 @@ def check_config(cfg: TrainConfig) -> None:
         summarize(cfg.model, cfg.input_size, batch_norm=cfg.batch_norm)
 
 
+def check_memory(cfg: TrainConfig, device: torch.device | None = None, world: int = 1) -> memory.Estimate:
+    """Raises ConfigError with one sentence, naming the largest batch that fits, when the run would need more
+    memory than this process may use (memory.py); before any image is decoded. Returns the estimate."""
+    device = device if device is not None else resolve_device(cfg.device)
+    spec = get_spec(cfg.model)
+    batch_norm = spec.batch_norm if cfg.batch_norm is None else cfg.batch_norm
+    pre = data.preprocess_for(spec, input_size=cfg.input_size, source=cfg.data)
+    n_train, n_val = data.split_sizes(cfg.data, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                                      seed=cfg.seed, limit=cfg.limit)
+    on_host = device.type not in ("cuda", "npu")
+    est = memory.estimate(dataclasses.replace(cfg, batch_norm=batch_norm), input_size=pre.input_size,
+                          store_size=pre.store_size, num_classes=len(data.class_names(cfg.data)),
+                          in_channels=pre.in_channels, bf16=amp_on(device, cfg.amp), host=on_host,
+                          # the alternating flip keeps a second, half-mirrored copy of the training images
+                          images=n_train * (2 if cfg.flip == "alternating" else 1) + n_val)
+    budget, source = memory.available_bytes(device)
+    if budget is not None and on_host and world > 1:
+        budget //= world          # processes on one host share its memory
+    batch = min(cfg.batch_size, max(2, n_train // world))   # as train() shrinks a batch larger than the data
+    sentence = memory.refusal(est, batch, budget, source, cfg.model, asked=cfg.batch_size)
+    if sentence:
+        raise ConfigError(sentence)
+    return est
+
+
 # The names a form shows for the settings it takes (the Train tab's fields).
 FORM_LABELS = {"epochs": "Epochs", "batch_size": "Batch size", "lr": "Learning rate", "momentum": "Momentum",
                "weight_decay": "Weight decay", "label_smoothing": "Label smoothing", "limit": "The image limit",
@@ -255,6 +281,7 @@ class StartEvent:
     val_images: int
     total_steps: int
     classes: list[str] = field(default_factory=list)
+    resumed: str | None = None   # for a resumed run: which settings the command overrode (describe_overrides)
 
 
 Event = StartEvent | StepEvent | EpochEvent | EndEvent
@@ -355,11 +382,73 @@ def _autocast(device: torch.device, amp: str):
 
 # ---- the loop --------------------------------------------------------------------------------------------------
 
+# Settings a resumed run cannot change: they define the model, its saved optimizer and weight-average state,
+# and which images it trains and validates on. Every other setting may be overridden when resuming.
+RESUME_FIXED = ("model", "data", "batch_norm", "input_size", "optimizer", "ema", "whiten", "val_fraction",
+                "test_fraction", "limit", "seed")
+# How long this command goes on: limits of the command that ended the last session, not of the run (they
+# count the whole run's steps and time, so keeping them would end a resumed run at once).
+COMMAND_LIMITS = ("max_steps", "time_limit")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resumed_config(cfg: TrainConfig, saved: dict, resume_path: Path,
+                   given: set[str] | None = None) -> tuple[TrainConfig, dict[str, tuple]]:
+    """The config of a resumed run: every setting the run was started with, except those in ``given`` (the
+    settings the user actually gave, e.g. the flags typed on the command line), which override it.
+
+    ``given`` None means: the settings of ``cfg`` that differ from TrainConfig's defaults. Returns the config
+    and the overridden settings as {name: (the run's value, the new value)}. A fixed setting (RESUME_FIXED)
+    given with another value raises ConfigError.
+    """
+    defaults = TrainConfig()
+    if given is None:
+        given = {f.name for f in dataclasses.fields(TrainConfig) if getattr(cfg, f.name) != getattr(defaults, f.name)}
+    run = TrainConfig.from_dict(saved)
+    resume_dir = resume_path.parent
+    settings = {**run.to_dict(), "resume": str(resume_path), "out": str(resume_dir)}
+    overrides = {}
+    for name in sorted(set(given) - {"resume"}):
+        if name not in settings:
+            continue
+        new, old = getattr(cfg, name), settings[name]
+        if name == "out":
+            if new is not None and Path(new).resolve() != resume_dir.resolve():
+                raise ConfigError(f"A resumed run goes on in its own folder ({resume_dir}); leave out --out.")
+            continue
+        if name in COMMAND_LIMITS or new == old:
+            settings[name] = new
+            continue
+        if name in RESUME_FIXED:
+            raise ConfigError(f"A resumed run keeps its model, data and how they were split: {_flag(name)} cannot "
+                              f"change (the run has {old!r}); start a new run for that.")
+        settings[name] = new
+        overrides[name] = (old, new)
+    for name in COMMAND_LIMITS:   # never carried over from the last session
+        if name not in given:
+            settings[name] = None
+    return TrainConfig.from_dict(settings), overrides
+
+
+def describe_overrides(overrides: dict[str, tuple]) -> str:
+    """One line for a resumed run: which settings the command changed, or that it changed none."""
+    if not overrides:
+        return "Resumed with the run's own settings."
+    changes = ", ".join(f"{name} {old!r} → {new!r}" for name, (old, new) in overrides.items())
+    return f"Resumed with the run's own settings except {changes} (overridden)."
+
+
 def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
-          stop: threading.Event | None = None, command: str | None = None) -> EndEvent:
+          stop: threading.Event | None = None, command: str | None = None,
+          given: set[str] | None = None) -> EndEvent:
     """Trains as ``cfg`` says, reporting through ``on_event``; returns the final EndEvent.
 
     ``command`` (the command line that started the run, where there is one) is kept in the metadata.
+    With ``cfg.resume``, the run goes on with the settings it was started with; only the settings named in
+    ``given`` (default: those of ``cfg`` that differ from the defaults) override them (``resumed_config``).
 
     Bad settings raise ConfigError before any work. Once the run has begun, a failure (out of memory,
     data gone, …) ends it with status "failed" and a message; best.safetensors is never left broken.
@@ -367,7 +456,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     emit = on_event or (lambda event: None)
     stop = stop or threading.Event()
 
-    resume_state = None
+    resume_state, overrides = None, None
     if cfg.resume:
         resume_path = Path(cfg.resume)
         if resume_path.is_dir():
@@ -375,11 +464,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
         if not resume_path.is_file():
             raise ConfigError(f"There is no resumable run at {cfg.resume} (no last.safetensors).")
         saved = checkpoints.read_train_extra(resume_path)
-        resume_dir = str(resume_path.parent)
-        # The saved config wins; only how long to go on may change.
-        keep = {"epochs": cfg.epochs, "max_steps": cfg.max_steps, "time_limit": cfg.time_limit,
-                "device": cfg.device}
-        cfg = TrainConfig.from_dict({**saved["config"], **keep, "resume": str(resume_path), "out": resume_dir})
+        cfg, overrides = resumed_config(cfg, saved["config"], resume_path, given)
         resume_state = resume_path
     check_config(cfg)
 
@@ -387,6 +472,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     rank, world = _distributed(device)
     if world > 1 and device.type in ("cuda", "npu"):
         device = torch.device(device.type, int(os.environ.get("LOCAL_RANK", "0")))
+    check_memory(cfg, device, world)   # a batch that cannot fit is refused before any data is decoded
     torch.manual_seed(cfg.seed)
 
     spec = get_spec(cfg.model)
@@ -489,7 +575,8 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
             checkpoints.save_checkpoint(best_path, weights, best_meta(), half=cfg.half)
 
     if rank == 0:
-        emit(StartEvent(str(run_dir), describe_device(device), n_train, len(val_data), total_steps, classes))
+        emit(StartEvent(str(run_dir), describe_device(device), n_train, len(val_data), total_steps, classes,
+                        describe_overrides(overrides) if overrides is not None else None))
 
     status, message = "finished", "Training finished."
     run_start = time.perf_counter() - state["wall_time_s"]

@@ -245,7 +245,7 @@ def test_explain_an_untrained_variant_and_a_file_that_is_not_an_image(client, tm
 def test_evaluate_on_twenty_cifar10_test_images(client, cifar10_dir):
     summary, per_class, confusion, mistakes = client.predict(data=_shared_choice("cifar10"), limit=20,
                                                              api_name="/evaluate")
-    correct, total = map(int, re.search(r"(\d+) of (\d+) images of the test split", summary).groups())
+    correct, total = map(int, re.search(r"(\d+) of (\d+) images measured \(the test split", summary).groups())
     assert total == 20 and correct >= 12, summary      # the checkpoint gets about 89% of the test split
     accuracy = float(re.search(r"### ([\d.]+)% correct", summary).group(1))
     assert accuracy == pytest.approx(100 * correct / total, abs=0.05)

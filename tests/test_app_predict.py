@@ -202,6 +202,13 @@ def test_evaluate_a_limited_look(tiny):
     assert "of 10 images" in summary and table["images"].sum() == 10
 
 
+def test_evaluate_a_folder_holding_only_test_photos_measures_all_of_them(tiny, tmp_path):
+    mine = make_image_folder(tmp_path / "mine", ["red", "blue"], n_per_class=6, size=32, splits=("test",))
+    summary, table, _, _ = gradio_app.evaluate_view(str(tiny[0]), str(mine), "test", None)
+    assert f"of 12 images measured (every image in {mine / 'test'} (12))" in summary, summary
+    assert sorted(table["class"]) == ["blue", "red"] and table["images"].sum() == 12
+
+
 def test_evaluate_builtin_data_takes_gallery_images_from_the_decoded_split(tiny, monkeypatch):
     import torchvision
 

@@ -108,6 +108,32 @@ def test_class_folders_only_are_split_three_ways(tmp_path):
     assert sum(map(len, paths)) == len(set.union(*paths)) == 30
 
 
+def test_a_folder_of_labelled_photos_is_found_for_evaluation(tmp_path):
+    only_test = make_image_folder(tmp_path / "only_test", 2, 3, splits=("test",))
+    assert D.labelled_folder(str(only_test), "test") == only_test / "test"
+    with pytest.raises(DataError, match="no val folder, only test/"):
+        D.labelled_folder(str(only_test), "val")
+    only_valid = make_image_folder(tmp_path / "only_valid", 2, 3, splits=("valid",))
+    assert D.labelled_folder(str(only_valid), "val") == only_valid / "valid"   # VAL_FOLDER_NAMES
+    plain = make_image_folder(tmp_path / "plain", 2, 3, splits=None)
+    assert D.labelled_folder(str(plain), "test") == D.labelled_folder(str(plain), "val") == plain
+    # A data set with a train folder follows the split rules; so do the built-in sources.
+    assert D.labelled_folder(str(make_image_folder(tmp_path / "ds", 2, 3)), "val") is None
+    assert D.labelled_folder("cifar10", "test") is None
+
+
+def test_load_folder_takes_every_image_labelled_by_the_models_classes(tmp_path):
+    folder = make_image_folder(tmp_path / "mine", ["cat", "zebra"], 5, splits=None)
+    images, total = D.load_folder(folder, RGB16, ["ant", "cat", "dog", "zebra"], cache_dir=tmp_path / "c")
+    assert total == len(images) == 10 and images.classes == ["ant", "cat", "dog", "zebra"]
+    assert sorted(images.labels.tolist()) == [1] * 5 + [3] * 5     # their place in the model's classes
+    assert set(images.paths) == {str(p) for p in folder.rglob("*.png")}
+    sample, total = D.load_folder(folder, RGB16, ["cat", "zebra"], limit=4, seed=1, cache_dir=tmp_path / "c")
+    assert len(sample) == 4 and total == 10 and set(sample.paths) <= set(images.paths)
+    with pytest.raises(DataError, match="zebra"):
+        D.load_folder(folder, RGB16, ["cat", "dog"], cache_dir=tmp_path / "c")
+
+
 def test_limit_takes_a_seeded_subset(tmp_path):
     folder = make_image_folder(tmp_path, 3, {"train": 10, "val": 2})
     full = load(folder, "train", cache=tmp_path / "c")

@@ -19,6 +19,7 @@ from alexnet_core import cli
 from alexnet_core.runner import RUNNER
 from tests.helpers import class_image, make_image_folder
 
+REPO = Path(__file__).resolve().parents[1]
 TRAIN_DEFAULTS = dict(model="alexnet_cifar_small", device="cpu", limit=None, epochs=2, batch_size=16, lr=0.02,
                       optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.0,
                       batch_norm=False)
@@ -66,6 +67,21 @@ def test_the_train_tab_refuses_a_bad_setting_before_any_work(folder, runs, setti
     message = gradio_app.start_training(**{**TRAIN_DEFAULTS, "data": str(folder), setting: value})
     assert message.startswith("⚠️ "), message
     clear(message, words)
+    no_work_started(runs)
+
+
+def test_the_train_tab_refuses_a_batch_too_large_for_the_memory_and_names_the_largest_that_fits(folder, runs,
+                                                                                                  monkeypatch):
+    from alexnet_core import memory
+    from alexnet_core.train import TrainConfig, check_memory
+
+    settings = {**TRAIN_DEFAULTS, "model": "alexnet", "data": str(folder), "batch_size": 8192}
+    monkeypatch.setenv(memory.BUDGET_ENV, "1T")
+    est = check_memory(TrainConfig(**{k: v for k, v in settings.items() if k != "batch_size"}, batch_size=16))
+    monkeypatch.setenv(memory.BUDGET_ENV, str(est.total(5)))    # this server has room for batches of 5
+    message = gradio_app.start_training(**settings)
+    assert message.startswith("⚠️ "), message
+    clear(message, "alexnet", "the largest batch that fits is 5.")
     no_work_started(runs)
 
 
@@ -204,3 +220,35 @@ def test_the_command_line_summary_refuses_a_bad_input_size(size, words, capsys):
     captured = capsys.readouterr()
     assert not captured.out
     clear(captured.err.strip(), words)
+
+
+def test_the_command_line_refuses_the_paper_net_at_batch_8192_on_the_flowers_before_any_work(flowers_dir, tmp_path,
+                                                                                             monkeypatch):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from alexnet_core import memory
+    from alexnet_core.train import TrainConfig, check_memory
+
+    argv = ["train", "--model", "alexnet", "--data", str(flowers_dir), "--batch-size", "8192", "--device", "cpu",
+            "--out", str(tmp_path / "run")]
+    monkeypatch.delenv(memory.BUDGET_ENV, raising=False)
+    available = memory.available_bytes("cpu")[0] or 0
+    monkeypatch.setenv(memory.BUDGET_ENV, "1T")
+    needed = check_memory(TrainConfig(model="alexnet", data=str(flowers_dir), batch_size=8192, device="cpu")).total(2934)
+    env = {k: v for k, v in os.environ.items() if k != memory.BUDGET_ENV}
+    if available >= needed:   # a host that could train it (over 60 GiB free): be the 8 GB one instead
+        env[memory.BUDGET_ENV] = "8G"
+    # The command runs in a fresh process whose children's peak resident set is then read (the run's alone).
+    wrapper = ("import json, resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(json.dumps([p.returncode, p.stdout, p.stderr, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+    out = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "alexnet_core", *argv], cwd=REPO,
+                         capture_output=True, text=True, timeout=300, env=env, check=True).stdout
+    code, stdout, stderr, max_rss_kib = json.loads(out)
+    assert code == 2 and stderr.startswith("error: Training alexnet on batches of 2,934") and stderr.count("\n") == 1, stderr
+    clear(stderr.strip(), "the largest batch that fits is")
+    assert not (tmp_path / "run").exists()
+    assert max_rss_kib * 1024 < 6 * 2**30, f"peak {max_rss_kib / 2**20:.1f} GiB"
+    print(f"refused in a peak resident set of {max_rss_kib / 2**20:.2f} GiB: {stderr.strip()}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from alexnet_core import checkpoints
+from alexnet_core import checkpoints, cli
 from alexnet_core.evaluate import evaluate_checkpoint
 from alexnet_core.train import (ConfigError, EndEvent, EpochEvent, StepEvent, TrainConfig, lr_factor,
                                 train)
@@ -158,6 +158,40 @@ def test_evaluate_checkpoint(tiny_folder, tmp_path):
     assert result["accuracy"] == pytest.approx(end.best_val_acc)
 
 
+@pytest.mark.parametrize("splits", [("test",), None], ids=["DIR-test-class", "DIR-class"])
+def test_evaluate_measures_a_folder_of_your_own_labelled_photos_whole(tiny_folder, tmp_path, splits, capsys):
+    end, _ = run(tiny_config(tiny_folder, tmp_path / "run", epochs=1))
+    # 7 photos of each of three of the checkpoint's four classes, in DIR/test/<class>/ or DIR/<class>/.
+    mine = make_image_folder(tmp_path / "mine", ["red", "green", "blue"], n_per_class=7, splits=splits, seed=5)
+    measured = mine / "test" if splits else mine
+    proc = _cli("evaluate", "--checkpoint", end.best_path, "--data", str(mine), "--split", "test", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["n"] == 21 and sum(map(sum, report["confusion"])) == 21
+    assert report["classes"] == ["blue", "gray", "green", "red"]            # the checkpoint's, not "test"
+    assert set(report["per_class"]) == {"red", "green", "blue"}
+    assert report["measured"] == f"every image in {measured} (21)"
+    assert cli.main(["evaluate", "--checkpoint", end.best_path, "--data", str(mine), "--split", "test"]) == 0
+    assert f"on 21 images (every image in {measured} (21))" in capsys.readouterr().out
+    result = evaluate_checkpoint(end.best_path, str(mine), "test", limit=5)
+    assert result.n == 5 and result.measured == f"a seeded sample of 5 of the 21 images in {measured}"
+
+
+def test_evaluate_refuses_class_folders_the_checkpoint_does_not_know_by_their_names(tiny_folder, tmp_path, capsys):
+    end, _ = run(tiny_config(tiny_folder, tmp_path / "run", epochs=1))
+    mine = make_image_folder(tmp_path / "mine", ["red", "purple"], n_per_class=2, splits=("test",))
+    assert cli.main(["evaluate", "--checkpoint", end.best_path, "--data", str(mine), "--split", "test"]) == 2
+    err = capsys.readouterr().err
+    assert "not trained on (purple)" in err and "(test" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_still_holds_out_the_test_split_of_the_checkpoints_own_data(tmp_path):
+    plain = make_image_folder(tmp_path / "plain", ["red", "green"], n_per_class=20, size=32, splits=None)
+    end, _ = run(tiny_config(plain, tmp_path / "run", epochs=1, batch_size=8))
+    result = evaluate_checkpoint(end.best_path, str(plain), "test")          # trained on it: 10% held out
+    assert result.n == 4 and result.measured.startswith("the test split of")
+
+
 def _cli(*args, **kwargs):
     return subprocess.run([sys.executable, "-m", "alexnet_core", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=300, **kwargs)
@@ -249,7 +283,7 @@ def test_whitened_conv1_is_the_whitening_and_stays_frozen_while_the_rest_learns_
     whiten_conv_(fresh, _whitening_sample(data.load_split(str(tiny_folder), "train", pre), pre, "cpu"))
     assert torch.allclose(first["model.features.conv1.weight"][:54], fresh.weight[:54], atol=1e-4)
 
-    end, _ = run(tiny_config(tiny_folder, out, resume=str(out), epochs=2))
+    end, _ = run(tiny_config(tiny_folder, out, model="alexnet_cifar_hires", whiten=True, resume=str(out), epochs=2))
     assert end.status == "finished", end.message
     second = load_file(str(out / "last.safetensors"))
     assert torch.equal(second["model.features.conv1.weight"], first["model.features.conv1.weight"])
@@ -279,3 +313,45 @@ def test_alternating_flip_shows_every_image_once_each_way_in_two_epochs():
     assert torch.equal(data.train_transform(images, pre, torch.Generator().manual_seed(0), flip="all"), none.flip(-1))
     with pytest.raises(ValueError, match="flip"):
         data.train_transform(images, pre, flip="sideways")
+
+
+def test_resumed_run_keeps_its_own_epochs_unless_the_command_overrides_them(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    # 96 images in batches of 16: 6 steps an epoch, so --max-steps 6 stops the 2-epoch run after epoch 1.
+    proc = _cli("train", "--model", "alexnet_cifar_small", "--data", str(tiny_folder), "--epochs", "2",
+                "--batch-size", "16", "--lr", "0.02", "--device", "cpu", "--out", str(out), "--max-steps", "6")
+    assert proc.returncode == 0, proc.stderr
+    assert [h["epoch"] for h in checkpoints.read_metadata(out / "best.safetensors")["history"]] == [1]
+
+    proc = _cli("train", "--resume", str(out))                      # no --epochs: the run's own 2
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout + proc.stderr
+    assert "epoch 2/2" in text and "epoch 3/" not in text and "/10" not in text
+    assert "Resumed with the run's own settings." in text
+    meta = checkpoints.read_metadata(out / "best.safetensors")
+    assert meta["history"][-1]["epoch"] == 2 and meta["config"]["epochs"] == 2
+
+    proc = _cli("train", "--resume", str(out), "--epochs", "3")     # the command overrides epochs, and says so
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout + proc.stderr
+    assert "epoch 3/3" in text
+    assert "except epochs 2 → 3 (overridden)" in text
+    meta = checkpoints.read_metadata(out / "best.safetensors")
+    assert [h["epoch"] for h in meta["history"]] == [1, 2, 3] and meta["config"]["epochs"] == 3
+    assert meta["config"]["lr"] == 0.02 and meta["config"]["batch_size"] == 16   # the rest is the run's own
+
+
+def test_resumed_run_refuses_to_change_what_its_state_depends_on(tiny_folder, tmp_path):
+    from alexnet_core.train import resumed_config
+
+    end, _ = run(tiny_config(tiny_folder, tmp_path / "run", epochs=1))
+    saved = checkpoints.read_train_extra(tmp_path / "run" / "last.safetensors")["config"]
+    last = tmp_path / "run" / "last.safetensors"
+    with pytest.raises(ConfigError, match="--model cannot change"):
+        resumed_config(TrainConfig(model="alexnet_cifar", resume=str(last)), saved, last, {"model"})
+    # Only what was given overrides: lr given, epochs (at its default 10) not given.
+    cfg, overrides = resumed_config(TrainConfig(lr=0.5, resume=str(last)), saved, last, {"lr"})
+    assert cfg.lr == 0.5 and cfg.epochs == 1 and overrides == {"lr": (0.02, 0.5)}
+    # The library's default for `given`: the settings that differ from TrainConfig's defaults.
+    cfg, overrides = resumed_config(TrainConfig(resume=str(last)), saved, last)
+    assert cfg.epochs == 1 and cfg.batch_size == 16 and overrides == {}
