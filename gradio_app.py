@@ -674,10 +674,11 @@ NOT_LISTED = ("That checkpoint is not in the list of choices: pick one from the 
 
 def _listed_checkpoint(checkpoint: str | None, owner: str, choices: list[tuple[str, str]] | None = None) -> str | None:
     """The checkpoint to use: the one asked for if this visitor's list has it (checked here, not by the dropdown,
-    so that a run that ended since the page loaded can be used at once), else the default; gr.Error otherwise."""
+    so that a run that ended since the page loaded can be used at once), else the default; gr.Error otherwise.
+    A direct call from Python (LOCAL) may name any file, as the command line may."""
     if not checkpoint:
         return default_checkpoint()
-    if checkpoint not in {path for _, path in (choices if choices is not None else checkpoint_choices(owner))}:
+    if owner != LOCAL and checkpoint not in {path for _, path in (choices if choices is not None else checkpoint_choices(owner))}:
         raise gr.Error(NOT_LISTED)
     return checkpoint
 

@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import gradio as gr
 import pytest
 from PIL import Image, ImageFile
 
@@ -133,9 +134,10 @@ def test_truncated_images_are_not_silently_padded():
 def test_the_predict_handler_answers_a_sentence_named_after_the_upload(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(PRETENDERS[name])
-    label, info, shown = gradio_app.predict_image(str(path))
-    assert label is None and shown is None
-    assert info.startswith(f"⚠️ {name} is not an image") and str(tmp_path) not in info
+    with pytest.raises(gr.Error) as refused:  # the page's toast, the API's AppError
+        gradio_app.predict_image(str(path))
+    info = refused.value.message
+    assert info.startswith(f"{name} is not an image") and str(tmp_path) not in info
     one_sentence(info)
 
 
@@ -164,11 +166,11 @@ def test_the_live_app_refuses_each_bad_upload_in_a_sentence_and_keeps_serving(li
         path.write_bytes(content)
         label, info = _predict(client, path)
         assert not (label or {}).get("confidences"), name
-        if label is None and "SVG" in info:  # Gradio may refuse an .svg name itself, before the handler
+        assert label is None, (name, info)  # refused: AppError, whose message is the sentence
+        if "SVG" in info:  # Gradio may refuse an .svg name itself, before the handler
             one_sentence(info)
         else:
-            assert info.startswith("⚠️ "), (name, info)
-            one_sentence(info[2:], name)
+            one_sentence(info, name)
         label, info = _predict(client, good)  # and the next photo is classified as usual
         assert label["label"] in CIFAR10 and "ms on cpu" in info, (name, info)
 
