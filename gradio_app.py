@@ -528,12 +528,12 @@ def _loss_frame(rows: list[dict] | None = None) -> pd.DataFrame:
     # Typed columns, empty or not: an untyped empty frame makes the plot's axes categorical for good (every
     # loss value its own label and no line), on the first visitor's page of a fresh server.
     return pd.DataFrame(rows or [], columns=["step", "loss", "curve"]).astype(
-        {"step": "int64", "loss": "float64", "curve": "string"})
+        {"step": "int64", "loss": "float64", "curve": "object"})
 
 
 def _accuracy_frame(rows: list[dict] | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows or [], columns=["epoch", "accuracy", "curve"]).astype(
-        {"epoch": "int64", "accuracy": "float64", "curve": "string"})
+        {"epoch": "int64", "accuracy": "float64", "curve": "object"})
 
 
 def training_view(s: RunSnapshot) -> tuple[str, pd.DataFrame, pd.DataFrame, str | None]:
