@@ -37,13 +37,13 @@ def dataset_root(folder: Path) -> Path:
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else Path(folder)
 
 
-def _safe_member_path(name: str) -> PurePosixPath | None:
+def _safe_member_path(name: str, label: str = "The zip") -> PurePosixPath | None:
     """The member's relative path, or None for a directory entry; UploadError for a path that escapes."""
     path = PurePosixPath(name.replace("\\", "/"))
     if any(ord(c) < 32 for c in name):
-        raise UploadError("The zip holds a file name with control characters in it; it was not unpacked.")
+        raise UploadError(f"{label} holds a file name with control characters in it; it was not unpacked.")
     if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-        raise UploadError(f"The zip holds a path that points outside it ({name}); it was not unpacked.")
+        raise UploadError(f"{label} holds a path that points outside it ({name}); it was not unpacked.")
     return None if name.endswith("/") else path
 
 
@@ -83,7 +83,7 @@ def extract_zip(zip_path: str | Path, dest: str | Path, *, max_files: int = MAX_
         for member in members:
             if stat.S_ISLNK(member.external_attr >> 16):
                 raise UploadError(f"{label} holds a symbolic link ({member.filename}); it was not unpacked.")
-            path = _safe_member_path(member.filename)
+            path = _safe_member_path(member.filename, label)
             if path is not None and not path.name.startswith(".") and "__MACOSX" not in path.parts:
                 plan.append((member, path))
         dest.mkdir(parents=True, exist_ok=False)
