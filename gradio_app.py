@@ -435,7 +435,7 @@ def start_training(model: str, data: str, device: str, limit: float | None, epoc
         _start_run(owner_of(visitor, request), model, data, device, limit, epochs, batch_size, lr, optimizer,
                    momentum, weight_decay, schedule, label_smoothing, batch_norm, whiten)
     except (BusyError, ValueError, TypeError) as error:
-        raise gr.Error(str(error)) from None
+        raise gr.Error(for_the_page(str(error))) from None
     return STARTED
 
 
@@ -464,7 +464,7 @@ async def train(model: str, data: str, device: str, limit: float | None, epochs:
                    f"when one ends. Keep this page open (Stop leaves the line).", gr.update(), gr.update(), None)
             await asyncio.sleep(2 * FOLLOW_SECONDS)
         except (BusyError, ValueError, TypeError) as error:
-            raise gr.Error(str(error)) from None
+            raise gr.Error(for_the_page(str(error))) from None
     async for outputs in follow_training(owner):
         yield outputs
 
@@ -536,12 +536,22 @@ def _accuracy_frame(rows: list[dict] | None = None) -> pd.DataFrame:
         {"epoch": "int64", "accuracy": "float64", "curve": "object"})
 
 
+def for_the_page(message: str) -> str:
+    """A message from the library, as a visitor of the page should read it: files under the app's folders by
+    their names, not server paths; what to do in the browser, not on the command line."""
+    for root in sorted({VISITORS_DIR, UPLOADS_DIR, RUNS_DIR, STUDIO_HOME}, key=lambda p: -len(str(p))):
+        message = re.sub(re.escape(str(root)) + r"[^\s,;:()]*", lambda m: Path(m.group()).name or m.group(),
+                         message)
+    return message.replace("; --resume continues the run.",
+                           ": download it below, or use it in Predict, Evaluate and Inside.")
+
+
 def training_view(s: RunSnapshot) -> tuple[str, pd.DataFrame, pd.DataFrame, str | None]:
     """A run's state in words, its loss and accuracy curves, and its best checkpoint once it has ended."""
     if s.status == "idle":
         text = "No run yet. Pick a model and data, then Start."
     else:
-        lines = [f"**{s.status.capitalize()}** · {s.message}"]
+        lines = [f"**{s.status.capitalize()}** · {for_the_page(s.message)}"]
         if s.total_steps:
             percent = 100 * s.step / s.total_steps
             lines.append(f"Step {s.step:,} / {s.total_steps:,} ({percent:.0f}%) · epoch {s.epoch} / {s.epochs}"
@@ -805,7 +815,7 @@ def _readable(error: Exception, image) -> str:
     text = str(error)
     if isinstance(image, str):
         text = text.replace(image, Path(image).name)
-    return text
+    return for_the_page(text)
 
 
 def predict_image(image: Image.Image | str | None, checkpoint: str | None = None, k: float = 5,
@@ -956,7 +966,7 @@ def evaluate_view(checkpoint: str | None, data: str | None, split: str = "test",
         mistakes = result.most_confident_mistakes(MISTAKES_SHOWN)
         images = _mistake_images(result, mistakes, checkpoint, data, split, limit)
     except ValueError as error:  # wrong data for the checkpoint, a missing split, a damaged file: one sentence
-        raise gr.Error(str(error)) from None
+        raise gr.Error(for_the_page(str(error))) from None
     confusion = result.confusion()
     correct, totals = confusion.diag().tolist(), confusion.sum(1).tolist()
     table = pd.DataFrame([{"class": c, "accuracy": f"{correct[i] / totals[i]:.1%}", "correct": correct[i],

@@ -228,3 +228,13 @@ def test_a_visitor_keeps_their_id_across_reloads_and_a_forged_one_is_replaced():
     assert first == kept and len(first) == 32
     assert gradio_app.remember_visitor(first) == (first, first)
     assert gradio_app.remember_visitor("../../etc")[0] != "../../etc"
+
+
+def test_run_messages_name_files_not_server_paths_and_give_no_command_line_advice(monkeypatch, tmp_path):
+    uploads = gradio_app.visitor_folder(A) / "uploads" / "flowers-20261204" / "flowers"
+    page = gradio_app.for_the_page(f"Training stopped because the data could not be read: {uploads} has no class "
+                                   f"folders. The best checkpoint so far is kept.")
+    assert str(gradio_app.VISITORS_DIR) not in page and "flowers has no class folders" in page
+    stopped = gradio_app.for_the_page("Stopped. The best checkpoint is kept; --resume continues the run.")
+    assert "--resume" not in stopped and stopped.endswith("download it below, or use it in Predict, Evaluate and "
+                                                          "Inside.")
