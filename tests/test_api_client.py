@@ -421,8 +421,9 @@ def test_the_readme_api_examples_run_against_the_app(live_app, client, cifar10_d
     out = printed.getvalue()
     assert "61,100,840 parameters" in out and "'conv1', 'Conv2d', '[1, 64, 55, 55]'" in out
     assert "⚠️ alexnet cannot take 224x224 inputs" in out
-    assert "Started: loading the data…" in out and "No run is going." in out
+    assert "**Finished**" in out and "No run of yours is going." in out
     assert namespace["status"].startswith("**Finished**"), namespace["status"]
+    assert Path(namespace["checkpoint"]).is_file() and namespace["checkpoint"].endswith(".safetensors")
     assert "ship [('ship'," in out
     assert "Grad-CAM explains **ship**" in out
     assert re.search(r"### [\d.]+% correct", out)
