@@ -420,9 +420,11 @@ def _start_run(owner: str, model: str, data: str, device: str, limit: float | No
         momentum=momentum, weight_decay=weight_decay, schedule=schedule,
         label_smoothing=label_smoothing, batch_norm=bool(batch_norm), whiten=bool(whiten),
         out=str(_runs_dir(owner) / f"{model}-{Path(data).name}-{time.strftime('%Y%m%d-%H%M%S')}"))
-    config = TRAINING_CAPS.apply(config)
+    capped = TRAINING_CAPS.apply(config)
     # Issue 17's memory estimate belongs here: refuse, with one sentence, a run whose batch would not fit.
-    RUNNER.start(config, owner)
+    RUNNER.start(capped, owner)
+    if capped.limit != config.limit:  # the run goes on, within the server's cap: say so, without stopping it
+        gr.Warning(f"This server trains on at most {capped.limit:,} images per split; your run uses that many.")
 
 
 def start_training(model: str, data: str, device: str, limit: float | None, epochs: float, batch_size: float,

@@ -238,3 +238,14 @@ def test_run_messages_name_files_not_server_paths_and_give_no_command_line_advic
     stopped = gradio_app.for_the_page("Stopped. The best checkpoint is kept; --resume continues the run.")
     assert "--resume" not in stopped and stopped.endswith("download it below, or use it in Predict, Evaluate and "
                                                           "Inside.")
+
+
+def test_a_cap_that_cuts_the_images_warns_and_the_run_goes_on(folder, monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(gradio_app, "TRAINING_CAPS", gradio_app.TrainingCaps(images=20))
+    with warnings.catch_warnings(record=True) as caught:  # gr.Warning outside a request: a Python warning
+        warnings.simplefilter("always")
+        assert gradio_app.start_training(**settings(folder, epochs=1), visitor=A).startswith("Started")
+    assert any("at most 20 images per split" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    assert RUNNER.wait(60, A) and RUNNER.snapshot(A).status == "finished"

@@ -113,11 +113,11 @@ def _choose(panel, label: str, option) -> None:
     panel.page.get_by_role("option", name=option).first.click()
 
 
-def _start(panel, epochs: int) -> None:
+def _start(panel, epochs: int, batch_size: int = 8) -> None:
     _choose(panel, "Data", "Uploaded: tiny")
     field = panel.get_by_label("Epochs", exact=True)
     field.fill(str(epochs))
-    panel.get_by_label("Batch size", exact=True).fill("8")
+    panel.get_by_label("Batch size", exact=True).fill(str(batch_size))
     field.press("Tab")
     panel.get_by_role("button", name="Start", exact=True).click()
 
@@ -139,7 +139,7 @@ def test_two_visitors_share_a_space_each_with_their_own_run(space, browser, tmp_
     a = _visit(browser, url)          # the first visitor of a fresh server
     panel_a = _tab(a, "Train")
     a.get_by_text("No run yet").first.wait_for()
-    _start(panel_a, epochs=400)
+    _start(panel_a, epochs=1000, batch_size=2)  # 12,000 steps: it goes on until A stops it
     a.get_by_text(STEP).first.wait_for()
     # Plots right from the first moment: a line, and a numeric (linear) y axis, not one category per loss value.
     axis = _loss_axis(panel_a)
