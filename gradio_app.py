@@ -376,8 +376,8 @@ def _file_name(path: str) -> str:
     return Path(path).name
 
 
-def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr.Request = None
-                   ) -> tuple[gr.Dropdown, gr.Dropdown, str]:
+def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr.Request = None,
+                   progress: gr.Progress = gr.Progress()) -> tuple[gr.Dropdown, gr.Dropdown, str]:
     """Unpacks an uploaded ImageFolder zip into the visitor's uploads, checks it whole, and selects it as the
     Train and Evaluate tabs' data; gr.Error with one sentence for a zip that cannot be used (nothing is kept)."""
     if not zip_file:
@@ -386,7 +386,9 @@ def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr
     room = _upload_room(owner)
     dest = _uploads_dir(owner) / f"{Path(name).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
+        progress(0, desc=f"Unpacking {name}…")
         root = extract_zip(zip_file, dest, label=name, max_total_bytes=min(MAX_TOTAL_BYTES, room or MAX_TOTAL_BYTES))
+        progress(0.5, desc=f"Checking every image in {name}…")
         classes, removed = check_dataset(root, label=name)
     except UploadError as error:
         shutil.rmtree(dest, ignore_errors=True)
