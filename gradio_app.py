@@ -459,18 +459,33 @@ async def train(model: str, data: str, device: str, limit: float | None, epochs:
     owner = owner_of(visitor, request)
     fields = (model, data, device, limit, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule,
               label_smoothing, batch_norm, whiten)
-    while True:
-        try:
-            _start_run(owner, *fields)
-            break
-        except ServerBusyError:
-            yield (f"⏳ Waiting: {RUNNER.active_count()} run(s) of other visitors are training; yours starts "
-                   f"when one ends. Keep this page open (Stop leaves the line).", gr.update(), gr.update(), None)
-            await asyncio.sleep(2 * FOLLOW_SECONDS)
-        except (BusyError, ValueError, TypeError) as error:
-            raise gr.Error(for_the_page(str(error))) from None
+    try:
+        while True:
+            try:
+                _start_run(owner, *fields)
+                break
+            except ServerBusyError:
+                if owner not in _WAITING:
+                    _WAITING.append(owner)
+                yield line_notice(_WAITING.index(owner) + 1), gr.update(), gr.update(), None
+                await asyncio.sleep(FOLLOW_SECONDS)
+            except (BusyError, ValueError, TypeError) as error:
+                raise gr.Error(for_the_page(str(error))) from None
+    finally:
+        if owner in _WAITING:
+            _WAITING.remove(owner)
     async for outputs in follow_training(owner):
         yield outputs
+
+
+# Visitors whose training event holds a place in the queue but waits for a run whose page has gone to end.
+_WAITING: list[str] = []
+
+
+def line_notice(position: int) -> str:
+    return (f"⏳ Another visitor's run is training (this server trains {RUNNER.max_active} at a time). Yours is "
+            f"number {position} in line and starts by itself when it is its turn; keep this page open. "
+            f"Stop leaves the line.")
 
 
 async def follow_training(visitor: str | None = None, request: gr.Request = None):
@@ -492,12 +507,10 @@ def queue_notice(visitor: str | None = None, request: gr.Request = None) -> str 
     owner = owner_of(visitor, request)
     if RUNNER.snapshot(owner).active:
         raise gr.Error("Your training run is already going: stop it or wait for it to finish.")
-    waiting = _waiting_runs()
+    waiting = _waiting_runs() + len(_WAITING)
     if RUNNER.active_count() < RUNNER.max_active and not waiting:
         return gr.update()
-    return (f"⏳ Another visitor's run is training (this server trains {RUNNER.max_active} at a time). Yours is "
-            f"number {waiting + 1} in line and starts by itself when it is its turn; keep this page open. "
-            f"Stop leaves the line.")
+    return line_notice(waiting + 1)
 
 
 _APPS: list[gr.Blocks] = []  # the apps built in this process: their queues say who waits to train

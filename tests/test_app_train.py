@@ -180,7 +180,7 @@ def test_a_second_start_waits_for_a_place_and_is_told_where_it_is_in_line(folder
         rest = [item async for item in stream]
         return waiting, rest
     waiting, rest = asyncio.run(first_outputs())
-    assert waiting[0].startswith("⏳ Waiting") and "other visitors" in waiting[0]
+    assert waiting[0].startswith("⏳ Another visitor's run is training") and "number 1 in line" in waiting[0]
     assert rest[-1][0].startswith("**Finished**"), rest[-1][0]     # B's run started once A's had ended
 
 

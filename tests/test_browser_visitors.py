@@ -165,6 +165,8 @@ def test_two_visitors_share_a_space_each_with_their_own_run(space, browser, tmp_
     a.wait_for_function("(n) => { const m = document.body.innerText.match(/Step ([\\d,]+) \\//); "
                         "return m && +m[1].replace(/,/g, '') > n; }", arg=running)  # A's run goes on
     _start(panel_b, epochs=2)
+    # (Told so while B's Start waits in the queue; and, since A's reload let A's page go, the training event's
+    # place may be free while A's run still trains: then B's event waits for it and says the same.)
     b.get_by_text(re.compile(r"Another visitor's run is training .* Yours is number 1 in line")).first.wait_for()
     assert b.get_by_text(STEP).count() == 0
 
@@ -202,9 +204,9 @@ def test_a_page_with_no_run_of_its_own_sends_no_requests(space, browser):
     url, _, _ = space
     page = _visit(browser, url)
     _tab(page, "Train").get_by_text("No run yet").first.wait_for()
-    time.sleep(5)  # (not "networkidle": the heartbeat stream Gradio keeps open never lets the network idle)
+    page.wait_for_timeout(5_000)  # (not "networkidle": Gradio's heartbeat stream never lets the network idle)
     sent = []
     page.on("request", lambda request: sent.append(request.url))
-    time.sleep(10)
+    page.wait_for_timeout(10_000)  # (not time.sleep: Playwright delivers the page's events while it waits)
     assert sent == [], sent
     page.context.close()
