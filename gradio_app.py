@@ -444,6 +444,7 @@ def start_training(model: str, data: str, device: str, limit: float | None, epoc
 
 
 STARTED = "Started: loading the data…"
+TRAINING_QUEUE = "training"  # the concurrency id of the training event: its own queue and limit
 # How often a page that follows a run gets a new status and new plots.
 FOLLOW_SECONDS = 1.0
 
@@ -524,8 +525,6 @@ def _waiting_runs() -> int:
         waiting += len(queue.queue) if queue is not None else 0
     return waiting
 
-
-TRAINING_QUEUE = "training"
 
 
 def stop_training(visitor: str | None = None, request: gr.Request = None) -> str:
@@ -1204,7 +1203,10 @@ def visitor_lists(visitor: str | None, predict: str | None, evaluate: str | None
     data = data_choices(owner)
     checkpoints = checkpoint_choices(owner)
     paths = {path for _, path in checkpoints}
-    keep = lambda current: current if current in paths else default_checkpoint()  # noqa: E731
+
+    def keep(current: str | None) -> str | None:
+        return current if current in paths else default_checkpoint()
+
     inside_list = inside_choices(owner)
     return (gr.Dropdown(choices=data), gr.Dropdown(choices=data),
             gr.Dropdown(choices=checkpoints, value=keep(predict)), gr.Dropdown(choices=checkpoints, value=keep(evaluate)),

@@ -227,7 +227,7 @@ class RunRegistry:
         """Waits (up to ``timeout`` seconds for each) for every run to end; True if all have."""
         with self._lock:
             runners = list(self._runs.values())
-        return all([runner.wait(timeout) for runner in runners])
+        return all([runner.wait(timeout) for runner in runners])  # a list: wait for every one, not the first
 
 
 RUNNER = RunRegistry()
