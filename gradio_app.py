@@ -6,9 +6,15 @@ module-level functions that call alexnet_core, so tests and the API can call the
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
+import hashlib
+import io
 import os
+import re
+import secrets
+import shutil
 from dataclasses import dataclass
 import threading
 import time
@@ -38,10 +44,10 @@ from alexnet_core.evaluate import EvalResult, evaluate_checkpoint
 from alexnet_core.models import MODELS, get_spec
 from alexnet_core.plots import confusion_plot, shape_plot
 from alexnet_core.predict import Prediction, get_predictor, network_view
-from alexnet_core.runner import RUNNER, BusyError
+from alexnet_core.runner import LOCAL, RUNNER, BusyError, RunSnapshot, ServerBusyError
 from alexnet_core.summary import TABLE_COLUMNS, SizeError, summarize, table_rows
 from alexnet_core.train import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
-from alexnet_core.uploads import UploadError, extract_zip
+from alexnet_core.uploads import MAX_TOTAL_BYTES, UploadError, check_dataset, dataset_root, extract_zip
 
 REPO = Path(__file__).resolve().parent
 # The data sets that sit beside the repo on the development machines (see ../shared/data/README.md).
@@ -208,20 +214,154 @@ class TrainingCaps:
 
 
 TRAINING_CAPS = TrainingCaps.from_env()
+# A Hugging Face Space sets SPACE_ID: the server is public, and strangers share it.
+ON_SPACE = bool(os.environ.get("SPACE_ID"))
 
 
-def data_choices() -> list[tuple[str, str]]:
-    """Built-in sources, the shared folders where present, and every zip uploaded so far."""
+@dataclass(frozen=True)
+class SharingLimits:
+    """What one visitor, and all of them together, may take of a shared server: runs training at once (the
+    training event's concurrency limit), runs kept, and the disk their uploads fill. ``None``: no bound.
+
+    Set by ALEXNET_STUDIO_RUNS_AT_ONCE, ALEXNET_STUDIO_MAX_RUNS_PER_VISITOR, ALEXNET_STUDIO_MAX_RUNS_PER_SERVER,
+    ALEXNET_STUDIO_MAX_UPLOAD_MB_PER_VISITOR and ALEXNET_STUDIO_MAX_UPLOAD_MB_PER_SERVER ("0": no bound); on a
+    Space the defaults below apply, elsewhere only one run trains at a time."""
+
+    runs_at_once: int = 1
+    runs_per_visitor: int | None = None
+    runs_per_server: int | None = None
+    upload_mb_per_visitor: int | None = None
+    upload_mb_per_server: int | None = None
+
+    SPACE_DEFAULTS = {"runs_per_visitor": 5, "runs_per_server": 200, "upload_mb_per_visitor": 1024,
+                      "upload_mb_per_server": 20 * 1024}
+
+    @classmethod
+    def from_env(cls, env=os.environ) -> "SharingLimits":
+        on_space = bool(env.get("SPACE_ID"))
+        values = {}
+        for key in ("runs_at_once", "runs_per_visitor", "runs_per_server", "upload_mb_per_visitor",
+                    "upload_mb_per_server"):
+            name = "ALEXNET_STUDIO_" + ("RUNS_AT_ONCE" if key == "runs_at_once" else "MAX_" + key.upper())
+            raw = env.get(name)
+            if raw is None:
+                if on_space and key in cls.SPACE_DEFAULTS:
+                    values[key] = cls.SPACE_DEFAULTS[key]
+                continue
+            if not raw.isdigit():
+                raise ValueError(f"{name} must be 0 (no bound) or a whole positive number, not {raw}.")
+            values[key] = int(raw) or (1 if key == "runs_at_once" else None)
+        return cls(**values)
+
+    def describe(self) -> str:
+        parts = [f"{self.runs_at_once} training run{'s' * (self.runs_at_once != 1)} at a time (others wait in "
+                 f"line)"]
+        if self.runs_per_visitor:
+            parts.append(f"{self.runs_per_visitor} runs per visitor")
+        if self.runs_per_server:
+            parts.append(f"{self.runs_per_server} runs on the server")
+        if self.upload_mb_per_visitor:
+            parts.append(f"{self.upload_mb_per_visitor:,} MB of uploads per visitor")
+        if self.upload_mb_per_server:
+            parts.append(f"{self.upload_mb_per_server:,} MB of uploads on the server")
+        return "This server shares itself: " + ", ".join(parts) + "."
+
+
+SHARING = SharingLimits.from_env()
+RUNNER.max_active = SHARING.runs_at_once
+
+
+# --- Visitors: who started a run, made an upload, brought a checkpoint -------------------------------------
+
+VISITORS_DIR = STUDIO_HOME / "visitors"
+_VISITOR_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def remember_visitor(saved: str | None) -> tuple[str, str]:
+    """On page load: the visitor's id as their browser keeps it (gr.BrowserState), or a new random one for a
+    first visit; a reload therefore finds the same runs and uploads. Returns it for the page's gr.State and
+    for the browser to keep."""
+    visitor = saved if isinstance(saved, str) and _VISITOR_ID.fullmatch(saved) else secrets.token_hex(16)
+    return visitor, visitor
+
+
+def owner_of(visitor: str | None, request: gr.Request | None = None) -> str:
+    """Whose work this is: the page's visitor id; for an API client, which has no browser, its session (one
+    gradio_client.Client is one visitor); LOCAL for a direct call from Python."""
+    if visitor:
+        return visitor
+    if request is not None and getattr(request, "session_hash", None):
+        return f"session-{request.session_hash}"
+    return LOCAL
+
+
+def visitor_folder(owner: str) -> Path | None:
+    """Where a visitor's runs, uploads and checkpoints go (a hash of their id: any id makes a safe name);
+    None for LOCAL, whose runs and uploads are the server's own (RUNS_DIR, UPLOADS_DIR)."""
+    if owner == LOCAL:
+        return None
+    return VISITORS_DIR / hashlib.sha256(owner.encode()).hexdigest()[:24]
+
+
+def _runs_dir(owner: str) -> Path:
+    folder = visitor_folder(owner)
+    return RUNS_DIR if folder is None else folder / "runs"
+
+
+def _uploads_dir(owner: str) -> Path:
+    folder = visitor_folder(owner)
+    return UPLOADS_DIR if folder is None else folder / "uploads"
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else 0
+
+
+def _uploaded_bytes(owner: str | None = None) -> int:
+    """The disk that uploads take: one visitor's (data sets and checkpoints), or every visitor's."""
+    if owner is None:
+        return sum(_uploaded_bytes_of(folder) for folder in VISITORS_DIR.glob("*") if folder.is_dir())
+    folder = visitor_folder(owner)
+    return _uploaded_bytes_of(folder) if folder is not None else 0
+
+
+def _uploaded_bytes_of(folder: Path) -> int:
+    return _folder_bytes(folder / "uploads") + _folder_bytes(folder / "checkpoints")
+
+
+def _upload_room(owner: str) -> int | None:
+    """How many more bytes this visitor may upload (None: no bound); gr.Error when there is no room."""
+    rooms = []
+    if SHARING.upload_mb_per_visitor:
+        rooms.append(SHARING.upload_mb_per_visitor * 10**6 - _uploaded_bytes(owner))
+    if SHARING.upload_mb_per_server:
+        rooms.append(SHARING.upload_mb_per_server * 10**6 - _uploaded_bytes())
+    room = min(rooms) if rooms else None
+    if room is not None and room <= 0:
+        raise gr.Error("There is no room for more uploads on this server: its upload space (stated in the Train "
+                       "tab) is full. Train on a built-in data set, or run AlexNet Studio on your own machine.")
+    return room
+
+
+def _run_count(owner: str | None = None) -> int:
+    if owner is not None:
+        folder = _runs_dir(owner)
+        return sum(1 for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else 0
+    return sum(1 for p in VISITORS_DIR.glob("*/runs/*") if p.is_dir())
+
+
+def data_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
+    """Built-in sources, the shared folders where present, the server's own data sets (folders in UPLOADS_DIR)
+    and the visitor's uploads: each visitor sees their own uploads, nobody else's."""
     choices = list(BUILTIN_DATA)
     for name in ("cifar10", "flowers5"):
         if (SHARED_DATA / name).is_dir():
             choices.append((f"Shared folder: {name}", str(SHARED_DATA / name)))
-    if UPLOADS_DIR.is_dir():
-        for folder in sorted(UPLOADS_DIR.iterdir()):
-            root = next((p for p in [folder, *folder.iterdir()] if (p / "train").is_dir()), folder) \
-                if folder.is_dir() else None
-            if root is not None:
-                choices.append((f"Uploaded: {folder.name}", str(root)))
+    folders = [UPLOADS_DIR] + ([_uploads_dir(owner)] if owner != LOCAL else [])
+    for uploads in folders:
+        if uploads.is_dir():
+            for folder in sorted(p for p in uploads.iterdir() if p.is_dir()):
+                choices.append((f"Uploaded: {folder.name}", str(dataset_root(folder))))
     return choices
 
 
@@ -231,41 +371,165 @@ def recipe_values(recipe: str) -> list:
     return [getattr(config, name) for name in HYPER_FIELDS]
 
 
-def upload_dataset(zip_file: str | None) -> tuple[gr.Dropdown, str]:
-    """Unpacks an uploaded ImageFolder zip and selects it as the data."""
+def _file_name(path: str) -> str:
+    """The user's name for an upload: Gradio keeps it as the cached file's name."""
+    return Path(path).name
+
+
+def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr.Request = None,
+                   progress: gr.Progress = gr.Progress()) -> tuple[gr.Dropdown, gr.Dropdown, str]:
+    """Unpacks an uploaded ImageFolder zip into the visitor's uploads, checks it whole, and selects it as the
+    Train and Evaluate tabs' data; gr.Error with one sentence for a zip that cannot be used (nothing is kept)."""
     if not zip_file:
-        return gr.Dropdown(), ""
-    dest = UPLOADS_DIR / f"{Path(zip_file).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"
+        return gr.Dropdown(), gr.Dropdown(), ""
+    owner, name = owner_of(visitor, request), _file_name(zip_file)
+    room = _upload_room(owner)
+    dest = _uploads_dir(owner) / f"{Path(name).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        root = extract_zip(zip_file, dest)
-        classes = studio_data.class_names(str(root))
-    except (UploadError, ValueError) as error:
-        return gr.Dropdown(), f"⚠️ {error}"
-    return (gr.Dropdown(choices=data_choices(), value=str(root)),
-            f"Unpacked {len(classes)} classes: {', '.join(classes[:10])}{'…' if len(classes) > 10 else ''}")
+        progress(0, desc=f"Unpacking {name}…")
+        root = extract_zip(zip_file, dest, label=name, max_total_bytes=min(MAX_TOTAL_BYTES, room or MAX_TOTAL_BYTES))
+        progress(0.5, desc=f"Checking every image in {name}…")
+        classes, removed = check_dataset(root, label=name)
+    except UploadError as error:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise gr.Error(str(error)) from None
+    if removed:
+        gr.Warning(f"{len(removed)} file{'s' * (len(removed) != 1)} in {name} {'are' if len(removed) != 1 else 'is'}"
+                   f" not a readable image and {'were' if len(removed) != 1 else 'was'} left out: "
+                   f"{', '.join(removed[:5])}{'…' if len(removed) > 5 else ''}.")
+    choices = data_choices(owner)
+    return (gr.Dropdown(choices=choices, value=str(root)), gr.Dropdown(choices=choices, value=str(root)),
+            f"Unpacked {len(classes)} classes: {', '.join(classes[:10])}{'…' if len(classes) > 10 else ''}. "
+            f"{name} is now in the Data lists of Train and Evaluate (for you only).")
+
+
+def _start_run(owner: str, model: str, data: str, device: str, limit: float | None, epochs: float,
+               batch_size: float, lr: float, optimizer: str, momentum: float, weight_decay: float, schedule: str,
+               label_smoothing: float, batch_norm: bool, whiten: bool = False) -> None:
+    """Checks the form and the server's bounds, then starts ``owner``'s run (the library's errors pass on)."""
+    from alexnet_core.train import config_from_form  # one sentence per field of the wrong type or empty
+
+    if SHARING.runs_per_visitor and _run_count(owner) >= SHARING.runs_per_visitor:
+        raise ValueError(f"You have made {SHARING.runs_per_visitor} runs, as many as this server keeps per "
+                         f"visitor: download the checkpoints you want to keep; the server forgets runs when it "
+                         f"restarts.")
+    if SHARING.runs_per_server and _run_count() >= SHARING.runs_per_server:
+        raise ValueError(f"This server holds {SHARING.runs_per_server} runs, as many as it keeps: try again after "
+                         f"it restarts, or train on your own machine.")
+    config = config_from_form(
+        model=model, data=data, device=device or "auto", limit=limit or None,
+        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+        momentum=momentum, weight_decay=weight_decay, schedule=schedule,
+        label_smoothing=label_smoothing, batch_norm=bool(batch_norm), whiten=bool(whiten),
+        out=str(_runs_dir(owner) / f"{model}-{Path(data).name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    capped = TRAINING_CAPS.apply(config)
+    # RUNNER.start checks the settings and the memory they need (one sentence, before any work).
+    RUNNER.start(capped, owner)
+    if capped.limit != config.limit:  # the run goes on, within the server's cap: say so, without stopping it
+        gr.Warning(f"This server trains on at most {capped.limit:,} images per split; your run uses that many.")
 
 
 def start_training(model: str, data: str, device: str, limit: float | None, epochs: float, batch_size: float,
                    lr: float, optimizer: str, momentum: float, weight_decay: float, schedule: str,
-                   label_smoothing: float, batch_norm: bool, whiten: bool = False) -> str:
-    """Starts a run in the background (one at a time per app) and says so, or says why not."""
+                   label_smoothing: float, batch_norm: bool, whiten: bool = False, visitor: str | None = None,
+                   request: gr.Request = None) -> str:
+    """Starts the visitor's run in the background and says so; gr.Error with the sentence that says why not
+    (a setting, a cap, their run already going, the server's runs all taken)."""
     try:
-        from alexnet_core.train import config_from_form  # one sentence per field of the wrong type or empty
-
-        config = config_from_form(
-            model=model, data=data, device=device or "auto", limit=limit or None,
-            epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-            momentum=momentum, weight_decay=weight_decay, schedule=schedule,
-            label_smoothing=label_smoothing, batch_norm=bool(batch_norm), whiten=bool(whiten),
-            out=str(RUNS_DIR / f"{model}-{Path(data).name}-{time.strftime('%Y%m%d-%H%M%S')}"))
-        RUNNER.start(TRAINING_CAPS.apply(config))
+        _start_run(owner_of(visitor, request), model, data, device, limit, epochs, batch_size, lr, optimizer,
+                   momentum, weight_decay, schedule, label_smoothing, batch_norm, whiten)
     except (BusyError, ValueError, TypeError) as error:
-        return f"⚠️ {error}"
-    return "Started: loading the data…"
+        raise gr.Error(for_the_page(str(error))) from None
+    return STARTED
 
 
-def stop_training() -> str:
-    return "Stopping after this step…" if RUNNER.stop() else "No run is going."
+STARTED = "Started: loading the data…"
+TRAINING_QUEUE = "training"  # the concurrency id of the training event: its own queue and limit
+# How often a page that follows a run gets a new status and new plots.
+FOLLOW_SECONDS = 1.0
+
+
+async def train(model: str, data: str, device: str, limit: float | None, epochs: float, batch_size: float,
+                lr: float, optimizer: str, momentum: float, weight_decay: float, schedule: str,
+                label_smoothing: float, batch_norm: bool, whiten: bool = False, visitor: str | None = None,
+                request: gr.Request = None):
+    """The Train tab's Start, as a queued event: starts the visitor's run and streams its status and plots
+    until it ends (then the best checkpoint, to download). The event's concurrency limit is the server's
+    runs at once, so a second visitor's Start waits in Gradio's queue; should a run still be training whose
+    page has gone (the run outlives its page), this one waits for it here."""
+    owner = owner_of(visitor, request)
+    fields = (model, data, device, limit, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule,
+              label_smoothing, batch_norm, whiten)
+    try:
+        while True:
+            try:
+                _start_run(owner, *fields)
+                break
+            except ServerBusyError:
+                if owner not in _WAITING:
+                    _WAITING.append(owner)
+                yield line_notice(_WAITING.index(owner) + 1), gr.update(), gr.update(), None
+                await asyncio.sleep(FOLLOW_SECONDS)
+            except (BusyError, ValueError, TypeError) as error:
+                raise gr.Error(for_the_page(str(error))) from None
+    finally:
+        if owner in _WAITING:
+            _WAITING.remove(owner)
+    async for outputs in follow_training(owner):
+        yield outputs
+
+
+# Visitors whose training event holds a place in the queue but waits for a run whose page has gone to end.
+_WAITING: list[str] = []
+
+
+def line_notice(position: int) -> str:
+    return (f"⏳ Another visitor's run is training (this server trains {RUNNER.max_active} at a time). Yours is "
+            f"number {position} in line and starts by itself when it is its turn; keep this page open. "
+            f"Stop leaves the line.")
+
+
+async def follow_training(visitor: str | None = None, request: gr.Request = None):
+    """The visitor's run as it goes: its status and plots about every second while it trains, then once more
+    when it has ended; once only when it is not going. A page follows only its own run, and a page with no
+    run going sends nothing."""
+    owner = owner_of(visitor, request)
+    while True:
+        snapshot = RUNNER.snapshot(owner)
+        yield training_view(snapshot)
+        if not snapshot.active:
+            return
+        await asyncio.sleep(FOLLOW_SECONDS)
+
+
+def queue_notice(visitor: str | None = None, request: gr.Request = None) -> str | dict:
+    """Runs before Start's queued event: refuses a second run of one's own, and tells a visitor plainly that
+    their run waits, and where they are in line, when the server's runs are all taken."""
+    owner = owner_of(visitor, request)
+    if RUNNER.snapshot(owner).active:
+        raise gr.Error("Your training run is already going: stop it or wait for it to finish.")
+    waiting = _waiting_runs() + len(_WAITING)
+    if RUNNER.active_count() < RUNNER.max_active and not waiting:
+        return gr.update()
+    return line_notice(waiting + 1)
+
+
+_APPS: list[gr.Blocks] = []  # the apps built in this process: their queues say who waits to train
+
+
+def _waiting_runs() -> int:
+    """How many Start events wait in the training queue of the app(s) this process serves."""
+    waiting = 0
+    for app in _APPS:
+        queue = getattr(getattr(app, "_queue", None), "event_queue_per_concurrency_id", {}).get(TRAINING_QUEUE)
+        waiting += len(queue.queue) if queue is not None else 0
+    return waiting
+
+
+
+def stop_training(visitor: str | None = None, request: gr.Request = None) -> str:
+    """Stops the visitor's own run (nobody else's); its page's training event is cancelled with it."""
+    return "Stopping after this step…" if RUNNER.stop(owner_of(visitor, request)) else "No run of yours is going."
 
 
 def _duration(seconds: float | None) -> str:
@@ -276,35 +540,62 @@ def _duration(seconds: float | None) -> str:
         f"{seconds // 60} min {seconds % 60:02d} s"
 
 
-def training_status() -> tuple[str, pd.DataFrame, pd.DataFrame]:
-    """The run's state in words, the loss curves and the accuracy curves (polled every second)."""
-    s = RUNNER.snapshot()
+def _loss_frame(rows: list[dict] | None = None) -> pd.DataFrame:
+    # Typed columns, empty or not: an untyped empty frame makes the plot's axes categorical for good (every
+    # loss value its own label and no line), on the first visitor's page of a fresh server.
+    return pd.DataFrame(rows or [], columns=["step", "loss", "curve"]).astype(
+        {"step": "int64", "loss": "float64", "curve": "object"})
+
+
+def _accuracy_frame(rows: list[dict] | None = None) -> pd.DataFrame:
+    return pd.DataFrame(rows or [], columns=["epoch", "accuracy", "curve"]).astype(
+        {"epoch": "int64", "accuracy": "float64", "curve": "object"})
+
+
+def for_the_page(message: str) -> str:
+    """A message from the library, as a visitor of the page should read it: files under the app's folders by
+    their names, not server paths; what to do in the browser, not on the command line."""
+    for root in sorted({VISITORS_DIR, UPLOADS_DIR, RUNS_DIR, STUDIO_HOME}, key=lambda p: -len(str(p))):
+        message = re.sub(re.escape(str(root)) + r"[^\s,;:()]*", lambda m: Path(m.group()).name or m.group(),
+                         message)
+    return message.replace("; --resume continues the run.",
+                           ": download it below, or use it in Predict, Evaluate and Inside.")
+
+
+def training_view(s: RunSnapshot) -> tuple[str, pd.DataFrame, pd.DataFrame, str | None]:
+    """A run's state in words, its loss and accuracy curves, and its best checkpoint once it has ended."""
     if s.status == "idle":
         text = "No run yet. Pick a model and data, then Start."
     else:
-        lines = [f"**{s.status.capitalize()}** · {s.message}"]
+        lines = [f"**{s.status.capitalize()}** · {for_the_page(s.message)}"]
         if s.total_steps:
             percent = 100 * s.step / s.total_steps
             lines.append(f"Step {s.step:,} / {s.total_steps:,} ({percent:.0f}%) · epoch {s.epoch} / {s.epochs}"
                          f" · {s.images_per_s:,.0f} images/s · {_duration(s.eta_s)} left")
         if s.best_val_acc is not None:
             lines.append(f"Best validation accuracy {s.best_val_acc:.1%}"
-                         + (f" · checkpoint `{s.best_path}`" if s.best_path else ""))
+                         + (f" · checkpoint of run `{Path(s.best_path).parent.name}`: download it below; Predict, "
+                            f"Evaluate and Inside list it for you" if s.best_path else ""))
         text = "\n\n".join(lines)
-    loss = pd.DataFrame([{"step": step, "loss": value, "curve": "train (per step)"} for step, value in s.steps]
-                        + [{"step": h["step"], "loss": h["val_loss"], "curve": "validation"} for h in s.history],
-                        columns=["step", "loss", "curve"])
-    accuracy = pd.DataFrame([{"epoch": h["epoch"], "accuracy": h[key], "curve": label}
-                             for h in s.history for key, label in (("train_acc", "train"), ("val_acc", "validation"))],
-                            columns=["epoch", "accuracy", "curve"])
-    return text, loss, accuracy
+    loss = _loss_frame([{"step": step, "loss": value, "curve": "train (per step)"} for step, value in s.steps]
+                       + [{"step": h["step"], "loss": h["val_loss"], "curve": "validation"} for h in s.history])
+    accuracy = _accuracy_frame([{"epoch": h["epoch"], "accuracy": h[key], "curve": label} for h in s.history
+                                for key, label in (("train_acc", "train"), ("val_acc", "validation"))])
+    best = s.best_path if not s.active and s.best_path and Path(s.best_path).is_file() else None
+    return text, loss, accuracy, best
 
 
-def _train_tab(app: gr.Blocks) -> None:
+def training_status(visitor: str | None = None, request: gr.Request = None
+                    ) -> tuple[str, pd.DataFrame, pd.DataFrame, str | None]:
+    """The caller's own run, once (the API's /train_status; the page follows its run with follow_training)."""
+    return training_view(RUNNER.snapshot(owner_of(visitor, request)))
+
+
+def _train_tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.Dropdown, gr.File, gr.Markdown]:
     defaults = TrainConfig(model="alexnet_cifar_small")
     with gr.Tab("Train", id="train"):
         caps = TRAINING_CAPS.describe()
-        gr.Markdown(f"ℹ️ {caps}", visible=bool(caps), elem_id="training-caps")
+        gr.Markdown(f"ℹ️ {' '.join(filter(None, [caps, SHARING.describe()]))}", elem_id="training-caps")
         with gr.Row():
             model = gr.Dropdown(choices=[(f"{n} — {s.title}", n) for n, s in MODELS.items()],
                                 value=defaults.model, label="Model", scale=2)
@@ -339,21 +630,28 @@ def _train_tab(app: gr.Blocks) -> None:
             stop = gr.Button("Stop", variant="stop")
         status = gr.Markdown("No run yet.")
         with gr.Row():
-            loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss", height=300)
-            acc_plot = gr.LinePlot(x="epoch", y="accuracy", color="curve", title="Accuracy", height=300,
-                                   y_lim=[0, 1])
-        timer = gr.Timer(1.0)
+            loss_plot = gr.LinePlot(_loss_frame(), x="step", y="loss", color="curve", title="Loss", height=300)
+            acc_plot = gr.LinePlot(_accuracy_frame(), x="epoch", y="accuracy", color="curve", title="Accuracy",
+                                   height=300, y_lim=[0, 1])
+        download = gr.DownloadButton("Download the best checkpoint (.safetensors)", value=None)
 
     hyper = [epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, label_smoothing, batch_norm,
              whiten]
     recipe.change(lambda r: recipe_values(r) if r != "custom" else [gr.update()] * len(hyper),
                   inputs=recipe, outputs=hyper, api_name=False)
-    zip_file.upload(upload_dataset, inputs=zip_file, outputs=[data, upload_note], api_name=False)
-    start.click(start_training, inputs=[model, data, device, limit, *hyper], outputs=status, api_name="train")
-    stop.click(stop_training, outputs=status, api_name="train_stop")
-    outputs = [status, loss_plot, acc_plot]
-    timer.tick(training_status, outputs=outputs, api_name="train_status", show_progress="hidden")
-    app.load(training_status, outputs=outputs, api_name=False)
+    outputs = [status, loss_plot, acc_plot, download]
+    started = start.click(queue_notice, inputs=visitor, outputs=status, api_name=False, show_progress="hidden")
+    training = started.success(train, inputs=[model, data, device, limit, *hyper, visitor], outputs=outputs,
+                               api_name="train", concurrency_limit=SHARING.runs_at_once,
+                               concurrency_id=TRAINING_QUEUE, show_progress="minimal")
+    # Once the page knows its visitor: their run, followed if it is going (a reload reconnects so).
+    following = visited.then(follow_training, inputs=visitor, outputs=outputs, api_name=False,
+                             show_progress="hidden", concurrency_limit=None)
+    stop.click(stop_training, inputs=visitor, outputs=status, api_name="train_stop", cancels=[training, following]
+               ).then(follow_training, inputs=visitor, outputs=outputs, api_name=False, show_progress="hidden",
+                      concurrency_limit=None)
+    gr.on([], training_status, inputs=visitor, outputs=outputs, api_name="train_status")
+    return data, zip_file, upload_note
 
 
 # --- Checkpoints, wherever they are -------------------------------------------------------------------
@@ -365,9 +663,17 @@ NO_CHECKPOINT = ("⚠️ There is no checkpoint yet: train one in the Train tab 
                  "finishes), or put one in checkpoints/.")
 
 
-def checkpoint_choices() -> list[tuple[str, str]]:
-    """(label, path) of every checkpoint: the shipped ones first, then runs (this app's and ./runs), newest first."""
-    found = list_checkpoints(SHIPPED_DIR, Path.cwd() / "runs", RUNS_DIR)
+def checkpoint_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
+    """(label, path) of every checkpoint this visitor may use: the shipped ones first; then, on a private server,
+    the runs in runs/ (this app's and ./runs); then the visitor's own runs and uploaded checkpoints. On a Space,
+    nobody sees another visitor's runs."""
+    dirs = [SHIPPED_DIR]
+    if not ON_SPACE:
+        dirs += [Path.cwd() / "runs", RUNS_DIR]
+    folder = visitor_folder(owner)
+    if folder is not None:
+        dirs += [folder / "runs", folder / "checkpoints"]
+    found = list_checkpoints(*dirs)
     found.sort(key=lambda info: not info.path.resolve().is_relative_to(SHIPPED_DIR.resolve()))  # stable
     return [(info.name, str(info.path)) for info in found]
 
@@ -380,11 +686,65 @@ def default_checkpoint() -> str | None:
     return choices[0][1] if choices else None
 
 
-def refresh_checkpoints(current: str | None) -> gr.Dropdown:
-    """The checkpoint list as it is now (a run may have finished), keeping the selection where it still exists."""
-    choices = checkpoint_choices()
+def refresh_checkpoints(current: str | None, visitor: str | None = None, request: gr.Request = None) -> gr.Dropdown:
+    """The visitor's checkpoint list as it is now (a run may have finished), keeping the selection where it
+    still exists."""
+    choices = checkpoint_choices(owner_of(visitor, request))
     paths = [path for _, path in choices]
     return gr.Dropdown(choices=choices, value=current if current in paths else default_checkpoint())
+
+
+NOT_LISTED = ("That checkpoint is not in the list of choices: pick one from the Checkpoint list (your runs and "
+              "uploaded checkpoints are there), or upload it in the Predict tab.")
+
+
+def _listed_checkpoint(checkpoint: str | None, owner: str, choices: list[tuple[str, str]] | None = None) -> str | None:
+    """The checkpoint to use: the one asked for if this visitor's list has it (checked here, not by the dropdown,
+    so that a run that ended since the page loaded can be used at once), else the default; gr.Error otherwise.
+    A direct call from Python (LOCAL) may name any file, as the command line may."""
+    if not checkpoint:
+        return default_checkpoint()
+    if owner != LOCAL and checkpoint not in {path for _, path in (choices if choices is not None else checkpoint_choices(owner))}:
+        raise gr.Error(NOT_LISTED)
+    return checkpoint
+
+
+# A checkpoint a visitor brings: read without unpickling (safetensors) and refused above this size.
+MAX_CHECKPOINT_BYTES = 400 * 10**6  # the paper's AlexNet in float32 is 250 MB
+
+
+def upload_checkpoint(file: str | None, visitor: str | None = None, request: gr.Request = None) -> gr.Dropdown:
+    """Keeps a .safetensors checkpoint made by AlexNet Studio among the visitor's checkpoints (Predict, Inside
+    and Evaluate list it for them) and selects it; gr.Error with one sentence for a file that is not one."""
+    from alexnet_core.checkpoints import CheckpointError
+    from alexnet_core.predict import Predictor
+
+    if not file:
+        return gr.Dropdown()
+    owner, name = owner_of(visitor, request), _file_name(file)
+    size = os.path.getsize(file)
+    if not name.lower().endswith(".safetensors"):
+        raise gr.Error(f"{name} is not a .safetensors file: upload a checkpoint that AlexNet Studio made "
+                       f"(best.safetensors, from the Train tab's download button).")
+    if size > MAX_CHECKPOINT_BYTES:
+        raise gr.Error(f"{name} is {size / 10**6:,.0f} MB; checkpoints of at most {MAX_CHECKPOINT_BYTES // 10**6} MB "
+                       f"are accepted.")
+    room = _upload_room(owner)
+    if room is not None and size > room:
+        raise gr.Error(f"{name} ({size / 10**6:,.0f} MB) does not fit in your room for uploads on this server "
+                       f"({max(room, 0) / 10**6:,.0f} MB left).")
+    try:
+        Predictor.from_checkpoint(file)  # reads the header and the tensors (safetensors: no code runs), builds the net
+    except (CheckpointError, ValueError, OSError) as error:
+        reason = str(error).replace(file, name).replace(str(Path(file).parent) + os.sep, "")
+        raise gr.Error(f"{name} is not a checkpoint AlexNet Studio can use: {reason}") from None
+    folder = visitor_folder(owner)
+    target_dir = (folder / "checkpoints") if folder is not None else UPLOADS_DIR / "checkpoints"
+    target = target_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)[-80:]}"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(file, target)
+    gr.Info(f"{name} is now in your Checkpoint lists (Predict, Evaluate, Inside).")
+    return gr.Dropdown(choices=checkpoint_choices(owner), value=str(target))
 
 
 # --- Predict tab ----------------------------------------------------------------------------------------
@@ -400,21 +760,65 @@ PREDICT_PROMPT = "Upload a photo, take one with the webcam, paste one, or click 
 
 
 def photo_input(**options) -> gr.Image:
-    """A gr.Image that passes PIL images on in their own mode (decode_image handles every mode; Gradio's RGB
-    conversion would drop transparency and clip 16-bit images), and hands a file Pillow cannot open to the
-    handler as its path instead of failing inside Gradio, so that the user reads decode_image's sentence rather
-    than a bare "Error". (Wrapped per instance: a gr.Image subclass would make Gradio write a .pyi file here.)"""
+    """A gr.Image that checks every image's size from its header before anything decodes it, whichever way it
+    came (upload, URL, data: URL, webcam, paste, API): Gradio decodes a data: URL, and turns an EXIF-rotated
+    photo, in full before a handler runs. It then passes PIL images on in their own mode (decode_image handles
+    every mode; Gradio's RGB conversion would drop transparency and clip 16-bit images), and hands a file Pillow
+    cannot open to the handler as is, so that the user reads decode_image's sentence rather than a bare "Error".
+    (Wrapped per instance: a gr.Image subclass would make Gradio write a .pyi file here.)"""
     image = gr.Image(type="pil", image_mode=None, **options)
     gradio_preprocess = image.preprocess
 
     def preprocess(payload):
+        if payload is None:
+            return None
+        name = payload.orig_name or (Path(payload.path).name if payload.path else "The image")
+        data_url = payload.url if payload.url and payload.url.startswith("data:") else None
+        source = _data_url_bytes(data_url, name) if data_url else payload.path
+        _check_image_header(source, name)
         try:
             return gradio_preprocess(payload)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # Pillow's errors for what is not an image
-            return payload.path
+            return source
 
     image.preprocess = preprocess
     return image
+
+
+def _data_url_bytes(url: str, name: str) -> bytes:
+    """The bytes of a data: URL, refused (gr.Error) when there would be more than an image may have."""
+    import base64
+    import binascii
+    import urllib.parse
+
+    head, _, body = url.partition(",")
+    if len(body) * 3 // 4 > studio_data.MAX_IMAGE_BYTES:
+        raise gr.Error(f"{name} is {len(body) * 3 / 4 / 2**20:,.0f} MiB; images of at most "
+                       f"{studio_data.MAX_IMAGE_BYTES >> 20} MiB are accepted.")
+    try:
+        return base64.b64decode(body) if head.endswith(";base64") else urllib.parse.unquote_to_bytes(body)
+    except (binascii.Error, ValueError):
+        raise gr.Error(f"{name} is a data: URL whose content is not valid base64; send the image itself.") from None
+
+
+def _check_image_header(source: str | bytes | None, name: str) -> None:
+    """gr.Error when the image's header (read without decoding a pixel) says it is over the app's caps: more
+    than 64 megapixels or 64 MiB. What is not an image at all passes on, to get decode_image's sentence."""
+    if source is None:
+        return
+    size = len(source) if isinstance(source, bytes) else os.path.getsize(source) if os.path.isfile(source) else 0
+    if size > studio_data.MAX_IMAGE_BYTES:
+        raise gr.Error(f"{name} is {size / 2**20:,.0f} MiB; images of at most {studio_data.MAX_IMAGE_BYTES >> 20} "
+                       f"MiB are accepted.")
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+            pixels = opened.size
+    except Image.DecompressionBombError:  # Pillow's own guard, raised by the header alone
+        raise gr.Error(studio_data._too_many_pixels(name, None)) from None
+    except Exception:  # not an image: the handler says so, in decode_image's words
+        return
+    if pixels[0] * pixels[1] > studio_data.MAX_IMAGE_PIXELS:
+        raise gr.Error(studio_data._too_many_pixels(name, pixels))
 
 
 def _empty_bars() -> pd.DataFrame:
@@ -427,23 +831,25 @@ def _readable(error: Exception, image) -> str:
     text = str(error)
     if isinstance(image, str):
         text = text.replace(image, Path(image).name)
-    return f"⚠️ {text}"
+    return for_the_page(text)
 
 
 def predict_image(image: Image.Image | str | None, checkpoint: str | None = None, k: float = 5,
-                  tta: str = "none") -> tuple[dict | None, str, tuple[Prediction, studio_data.Preprocess] | None]:
-    """The top-k classes (for gr.Label) and a line with the inference time, or the sentence that says what is
-    wrong; and the prediction with its preprocessing, kept for ``prediction_details`` (a gr.State)."""
+                  tta: str = "none", visitor: str | None = None, request: gr.Request = None
+                  ) -> tuple[dict | None, str, tuple[Prediction, studio_data.Preprocess] | None]:
+    """The top-k classes (for gr.Label) and a line with the inference time; and the prediction with its
+    preprocessing, kept for ``prediction_details`` (a gr.State). gr.Error with one sentence for what cannot
+    be used (not an image, a bad checkpoint, k or tta)."""
     if image is None:
         return None, PREDICT_PROMPT, None
-    path = checkpoint or default_checkpoint()
+    path = _listed_checkpoint(checkpoint, owner_of(visitor, request))
     if path is None:
         return None, NO_CHECKPOINT, None
     try:
         predictor = get_predictor(path, PREDICT_DEVICE)
         prediction = predictor.predict(image, k=k, tta=tta)
     except ValueError as error:  # not an image, a bad checkpoint, a bad k or tta: one sentence each
-        return None, _readable(error, image), None
+        raise gr.Error(_readable(error, image)) from None
     info = (f"{1000 * prediction.seconds:.1f} ms on {PREDICT_DEVICE} (decode, preprocess, forward, softmax) · "
             f"{TTA_LABELS[prediction.tta]} · {predictor.meta['model']} from `{Path(path).name}`")
     return dict(prediction.top), info, (prediction, predictor.pre)
@@ -480,7 +886,7 @@ def _example_photos() -> list[list[str]]:
             if path.is_file() and path.suffix.lower() in EXAMPLE_SUFFIXES]
 
 
-def _predict_tab(app: gr.Blocks) -> None:
+def _predict_tab(app: gr.Blocks, visitor: gr.State) -> gr.Dropdown:
     with gr.Tab("Predict", id="predict") as tab:
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
@@ -488,8 +894,12 @@ def _predict_tab(app: gr.Blocks) -> None:
                 examples = _example_photos()
                 if examples:
                     gr.Examples(examples, inputs=image, label="Examples: click one", examples_per_page=12)
+                # Custom values: the handler checks the visitor's own list (a run may have ended since the page
+                # loaded), which the dropdown's fixed choices cannot.
                 checkpoint = gr.Dropdown(choices=checkpoint_choices(), value=default_checkpoint(),
-                                         label="Checkpoint")
+                                         label="Checkpoint", allow_custom_value=True)
+                with gr.Accordion("Upload a checkpoint (.safetensors made by AlexNet Studio)", open=False):
+                    checkpoint_file = gr.File(label="Checkpoint", file_types=[".safetensors"], type="filepath")
                 with gr.Row():
                     k = gr.Slider(1, 10, value=5, step=1, label="Top classes (k)")
                     tta = gr.Radio(list(TTA_LABELS), value="none", label="Test-time augmentation")
@@ -504,15 +914,17 @@ def _predict_tab(app: gr.Blocks) -> None:
         # and a later tab then takes the place of the one after it (tests/test_app_layout.py).
         shown = gr.State()
 
-    tab.select(refresh_checkpoints, inputs=checkpoint, outputs=checkpoint, api_name=False)
+    tab.select(refresh_checkpoints, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
+    checkpoint_file.upload(upload_checkpoint, inputs=[checkpoint_file, visitor], outputs=checkpoint, api_name=False)
     gr.on(
         triggers=[image.change, checkpoint.change, k.change, tta.change],
         fn=predict_image,
-        inputs=[image, checkpoint, k, tta],
+        inputs=[image, checkpoint, k, tta, visitor],
         outputs=[top, info, shown],
         api_name="predict",
         trigger_mode="always_last",
     ).then(prediction_details, inputs=shown, outputs=[bars, view], api_name=False, show_progress="hidden")
+    return checkpoint
 
 
 # --- Evaluate tab ---------------------------------------------------------------------------------------
@@ -552,23 +964,25 @@ def _mistake_images(result: EvalResult, indices: list[int], checkpoint: str, dat
 
 
 def evaluate_view(checkpoint: str | None, data: str | None, split: str = "test", limit: float | None = 1000,
-                  tta: str = "none") -> tuple[str, pd.DataFrame, Figure | None, list]:
+                  tta: str = "none", visitor: str | None = None, request: gr.Request = None,
+                  progress: gr.Progress = gr.Progress()) -> tuple[str, pd.DataFrame, Figure | None, list]:
     """Accuracy in words, per-class accuracy (a table), the confusion matrix (a heat map) and the most
-    confidently wrong images with their captions; or the sentence that says what is wrong."""
+    confidently wrong images with their captions; gr.Error with the sentence that says what is wrong."""
     empty = pd.DataFrame(columns=["class", "accuracy", "correct", "images"])
-    checkpoint = checkpoint or default_checkpoint()
+    checkpoint = _listed_checkpoint(checkpoint, owner_of(visitor, request))
     if checkpoint is None:
         return NO_CHECKPOINT, empty, None, []
     if not data:
-        return "⚠️ Pick the data to evaluate on.", empty, None, []
+        raise gr.Error("Pick the data to evaluate on.")
     limit = int(limit) if limit else None
+    progress(0, desc=f"Evaluating on {f'{limit:,} images' if limit else f'the whole {split} split'}…")
     try:
         result = evaluate_checkpoint(checkpoint, data, split, device=str(resolve_device("auto")), tta=tta,
                                      limit=limit)
         mistakes = result.most_confident_mistakes(MISTAKES_SHOWN)
         images = _mistake_images(result, mistakes, checkpoint, data, split, limit)
     except ValueError as error:  # wrong data for the checkpoint, a missing split, a damaged file: one sentence
-        return f"⚠️ {error}", empty, None, []
+        raise gr.Error(for_the_page(str(error))) from None
     confusion = result.confusion()
     correct, totals = confusion.diag().tolist(), confusion.sum(1).tolist()
     table = pd.DataFrame([{"class": c, "accuracy": f"{correct[i] / totals[i]:.1%}", "correct": correct[i],
@@ -580,11 +994,11 @@ def evaluate_view(checkpoint: str | None, data: str | None, split: str = "test",
     return summary, table, confusion_plot(result), list(zip(images, captions))
 
 
-def _evaluate_tab(app: gr.Blocks) -> None:
+def _evaluate_tab(app: gr.Blocks, visitor: gr.State) -> tuple[gr.Dropdown, gr.Dropdown]:
     with gr.Tab("Evaluate", id="evaluate") as tab:
         with gr.Row():
             checkpoint = gr.Dropdown(choices=checkpoint_choices(), value=default_checkpoint(),
-                                     label="Checkpoint", scale=3)
+                                     label="Checkpoint", scale=3, allow_custom_value=True)
             choices = data_choices()
             shared_cifar = str(SHARED_DATA / "cifar10")
             data = gr.Dropdown(choices=choices, label="Data", scale=3,
@@ -600,9 +1014,10 @@ def _evaluate_tab(app: gr.Blocks) -> None:
             matrix = gr.Plot(label="Confusion matrix")
         gallery = gr.Gallery(label="Most confidently wrong", columns=6, height="auto", object_fit="contain")
 
-    tab.select(refresh_checkpoints, inputs=checkpoint, outputs=checkpoint, api_name=False)
-    run.click(evaluate_view, inputs=[checkpoint, data, split, limit, tta], outputs=[summary, table, matrix, gallery],
-              api_name="evaluate")
+    tab.select(refresh_checkpoints, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
+    run.click(evaluate_view, inputs=[checkpoint, data, split, limit, tta, visitor],
+              outputs=[summary, table, matrix, gallery], api_name="evaluate")
+    return checkpoint, data
 
 
 def _preload_shipped() -> None:
@@ -625,9 +1040,10 @@ PREDICTED = "predicted class"
 INSIDE_PROMPT = "Upload a photo to see what each conv layer sees and where the network looks."
 
 
-def inside_choices() -> list[tuple[str, str]]:
-    """Every checkpoint, then every variant with random weights (to compare with what training learnt)."""
-    return checkpoint_choices() + [(f"untrained {name} (random weights)", UNTRAINED + name) for name in MODELS]
+def inside_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
+    """Every checkpoint of the visitor's, then every variant with random weights (to compare with what training
+    learnt)."""
+    return checkpoint_choices(owner) + [(f"untrained {name} (random weights)", UNTRAINED + name) for name in MODELS]
 
 
 @functools.lru_cache(maxsize=2)  # the paper's nets take a quarter of a second to build
@@ -655,16 +1071,19 @@ def class_choices(choice: str | None) -> gr.Dropdown:
 
 
 def explain_photo(image: Image.Image | str | None, checkpoint: str | None = None, target: str | None = PREDICTED,
-                  layer: str | None = None) -> tuple[dict | None, Image.Image | None, Image.Image | None, list, str]:
+                  layer: str | None = None, visitor: str | None = None, request: gr.Request = None
+                  ) -> tuple[dict | None, Image.Image | None, Image.Image | None, list, str]:
     """Top classes, Grad-CAM over the photo, conv1's filters, a gallery of each conv layer's most active
-    channels, and a line that says which class Grad-CAM explains — or the sentence that says what is wrong.
+    channels, and a line that says which class Grad-CAM explains; gr.Error with the sentence that says what is
+    wrong.
 
     ``layer`` (e.g. "conv3", from the Architecture tab's link) opens the gallery on that layer."""
     from alexnet_core.explain import explain  # Grad-CAM pulls in OpenCV: not at start-up
 
     if image is None:
         return None, None, None, [], INSIDE_PROMPT
-    choice = checkpoint or default_checkpoint()
+    owner = owner_of(visitor, request)
+    choice = _listed_checkpoint(checkpoint, owner, inside_choices(owner) if checkpoint else None)
     if choice is None:
         return None, None, None, [], NO_CHECKPOINT
     try:
@@ -672,7 +1091,7 @@ def explain_photo(image: Image.Image | str | None, checkpoint: str | None = None
         start = time.perf_counter()
         result = explain(model, meta, image, target_class=None if target in (None, "", PREDICTED) else target)
     except ValueError as error:  # not an image, a bad checkpoint, an unknown class: one sentence each
-        return None, None, None, [], _readable(error, image)
+        raise gr.Error(_readable(error, image)) from None
     info = (f"Grad-CAM explains **{result.target_name}** · {time.perf_counter() - start:.2f} s on the CPU · "
             f"{meta['model']} · each tile is one channel, normalised on its own (dark: quiet, bright: active)")
     gallery = [(grid.image, grid.label) for grid in result.activations]
@@ -707,12 +1126,13 @@ def _checkpoint_model(path: str) -> str | None:
         return None
 
 
-def _inside_tab(app: gr.Blocks) -> tuple[gr.Image, gr.Dropdown, gr.State, gr.Dependency]:
+def _inside_tab(app: gr.Blocks, visitor: gr.State) -> tuple[gr.Image, gr.Dropdown, gr.State, gr.Dependency]:
     with gr.Tab("Inside", id="inside") as tab:
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 image = photo_input(label="Photo")
-                checkpoint = gr.Dropdown(choices=inside_choices(), value=default_checkpoint(), label="Checkpoint")
+                checkpoint = gr.Dropdown(choices=inside_choices(), value=default_checkpoint(), label="Checkpoint",
+                                         allow_custom_value=True)
                 # Any value, so that the API can name a class: explain_photo answers an unknown one with a
                 # sentence that lists the classes.
                 target = gr.Dropdown(choices=[PREDICTED], value=PREDICTED, label="Grad-CAM explains",
@@ -726,14 +1146,14 @@ def _inside_tab(app: gr.Blocks) -> tuple[gr.Image, gr.Dropdown, gr.State, gr.Dep
                              format="png")
         focus = gr.State(None)     # the layer the Architecture tab's link asked for
 
-    tab.select(lambda current: gr.Dropdown(choices=inside_choices(), value=current), inputs=checkpoint,
-               outputs=checkpoint, api_name=False)
+    tab.select(lambda current, visitor: gr.Dropdown(choices=inside_choices(owner_of(visitor)), value=current),
+               inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
     checkpoint.change(class_choices, inputs=checkpoint, outputs=target, api_name=False)
     app.load(class_choices, inputs=checkpoint, outputs=target, api_name=False)
     explained = gr.on(
         triggers=[image.change, checkpoint.change, target.change, focus.change],
         fn=explain_photo,
-        inputs=[image, checkpoint, target, focus],
+        inputs=[image, checkpoint, target, focus, visitor],
         outputs=[top, gradcam, filters, gallery, info],
         api_name="explain",
         trigger_mode="always_last",
@@ -751,16 +1171,46 @@ def build_app() -> gr.Blocks:
     threading.Thread(target=_preload_shipped, name="preload-checkpoints", daemon=True).start()
     with gr.Blocks(title="AlexNet Studio") as app:
         gr.Markdown("# AlexNet Studio\nInspect, train and use AlexNet and its variants.")
+        # Who this page's visitor is: a random id their browser keeps (encrypted, in localStorage), so that a
+        # reload finds their run, uploads and checkpoints; gr.State hands it to each handler. Outside gr.Tabs.
+        saved = gr.BrowserState(None, storage_key="alexnet-studio-visitor")
+        visitor = gr.State(None)
+        visited = app.load(remember_visitor, inputs=saved, outputs=[visitor, saved], api_name=False,
+                           show_progress="hidden")
         with gr.Tabs() as tabs:
             model, layer, look = _architecture_tab(app)
-            _train_tab(app)
-            _predict_tab(app)
-            _evaluate_tab(app)
-            image, checkpoint, focus, _ = _inside_tab(app)
+            train_data, zip_file, upload_note = _train_tab(app, visitor, visited)
+            predict_checkpoint = _predict_tab(app, visitor)
+            evaluate_checkpoint_, evaluate_data = _evaluate_tab(app, visitor)
+            image, checkpoint, focus, _ = _inside_tab(app, visitor)
         # The Architecture tab links each layer to its activations in the Inside tab.
         look.click(show_layer_inside, inputs=[model, layer, checkpoint, image],
                    outputs=[tabs, checkpoint, image, focus], api_name=False)
+        # Then the visitor's own lists (a reload included), and their run if one is going.
+        visited.then(visitor_lists, inputs=[visitor, predict_checkpoint, evaluate_checkpoint_, checkpoint],
+                     outputs=[train_data, evaluate_data, predict_checkpoint, evaluate_checkpoint_, checkpoint],
+                     api_name=False, show_progress="hidden")
+        zip_file.upload(upload_dataset, inputs=[zip_file, visitor], outputs=[train_data, evaluate_data, upload_note],
+                        api_name=False)
+    _APPS.append(app)
     return app
+
+
+def visitor_lists(visitor: str | None, predict: str | None, evaluate: str | None, inside: str | None):
+    """The lists a visitor sees, on page load: data sets with their uploads, checkpoints with their runs and
+    uploaded checkpoints (selections kept where they still exist)."""
+    owner = owner_of(visitor)
+    data = data_choices(owner)
+    checkpoints = checkpoint_choices(owner)
+    paths = {path for _, path in checkpoints}
+
+    def keep(current: str | None) -> str | None:
+        return current if current in paths else default_checkpoint()
+
+    inside_list = inside_choices(owner)
+    return (gr.Dropdown(choices=data), gr.Dropdown(choices=data),
+            gr.Dropdown(choices=checkpoints, value=keep(predict)), gr.Dropdown(choices=checkpoints, value=keep(evaluate)),
+            gr.Dropdown(choices=inside_list, value=inside if inside in {p for _, p in inside_list} else keep(inside)))
 
 
 # How many requests of one event may run at once. Predict and Inside answer in milliseconds to a second on a

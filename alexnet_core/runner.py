@@ -1,8 +1,10 @@
-"""One training run at a time, in a background thread, with a snapshot the UI can poll.
+"""Training runs in background threads, one per owner (a visitor of the app), with snapshots the UI can read.
 
-The Train tab calls ``RUNNER.start(config)`` and then ``RUNNER.snapshot()`` every second or so; Stop calls
-``RUNNER.stop()``. Because the run lives here and not in a browser session, reloading the page shows the run
-still going. Nothing here knows about Gradio.
+``TrainingRunner`` is one run: ``start(config)``, ``snapshot()``, ``stop()``, ``wait()``. ``RUNNER`` (a
+``RunRegistry``) keeps one runner per owner: the Train tab calls ``RUNNER.start(config, owner)`` and reads
+``RUNNER.snapshot(owner)``; Stop calls ``RUNNER.stop(owner)``, which touches no one else's run. At most
+``max_active`` runs train at once on the server (``ServerBusyError`` beyond). Because a run lives here and not
+in a browser session, reloading the page finds the owner's run still going. Nothing here knows about Gradio.
 
 Training shares the machine's cores with prediction, and would take them all: its thread (and the OpenMP
 threads and data workers it starts, which inherit it) runs at a lower OS priority (``training_nice``, 10 by
@@ -21,7 +23,14 @@ from .train import EndEvent, EpochEvent, StartEvent, StepEvent, TrainConfig, che
 
 
 class BusyError(RuntimeError):
-    """A run is already going: one run at a time per app."""
+    """The owner's run is already going: one run at a time per owner."""
+
+
+class ServerBusyError(BusyError):
+    """As many runs as the server allows are training; a new one has to wait for one of them to end."""
+
+
+LOCAL = "local"  # the owner of runs started from Python without a visitor (tests, scripts)
 
 
 @dataclass
@@ -152,4 +161,75 @@ class TrainingRunner:
                     s.best_val_acc = event.best_val_acc
 
 
-RUNNER = TrainingRunner()
+class RunRegistry:
+    """One ``TrainingRunner`` per owner, and at most ``max_active`` runs training at once on the server.
+
+    The last run of each owner is kept (finished or not) so that its page can show it again; owners beyond
+    ``max_owners`` lose their oldest finished run's snapshot (its files stay on disk)."""
+
+    max_owners = 1000
+
+    def __init__(self, max_active: int = 1) -> None:
+        self.max_active = max_active
+        self._lock = threading.Lock()
+        self._runs: dict[str, TrainingRunner] = {}
+        self.on_finish: list = []      # callables run with the EndEvent of every run
+
+    def _runner(self, owner: str) -> TrainingRunner | None:
+        with self._lock:
+            return self._runs.get(owner)
+
+    def active_count(self) -> int:
+        with self._lock:
+            return sum(runner.snapshot().active for runner in self._runs.values())
+
+    def start(self, config: TrainConfig, owner: str = LOCAL) -> None:
+        """Starts ``owner``'s run: BusyError while their previous run goes on, ServerBusyError when the server
+        trains as many runs as it allows; the config's own errors (ConfigError) before any work."""
+        with self._lock:
+            current = self._runs.get(owner)
+            if current is not None and current.snapshot().active:
+                raise BusyError("Your training run is already going: stop it or wait for it to finish.")
+            active = sum(runner.snapshot().active for runner in self._runs.values())
+            if active >= self.max_active:
+                raise ServerBusyError(f"The server trains {self.max_active} run{'s' * (self.max_active != 1)} "
+                                      f"at a time and that many are going; yours starts when one ends.")
+            runner = TrainingRunner()
+            runner.on_finish = self.on_finish
+            runner.start(config)
+            self._runs.pop(owner, None)
+            self._runs[owner] = runner  # newest last: eviction takes the oldest
+            if len(self._runs) > self.max_owners:
+                idle = next((o for o, r in self._runs.items() if not r.snapshot().active), None)
+                if idle is not None:
+                    del self._runs[idle]
+
+    def stop(self, owner: str = LOCAL) -> bool:
+        """Asks ``owner``'s run to stop (nobody else's); False when they have none going."""
+        runner = self._runner(owner)
+        return runner.stop() if runner is not None else False
+
+    def snapshot(self, owner: str = LOCAL) -> RunSnapshot:
+        """``owner``'s last run as it is now; an idle snapshot when they have started none."""
+        runner = self._runner(owner)
+        return runner.snapshot() if runner is not None else RunSnapshot()
+
+    def wait(self, timeout: float | None = None, owner: str = LOCAL) -> bool:
+        """Waits for ``owner``'s run to end; True if it has (or there is none)."""
+        runner = self._runner(owner)
+        return runner.wait(timeout) if runner is not None else True
+
+    def stop_all(self) -> None:
+        with self._lock:
+            runners = list(self._runs.values())
+        for runner in runners:
+            runner.stop()
+
+    def wait_all(self, timeout: float | None = None) -> bool:
+        """Waits (up to ``timeout`` seconds for each) for every run to end; True if all have."""
+        with self._lock:
+            runners = list(self._runs.values())
+        return all([runner.wait(timeout) for runner in runners])  # a list: wait for every one, not the first
+
+
+RUNNER = RunRegistry()

@@ -3,7 +3,9 @@
 Nothing in the archive may land outside its destination (no absolute paths, no "..", no drive letters, no
 symlinks), and caps on the zip's own size, the number of files, their total size and the compression ratio
 stop zip bombs before a byte is written; the bytes actually written are counted too, since a header can lie.
-Every problem is an ``UploadError`` with one sentence, and a refused zip leaves nothing behind.
+Every problem is an ``UploadError`` with one sentence that names the user's file (``label``), and a refused zip
+leaves nothing behind. ``check_dataset`` then checks the unpacked data set whole (every image's header, at
+least two classes with readable images) before the app offers it as data.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ import shutil
 import stat
 import zipfile
 from pathlib import Path, PurePosixPath
+
+from PIL import Image
+
+from .data import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
 
 MAX_ZIP_BYTES = 1 << 30           # 1 GiB uploaded
 MAX_FILES = 50_000
@@ -24,52 +30,60 @@ class UploadError(ValueError):
     """An upload that cannot be used, in one sentence."""
 
 
-def _safe_member_path(name: str) -> PurePosixPath | None:
+def dataset_root(folder: Path) -> Path:
+    """An unpacked data set's ImageFolder root: ``folder`` itself, or the one folder it holds when the zip
+    wrapped everything in one (``zip -r flowers.zip flowers/``)."""
+    entries = [p for p in Path(folder).iterdir() if not p.name.startswith(".")]
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else Path(folder)
+
+
+def _safe_member_path(name: str, label: str = "The zip") -> PurePosixPath | None:
     """The member's relative path, or None for a directory entry; UploadError for a path that escapes."""
     path = PurePosixPath(name.replace("\\", "/"))
     if any(ord(c) < 32 for c in name):
-        raise UploadError("The zip holds a file name with control characters in it; it was not unpacked.")
+        raise UploadError(f"{label} holds a file name with control characters in it; it was not unpacked.")
     if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-        raise UploadError(f"The zip holds a path that points outside it ({name}); it was not unpacked.")
+        raise UploadError(f"{label} holds a path that points outside it ({name}); it was not unpacked.")
     return None if name.endswith("/") else path
 
 
 def extract_zip(zip_path: str | Path, dest: str | Path, *, max_files: int = MAX_FILES,
-                max_total_bytes: int = MAX_TOTAL_BYTES) -> Path:
+                max_total_bytes: int = MAX_TOTAL_BYTES, label: str = "The zip") -> Path:
     """Unpacks ``zip_path`` into the new folder ``dest`` and returns the ImageFolder root inside it.
 
-    The root is ``dest`` itself, or the single top-level folder when the zip wraps everything in one.
+    The root is ``dest`` itself, or the single top-level folder when the zip wraps everything in one
+    (``dataset_root``). ``label`` names the zip in messages (the user's file name).
     """
     dest = Path(dest)
     try:
         packed_size = os.path.getsize(zip_path)
     except OSError:
-        raise UploadError("The upload is missing (it may have expired); upload the zip again.") from None
+        raise UploadError(f"{label} is missing (it may have expired); upload the zip again.") from None
     if packed_size > MAX_ZIP_BYTES:
-        raise UploadError(f"The zip is {packed_size / 2**20:,.0f} MiB; uploads of at most "
+        raise UploadError(f"{label} is {packed_size / 2**20:,.0f} MiB; uploads of at most "
                           f"{MAX_ZIP_BYTES >> 20:,} MiB are accepted.")
     if dest.exists():
         raise UploadError(f"{dest.name} exists already; upload the zip again in a moment.")
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise UploadError(f"The upload is not a readable zip file ({exc}).") from None
+        raise UploadError(f"{label} is not a readable zip file ({exc}).") from None
     with archive:
         members = archive.infolist()
         if len(members) > max_files:
-            raise UploadError(f"The zip holds {len(members):,} entries; at most {max_files:,} are allowed.")
+            raise UploadError(f"{label} holds {len(members):,} entries; at most {max_files:,} are allowed.")
         total = sum(m.file_size for m in members)
         packed = sum(m.compress_size for m in members)
         if total > max_total_bytes:
-            raise UploadError(f"The zip unpacks to {total / 2**20:,.0f} MiB; at most "
+            raise UploadError(f"{label} unpacks to {total / 2**20:,.0f} MiB; at most "
                               f"{max_total_bytes / 2**20:,.0f} MiB are allowed.")
         if packed and total / packed > MAX_RATIO:
-            raise UploadError("The zip is compressed suspiciously well (a zip bomb?); it was not unpacked.")
+            raise UploadError(f"{label} is compressed suspiciously well (a zip bomb?); it was not unpacked.")
         plan = []
         for member in members:
             if stat.S_ISLNK(member.external_attr >> 16):
-                raise UploadError(f"The zip holds a symbolic link ({member.filename}); it was not unpacked.")
-            path = _safe_member_path(member.filename)
+                raise UploadError(f"{label} holds a symbolic link ({member.filename}); it was not unpacked.")
+            path = _safe_member_path(member.filename, label)
             if path is not None and not path.name.startswith(".") and "__MACOSX" not in path.parts:
                 plan.append((member, path))
         dest.mkdir(parents=True, exist_ok=False)
@@ -79,7 +93,7 @@ def extract_zip(zip_path: str | Path, dest: str | Path, *, max_files: int = MAX_
             for member, path in plan:
                 target = dest.joinpath(*path.parts)
                 if not target.resolve().is_relative_to(root):  # belt and braces: never write outside dest
-                    raise UploadError(f"The zip holds a path that points outside it ({member.filename}); "
+                    raise UploadError(f"{label} holds a path that points outside it ({member.filename}); "
                                       f"it was not unpacked.")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(member) as src, open(target, "xb") as out:
@@ -87,7 +101,7 @@ def extract_zip(zip_path: str | Path, dest: str | Path, *, max_files: int = MAX_
                     while chunk := src.read(1 << 20):
                         written += len(chunk)
                         if written > max_total_bytes:
-                            raise UploadError("The zip unpacks to more than it says; it was not unpacked.")
+                            raise UploadError(f"{label} unpacks to more than it says; it was not unpacked.")
                         out.write(chunk)
         except UploadError:
             shutil.rmtree(dest, ignore_errors=True)
@@ -95,12 +109,43 @@ def extract_zip(zip_path: str | Path, dest: str | Path, *, max_files: int = MAX_
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as exc:
             # A damaged or encrypted member, an unsupported compression, a name the disk refuses, a full disk.
             shutil.rmtree(dest, ignore_errors=True)
-            raise UploadError(f"The zip could not be unpacked ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            raise UploadError(f"{label} could not be unpacked ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                               f"nothing was kept.") from None
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise
-    entries = [p for p in dest.iterdir()]
-    if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
-    return dest
+    return dataset_root(dest)
+
+
+def check_dataset(root: str | Path, label: str = "The zip") -> tuple[list[str], list[str]]:
+    """Checks an unpacked ImageFolder whole, from each image's header (nothing is decoded in full).
+
+    Image files that cannot be read, or that are over the pixel cap, are removed (training would fail on
+    them). Returns (the classes that have readable images, the removed files' paths relative to ``root``);
+    UploadError when fewer than two classes have a readable image: there is nothing to learn then.
+    """
+    root = Path(root)
+    top = root / "train" if (root / "train").is_dir() else root
+    classes = sorted(p.name for p in top.iterdir() if p.is_dir() and not p.name.startswith("."))
+    removed, readable = [], {name: 0 for name in classes}
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or not path.name.lower().endswith(IMAGE_EXTENSIONS):
+            continue
+        try:
+            with Image.open(path) as image:
+                ok = image.width * image.height <= MAX_IMAGE_PIXELS
+                if ok:
+                    image.verify()
+        except Exception:  # Pillow raises many kinds for damaged files: each means "not readable"
+            ok = False
+        if not ok:
+            removed.append(path.relative_to(root).as_posix())
+            path.unlink()
+        elif path.is_relative_to(top) and len(parts := path.relative_to(top).parts) >= 2 and parts[0] in readable:
+            readable[parts[0]] += 1
+    usable = [name for name, count in readable.items() if count]
+    if len(usable) < 2:
+        found = f"only in {usable[0]}/" if usable else "in no class folder"
+        raise UploadError(f"{label} has readable images {found}; a data set needs at least two class folders "
+                          f"of images (one folder per class, e.g. cats/ and dogs/, at the top or inside train/).")
+    return usable, removed

@@ -52,6 +52,7 @@ def live_app(tmp_path_factory):
 
         mp.setattr(gradio_app, "RUNS_DIR", home / "runs")
         mp.setattr(gradio_app, "UPLOADS_DIR", home / "uploads")
+        mp.setattr(gradio_app, "VISITORS_DIR", home / "visitors")
         tiny = make_image_folder(home / "uploads" / "tiny", classes=["red", "green"], n_per_class=12, size=40)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -44,3 +44,8 @@ def make_image_folder(root: str | Path, classes: list[str] | int = 3, n_per_clas
             for i in range(count):
                 class_image(label, size, rng).save(folder / f"{i:04d}.{fmt}")
     return root
+
+
+def client_owner(client) -> str:
+    """Whose runs a gradio_client.Client's calls make: an API client is a visitor by its session."""
+    return f"session-{client.session_hash}"

@@ -20,7 +20,7 @@ import pytest
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from helpers import class_image
+from helpers import class_image, client_owner
 
 REPO = Path(__file__).resolve().parents[1]
 ENDPOINTS = {"/summary", "/train", "/train_status", "/train_stop", "/predict", "/explain", "/evaluate"}
@@ -48,12 +48,12 @@ def client(live_app, tmp_path_factory):
 
 @pytest.fixture
 def idle_runner():
-    """The app's one training run is idle before and after the test (the runner is shared by the session)."""
+    """No training run is going before and after the test (the runner is shared by the session)."""
     from alexnet_core.runner import RUNNER
 
     def settle():
-        RUNNER.stop()
-        assert RUNNER.wait(120), "a training run did not end within 2 minutes of Stop"
+        RUNNER.stop_all()
+        assert RUNNER.wait_all(120), "a training run did not end within 2 minutes of Stop"
 
     settle()
     yield RUNNER
@@ -96,13 +96,14 @@ def _assert_real_png(path: str, min_side: int = 16) -> None:
     assert pixels.std() > 5, f"{path} is (nearly) one colour"
 
 
-def _wait_status(client, until, timeout: float = 90.0) -> tuple[str, dict, dict]:
-    """Polls /train_status until ``until(text, loss, accuracy)`` holds; fails with the last status otherwise."""
+def _wait_status(client, until, timeout: float = 90.0) -> tuple[str, dict, dict, str | None]:
+    """Polls /train_status until ``until(text, loss, accuracy)`` holds; fails with the last status otherwise.
+    Returns the status, the plots and the best checkpoint (a file the client downloaded, once the run ended)."""
     deadline = time.monotonic() + timeout
     while True:
-        text, loss, accuracy = client.predict(api_name="/train_status")
+        text, loss, accuracy, best = client.predict(api_name="/train_status")
         if until(text, loss, accuracy):
-            return text, loss, accuracy
+            return text, loss, accuracy, best
         assert time.monotonic() < deadline, f"waited {timeout:.0f} s; /train_status still says: {text!r}"
         time.sleep(0.2)
 
@@ -142,31 +143,77 @@ def test_summary_gives_conv1s_55x55_maps_and_the_parameter_count(client):
     assert "Custom size 227×227" in custom and "62,378,344 parameters" in custom
 
 
-def test_train_starts_reports_progress_stops_and_keeps_its_checkpoint(client, live_app, idle_runner):
+def test_train_streams_its_run_stops_on_train_stop_and_hands_over_its_checkpoint(client, live_app, idle_runner):
     from alexnet_core.checkpoints import read_metadata
+    from alexnet_core.runner import RUNNER
 
     settings = dict(model="alexnet_cifar_small", data=str(live_app.tiny_data), device="cpu", limit=16,
                     epochs=500, batch_size=8)
-    assert client.predict(**settings, api_name="/train") == "Started: loading the data…"
-    text, loss, _ = _wait_status(client, lambda text, loss, acc: text.startswith("**Running") and loss["data"])
+    job = client.submit(**settings, api_name="/train")   # streams (status, loss, accuracy, checkpoint) until the end
+    text, loss, _, best = _wait_status(client, lambda text, loss, acc: text.startswith("**Running") and loss["data"])
     step, total = (int(n.replace(",", "")) for n in re.search(r"Step ([\d,]+) / ([\d,]+)", text).groups())
     assert 1 <= step < total == 500 * 2, text         # 16 images, batches of 8: two steps an epoch
     assert loss["columns"] == ["step", "loss", "curve"]
     assert all(curve in ("train (per step)", "validation") and value > 0 for _, value, curve in loss["data"])
-    assert client.predict(**settings, api_name="/train").startswith("⚠️ A training run is already going")
+    assert best is None                                # no checkpoint to download while the run goes on
+    assert RUNNER.snapshot(client_owner(client)).active
 
     assert client.predict(api_name="/train_stop") == "Stopping after this step…"
-    text, loss, accuracy = _wait_status(client, lambda text, loss, acc: not text.startswith(ACTIVE))
+    text, loss, accuracy, best = _wait_status(client, lambda text, loss, acc: not text.startswith(ACTIVE))
     assert text.startswith("**Stopped**"), text
-    best = Path(re.search(r"checkpoint `([^`]+)`", text).group(1))
-    assert best.is_file() and best.is_relative_to(live_app.home / "runs")
-    assert (best.parent / "last.safetensors").is_file()
+    assert str(live_app.home) not in text              # the run's name, not a server path
+    on_server = Path(RUNNER.snapshot(client_owner(client)).best_path)
+    assert on_server.is_relative_to(live_app.home / "visitors") and (on_server.parent / "last.safetensors").is_file()
+    assert f"`{on_server.parent.name}`" in text
+    # The best checkpoint came down to the client, byte for byte.
+    assert Path(best).is_file() and Path(best).read_bytes() == on_server.read_bytes()
     meta = read_metadata(best)
     assert meta["model"] == "alexnet_cifar_small" and meta["classes"] == ["green", "red"]
     assert accuracy["columns"] == ["epoch", "accuracy", "curve"]
     assert {curve for _, _, curve in accuracy["data"]} == {"train", "validation"}
     assert all(0 <= value <= 1 for _, value, _ in accuracy["data"])
-    assert client.predict(api_name="/train_stop") == "No run is going."
+    assert job.outputs() and job.outputs()[0][0].startswith("**")   # what the stream had sent
+    assert client.predict(api_name="/train_stop") == "No run of yours is going."
+
+
+def test_two_api_clients_are_two_visitors_each_with_their_own_run(client, live_app, idle_runner):
+    """B neither sees nor stops A's run; B's /train waits in the training queue until A's run has ended."""
+    from gradio_client import Client
+    from gradio_client.utils import Status
+
+    from alexnet_core.runner import RUNNER
+
+    a, b = client, Client(live_app.url, verbose=False)
+    try:
+        settings = dict(model="alexnet_cifar_small", data=str(live_app.tiny_data), device="cpu", limit=16,
+                        batch_size=8)
+        job_a = a.submit(**settings, epochs=500, api_name="/train")
+        _wait_status(a, lambda text, loss, acc: text.startswith("**Running"))
+        assert b.predict(api_name="/train_status")[0].startswith("No run yet")
+        assert b.predict(api_name="/train_stop") == "No run of yours is going."
+        assert RUNNER.snapshot(client_owner(a)).status == "running"
+        job_b = b.submit(**settings, epochs=1, api_name="/train")
+        deadline = time.monotonic() + 30
+        while job_b.status().code != Status.IN_QUEUE:
+            assert time.monotonic() < deadline, job_b.status()
+            time.sleep(0.1)
+        assert job_b.status().rank == 0 and not RUNNER.snapshot(client_owner(b)).active  # first in line, waiting
+        assert a.predict(api_name="/train_stop") == "Stopping after this step…"
+        text = job_b.result(timeout=120)[0]            # B's run starts once A's has ended, and finishes
+        assert text.startswith("**Finished**"), text
+        assert RUNNER.snapshot(client_owner(a)).status == "stopped"
+        # Each lists their own run's checkpoint, not the other's.
+        own_b = RUNNER.snapshot(client_owner(b)).best_path
+        assert own_b in _endpoint_checkpoints(live_app, b) and own_b not in _endpoint_checkpoints(live_app, a)
+        job_a.cancel()
+    finally:
+        b.close()
+
+
+def _endpoint_checkpoints(live_app, client) -> list[str]:
+    import gradio_app
+
+    return [path for _, path in gradio_app.checkpoint_choices(client_owner(client))]
 
 
 def test_train_refuses_settings_outside_their_range_before_starting(client, live_app, idle_runner):
@@ -189,8 +236,9 @@ def test_predict_runs_without_shared_data_and_says_what_is_not_an_image(client, 
 
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
-    top, info = client.predict(_handle(bad), api_name="/predict")
-    assert not top and info.startswith("⚠️ notes.png is not an image")
+    with pytest.raises(AppError) as refused:  # a refused input fails the call, with the page's sentence
+        client.predict(_handle(bad), api_name="/predict")
+    assert str(refused.value).startswith("notes.png is not an image that can be read (cannot identify image file")
 
 
 @pytest.mark.shared_data
@@ -237,8 +285,8 @@ def test_explain_an_untrained_variant_and_a_file_that_is_not_an_image(client, tm
 
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
-    top, gradcam, filters, layers, info = client.predict(_handle(bad), api_name="/explain")
-    assert (top, gradcam, filters, layers) == ({}, None, None, []) and info.startswith("⚠️ notes.png")
+    with pytest.raises(AppError, match=r"^notes.png is not an image that can be read"):
+        client.predict(_handle(bad), api_name="/explain")
 
 
 @pytest.mark.shared_data
@@ -261,35 +309,62 @@ def test_evaluate_on_twenty_cifar10_test_images(client, cifar10_dir):
 
 
 def test_evaluate_says_when_the_data_is_not_the_checkpoints(client, live_app):
-    summary, per_class, confusion, mistakes = client.predict(data=str(live_app.tiny_data), split="val", limit=10,
-                                                             api_name="/evaluate")
-    assert summary.startswith("⚠️ The data's classes (green, red") and "airplane" in summary
-    assert not per_class["data"] and confusion is None and not mistakes
+    with pytest.raises(AppError) as refused:
+        client.predict(data=str(live_app.tiny_data), split="val", limit=10, api_name="/evaluate")
+    assert str(refused.value).startswith("The data's classes (green, red") and "airplane" in str(refused.value)
 
 
 # --- checkpoints trained since start, classes named by the caller, paths nobody listed ----------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AppError,
-                   reason="gradio_app.py: the checkpoint dropdowns' choices are fixed when the app starts, so "
-                          "/predict, /evaluate and /explain refuse a checkpoint trained since (refresh_checkpoints "
-                          "has api_name=False); the page refreshes its list when the tab opens")
 def test_a_checkpoint_made_after_the_app_started_can_be_used_by_predict(client, live_app, tmp_path):
+    # Checked against the caller's list when the call comes, not against the list the app started with.
     new = live_app.home / "runs" / "copied-after-start" / "best.safetensors"
     new.parent.mkdir(parents=True)
     shutil.copyfile(REPO / "checkpoints" / "cifar10.safetensors", new)
     try:
-        top, _ = client.predict(_handle(_photo(tmp_path)), checkpoint=str(new), api_name="/predict")
-        assert top["confidences"]
+        top, info = client.predict(_handle(_photo(tmp_path)), checkpoint=str(new), api_name="/predict")
+        assert top["confidences"] and "best.safetensors" in info
+        *_, info = client.predict(_handle(_photo(tmp_path)), checkpoint=str(new), api_name="/explain")
+        assert info.startswith("Grad-CAM explains")
     finally:
         shutil.rmtree(new.parent)
+
+
+def test_a_checkpoint_trained_through_the_api_downloads_and_predicts_for_whoever_uploads_it(client, live_app,
+                                                                                           tmp_path, idle_runner):
+    """A trains and downloads their best checkpoint; another visitor, who cannot use A's run, uploads the file
+    and predicts with it; a file that is not a checkpoint gets one sentence."""
+    import gradio as gr
+
+    import gradio_app
+
+    *_, best = client.predict(model="alexnet_cifar_small", data=str(live_app.tiny_data), device="cpu", limit=16,
+                              epochs=1, batch_size=8, api_name="/train")
+    assert Path(best).is_file() and Path(best).suffix == ".safetensors"
+    other = "d" * 32
+    on_server = next(p for _, p in gradio_app.checkpoint_choices(client_owner(client)) if "visitors" in p)
+    with pytest.raises(gr.Error, match="not in the list of choices"):
+        gradio_app.predict_image(str(_photo(tmp_path)), on_server, visitor=other)
+    uploaded = gradio_app.upload_checkpoint(best, visitor=other)
+    assert uploaded.value in [p for _, p in uploaded.choices] and "visitors" in uploaded.value
+    label, info, _ = gradio_app.predict_image(str(_photo(tmp_path)), uploaded.value, visitor=other)
+    assert set(label) == {"green", "red"} and "alexnet_cifar_small" in info
+    # and the file is only theirs
+    assert uploaded.value not in [p for _, p in gradio_app.checkpoint_choices("e" * 32)]
+    notes = tmp_path / "notes.safetensors"
+    notes.write_text("not a checkpoint")
+    with pytest.raises(gr.Error) as refused:
+        gradio_app.upload_checkpoint(str(notes), visitor=other)
+    assert refused.value.message.startswith("notes.safetensors is not a checkpoint AlexNet Studio can use")
+    assert str(tmp_path) not in refused.value.message
 
 
 def test_explain_can_explain_a_class_the_caller_names(client, tmp_path):
     *_, info = client.predict(_handle(_photo(tmp_path)), target="cat", api_name="/explain")
     assert info.startswith("Grad-CAM explains **cat**")
-    *_, info = client.predict(_handle(_photo(tmp_path)), target="unicorn", api_name="/explain")
-    assert info.startswith("⚠️") and "unicorn" in info
+    with pytest.raises(AppError, match="'unicorn' is neither one of the model's classes"):
+        client.predict(_handle(_photo(tmp_path)), target="unicorn", api_name="/explain")
 
 
 
@@ -346,8 +421,9 @@ def test_the_readme_api_examples_run_against_the_app(live_app, client, cifar10_d
     out = printed.getvalue()
     assert "61,100,840 parameters" in out and "'conv1', 'Conv2d', '[1, 64, 55, 55]'" in out
     assert "⚠️ alexnet cannot take 224x224 inputs" in out
-    assert "Started: loading the data…" in out and "No run is going." in out
+    assert "**Finished**" in out and "No run of yours is going." in out
     assert namespace["status"].startswith("**Finished**"), namespace["status"]
+    assert Path(namespace["checkpoint"]).is_file() and namespace["checkpoint"].endswith(".safetensors")
     assert "ship [('ship'," in out
     assert "Grad-CAM explains **ship**" in out
     assert re.search(r"### [\d.]+% correct", out)

@@ -3,6 +3,7 @@
 import shutil
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -131,9 +132,10 @@ def test_a_file_that_is_not_an_image_gets_one_sentence(tiny, tmp_path):
     upload.parent.mkdir(parents=True)
     upload.write_text("shopping list: eggs")
     image = gradio_app.photo_input().preprocess(FileData(path=str(upload)))
-    label, info, shown = gradio_app.predict_image(image, str(tiny[0]))
-    assert label is None and shown is None
-    assert info.startswith("⚠️ notes.jpg is not an image that can be read") and "\n" not in info
+    with pytest.raises(gr.Error) as refused:  # a toast on the page, AppError for the API
+        gradio_app.predict_image(image, str(tiny[0]))
+    info = refused.value.message
+    assert info.startswith("notes.jpg is not an image that can be read") and "\n" not in info
     assert "gradio-cache" not in info  # the user's file name, not the server's temporary path
 
 
@@ -148,9 +150,10 @@ def test_bad_settings_and_wrong_checkpoints_get_one_sentence(tiny, tmp_path, arg
     paths = {"fake": str(fake), "missing": str(tmp_path / "missing.safetensors")}
     args = {"checkpoint": str(tiny[0]), **args}
     args["checkpoint"] = paths.get(args["checkpoint"], args["checkpoint"])
-    label, info, shown = gradio_app.predict_image(red_photo(), **args)
-    assert label is None and shown is None
-    assert info.startswith("⚠️") and words in info and "\n" not in info
+    with pytest.raises(gr.Error) as refused:
+        gradio_app.predict_image(red_photo(), **args)
+    info = refused.value.message
+    assert words in info and "\n" not in info
 
 
 def test_the_examples_are_real_photos_from_the_shared_data(cifar10_dir, flowers_dir):
@@ -236,9 +239,10 @@ def test_evaluate_builtin_data_takes_gallery_images_from_the_decoded_split(tiny,
 def test_evaluate_problems_get_one_sentence(tiny, tmp_path, data, split, words):
     folders = {"tiny": str(tiny[1]),
                "other": str(make_image_folder(tmp_path / "other", ["cat", "dog"], n_per_class=2, size=32))}
-    summary, table, figure, gallery = gradio_app.evaluate_view(str(tiny[0]), folders.get(data, data), split, None)
-    assert summary.startswith("⚠️") and words in summary and "\n" not in summary
-    assert table.empty and figure is None and gallery == []
+    with pytest.raises(gr.Error) as refused:
+        gradio_app.evaluate_view(str(tiny[0]), folders.get(data, data), split, None)
+    summary = refused.value.message
+    assert words in summary and "\n" not in summary
 
 
 def test_evaluate_without_a_checkpoint_is_a_sentence():
@@ -250,6 +254,7 @@ def test_evaluate_without_a_checkpoint_is_a_sentence():
 
 def test_the_app_serves_predict_and_evaluate_with_only_the_image_required(tiny, tmp_path):
     from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
 
     ship(tiny[0])
     app = gradio_app.build_app()
@@ -266,8 +271,8 @@ def test_the_app_serves_predict_and_evaluate_with_only_the_image_required(tiny, 
         assert label["label"] in CLASSES and len(label["confidences"]) == 3 and "ms on cpu" in info
         notes = tmp_path / "notes.jpg"
         notes.write_text("not a photo")
-        label, info = client.predict(handle_file(str(notes)), api_name="/predict")
-        assert info.startswith("⚠️ notes.jpg is not an image") and not (label or {}).get("confidences")
+        with pytest.raises(AppError, match=r"^notes.jpg is not an image that can be read \(cannot identify"):
+            client.predict(handle_file(str(notes)), api_name="/predict")
         # and it keeps serving
         assert client.predict(handle_file(str(photo)), api_name="/predict")[0]["label"] in CLASSES
     finally:

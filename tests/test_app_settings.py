@@ -14,6 +14,7 @@ PROBE = """
 import json, os, gradio_app
 from gradio import route_utils, utils
 print(json.dumps({"runs": str(gradio_app.RUNS_DIR), "uploads": str(gradio_app.UPLOADS_DIR),
+                  "visitors": str(gradio_app.VISITORS_DIR),
                   "gradio_uploads": utils.get_upload_folder(), "gradio_cache": route_utils.DEFAULT_TEMP_DIR,
                   "torch_home": os.environ["TORCH_HOME"], "data_home": str(gradio_app.studio_data.default_home())}))
 """

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import gradio as gr
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -118,8 +119,9 @@ def test_forged_sizes_get_one_sentence_in_the_library_the_predictor_and_the_app(
         one_sentence(str(error.value), "forged.safetensors", words)
     photo = tmp_path / "photo.png"
     class_image(0, 32, np.random.default_rng(0)).save(photo)
-    label, info, _ = gradio_app.predict_image(str(photo), str(path))
-    assert label is None and info.startswith("⚠️ forged.safetensors") and words in info
+    with pytest.raises(gr.Error) as refused:  # the page's toast, the API's AppError
+        gradio_app.predict_image(str(photo), str(path))
+    assert refused.value.message.startswith("forged.safetensors") and words in refused.value.message
     assert checkpoints.list_checkpoints(tmp_path) == []  # and listings leave it out
 
 

@@ -186,21 +186,26 @@ def test_the_live_app_keeps_serving_after_a_run_fails(live_app, tmp_path, monkey
     client = Client(live_app.url, verbose=False)
     photo = tmp_path / "photo.png"
     class_image(0, 40, np.random.default_rng(0)).save(photo)
+    from tests.helpers import client_owner
+
+    owner = client_owner(client)
     fail_training_forward(monkeypatch, after=1, make_error=FAULTS["cuda out of memory"])
-    started = client.predict("alexnet_cifar_small", str(live_app.tiny_data), "cpu", None, 5, 16, 0.02,
-                             api_name="/train")
-    assert started.startswith("Started"), started
-    assert RUNNER.wait(120)
-    snapshot = RUNNER.snapshot()
+    # /train streams the run's status until it ends, and returns the last one with the best checkpoint.
+    ended, _, _, best = client.predict("alexnet_cifar_small", str(live_app.tiny_data), "cpu", None, 5, 16, 0.02,
+                                       api_name="/train")
+    assert RUNNER.wait(120, owner)
+    snapshot = RUNNER.snapshot(owner)
     assert snapshot.status == "failed" and snapshot.best_path, snapshot.message
     text = client.predict(api_name="/train_status")[0]
+    assert text == ended
     assert "**Failed**" in text and "out of memory" in text and "best checkpoint so far is kept" in text
     assert checkpoints.load_model(snapshot.best_path)[1]["epochs"] == 1
+    assert checkpoints.load_model(best)[1]["epochs"] == 1  # the client downloaded that checkpoint
     label, info = client.predict(handle_file(str(photo)), api_name="/predict")
     assert label["confidences"] and "ms on cpu" in info
     # and training can start again at once
     monkeypatch.undo()
-    started = client.predict("alexnet_cifar_small", str(live_app.tiny_data), "cpu", None, 1, 16, 0.02,
-                             api_name="/train")
-    assert started.startswith("Started"), started
-    assert RUNNER.wait(120) and RUNNER.snapshot().status == "finished", RUNNER.snapshot().message
+    ended = client.predict("alexnet_cifar_small", str(live_app.tiny_data), "cpu", None, 1, 16, 0.02,
+                           api_name="/train")[0]
+    assert ended.startswith("**Finished**"), ended
+    assert RUNNER.wait(120, owner) and RUNNER.snapshot(owner).status == "finished", RUNNER.snapshot(owner).message

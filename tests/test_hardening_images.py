@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import gradio as gr
 import pytest
 from PIL import Image, ImageFile
 
@@ -133,9 +134,10 @@ def test_truncated_images_are_not_silently_padded():
 def test_the_predict_handler_answers_a_sentence_named_after_the_upload(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(PRETENDERS[name])
-    label, info, shown = gradio_app.predict_image(str(path))
-    assert label is None and shown is None
-    assert info.startswith(f"⚠️ {name} is not an image") and str(tmp_path) not in info
+    with pytest.raises(gr.Error) as refused:  # the page's toast, the API's AppError
+        gradio_app.predict_image(str(path))
+    info = refused.value.message
+    assert info.startswith(f"{name} is not an image") and str(tmp_path) not in info
     one_sentence(info)
 
 
@@ -164,11 +166,11 @@ def test_the_live_app_refuses_each_bad_upload_in_a_sentence_and_keeps_serving(li
         path.write_bytes(content)
         label, info = _predict(client, path)
         assert not (label or {}).get("confidences"), name
-        if label is None and "SVG" in info:  # Gradio may refuse an .svg name itself, before the handler
+        assert label is None, (name, info)  # refused: AppError, whose message is the sentence
+        if "SVG" in info:  # Gradio may refuse an .svg name itself, before the handler
             one_sentence(info)
         else:
-            assert info.startswith("⚠️ "), (name, info)
-            one_sentence(info[2:], name)
+            one_sentence(info, name)
         label, info = _predict(client, good)  # and the next photo is classified as usual
         assert label["label"] in CIFAR10 and "ms on cpu" in info, (name, info)
 
@@ -183,3 +185,53 @@ def test_the_live_app_classifies_every_odd_image(live_app, tmp_path):
         path.write_bytes(make())
         label, info = _predict(client, path)
         assert label and label["label"] in CIFAR10 and len(label["confidences"]) == 5, (name, info)
+
+
+# --- every way an image arrives pays the same caps, from its header ---------------------------------------
+
+
+def _refused_from_the_header(payload, monkeypatch) -> str:
+    """photo_input's preprocessing of ``payload``: the gr.Error's sentence, with proof that no pixel was decoded
+    (Pillow's ImageFile.load, which every decode goes through, is never called) and that it took little time."""
+    import time
+
+    from PIL import ImageFile
+
+    decoded = []
+    original = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size) or original(self))
+    start = time.perf_counter()
+    with pytest.raises(gr.Error) as refused:
+        gradio_app.photo_input().preprocess(payload)
+    seconds = time.perf_counter() - start
+    assert decoded == [], decoded
+    assert seconds < 2, seconds  # decoding 169 megapixels takes several seconds and a gigabyte
+    return refused.value.message
+
+
+def test_a_data_url_over_the_pixel_cap_is_refused_before_it_is_decoded(tmp_path, monkeypatch):
+    import base64
+
+    from gradio.data_classes import FileData
+
+    bomb = png_bomb(13000, 13000)
+    assert len(bomb) < 1 << 20  # a small file ...
+    placeholder = tmp_path / "blob"
+    placeholder.write_bytes(b"")
+    url = "data:image/png;base64," + base64.b64encode(bomb).decode()
+    message = _refused_from_the_header(FileData(path=str(placeholder), url=url, orig_name="huge.png"), monkeypatch)
+    one_sentence(message, "huge.png", "13,000x13,000 pixels", "64 megapixels")
+    # ... and one under the cap still goes through (Gradio then decodes it, as it decodes any data: URL)
+    small = "data:image/png;base64," + base64.b64encode(png(Image.new("RGB", (40, 30), "red"))).decode()
+    image = gradio_app.photo_input().preprocess(FileData(path=str(placeholder), url=small, orig_name="ok.png"))
+    assert image.size == (40, 30)
+
+
+def test_an_uploaded_file_over_the_pixel_cap_is_refused_before_gradio_decodes_it(tmp_path, monkeypatch):
+    from gradio.data_classes import FileData
+
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_bomb(9000, 9000))  # 81 megapixels: under Pillow's own guard, over the app's cap
+    message = _refused_from_the_header(FileData(path=str(path), orig_name="holiday.png"), monkeypatch)
+    one_sentence(message, "holiday.png", "9,000x9,000 pixels")
+    assert str(tmp_path) not in message

@@ -35,12 +35,14 @@ def test_fifty_concurrent_predictions_during_a_training_run_all_complete(live_ap
     class_image(1, 32, np.random.default_rng(1)).save(photo)
     client.predict(handle_file(str(photo)), api_name="/predict")  # warm: the first call sets the client up
 
-    started = client.predict("alexnet_cifar_small", str(live_app.tiny_data), "cpu", None, 1000, 8, 0.01,
-                             api_name="/train")
-    assert started.startswith("Started"), started
+    from tests.helpers import client_owner
+
+    owner = client_owner(client)
+    job = client.submit("alexnet_cifar_small", str(live_app.tiny_data), "cpu", None, 1000, 8, 0.01,
+                        api_name="/train")  # streams the run's status until it ends
     try:
-        assert wait_for(lambda: RUNNER.snapshot().step >= 3), RUNNER.snapshot().message
-        step_before = RUNNER.snapshot().step
+        assert wait_for(lambda: RUNNER.snapshot(owner).step >= 3), RUNNER.snapshot(owner).message
+        step_before = RUNNER.snapshot(owner).step
 
         def one(_):
             start = time.perf_counter()
@@ -51,10 +53,10 @@ def test_fifty_concurrent_predictions_during_a_training_run_all_complete(live_ap
         with ThreadPoolExecutor(max_workers=50) as pool:
             results = list(pool.map(one, range(50)))
         burst_s = time.perf_counter() - began
-        during = RUNNER.snapshot()
+        during = RUNNER.snapshot(owner)
     finally:
-        RUNNER.stop()
-        assert RUNNER.wait(120)
+        client.predict(api_name="/train_stop")
+        assert RUNNER.wait(120, owner)
 
     assert len(results) == 50
     for label, info, _ in results:
@@ -63,7 +65,8 @@ def test_fifty_concurrent_predictions_during_a_training_run_all_complete(live_ap
     assert during.status == "running" and during.step > step_before, during
     # nor training prediction: 50 calls queue through one worker; idle, they take about 3 s here
     assert burst_s < 90, burst_s
-    assert RUNNER.snapshot().status == "stopped"
+    assert RUNNER.snapshot(owner).status == "stopped"
+    job.cancel()
 
 
 @pytest.mark.skipif(not hasattr(os, "setpriority") or os.uname().sysname != "Linux",

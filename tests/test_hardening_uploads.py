@@ -173,18 +173,101 @@ def test_names_the_disk_refuses_and_clashing_names_get_one_sentence(tmp_path):
 # --- the app ---------------------------------------------------------------------------------------------
 
 
+def _refused_upload(zip_path: Path, visitor: str | None = None) -> str:
+    import gradio as gr
+
+    with pytest.raises(gr.Error) as error:  # a toast on the page
+        gradio_app.upload_dataset(str(zip_path), visitor)
+    one_sentence(error.value.message, zip_path.name)  # named as the user named it, no server path
+    assert str(zip_path.parent) not in error.value.message
+    return error.value.message
+
+
 def test_the_upload_handler_says_why_and_writes_nothing_outside_its_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(gradio_app, "UPLOADS_DIR", tmp_path / "uploads")
     before = gradio_app.data_choices()
     slip = make_zip(tmp_path / "slip.zip", good_members() | {"../../evil.png": b"owned"})
-    _, note = gradio_app.upload_dataset(str(slip))
-    assert note.startswith("⚠️ ") and "outside" in note
+    assert "outside" in _refused_upload(slip)
     bomb = make_zip(tmp_path / "bomb.zip", good_members() | {"colours/train/red/evil.png": bytes(30 << 20)})
-    _, note = gradio_app.upload_dataset(str(bomb))
-    assert note.startswith("⚠️ ") and "zip bomb" in note
+    assert "zip bomb" in _refused_upload(bomb)
     assert gradio_app.data_choices() == before
     assert not list(tmp_path.rglob("evil*"))
     assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())
+
+
+@pytest.fixture
+def visitors(tmp_path, monkeypatch):
+    monkeypatch.setattr(gradio_app, "UPLOADS_DIR", tmp_path / "uploads")
+    monkeypatch.setattr(gradio_app, "VISITORS_DIR", tmp_path / "visitors")
+    monkeypatch.setattr(gradio_app, "RUNS_DIR", tmp_path / "runs")
+    return tmp_path / "visitors"
+
+
+def zip_r(folder: Path, zip_path: Path) -> Path:
+    """What `cd parent && zip -r flowers.zip flowers/` makes: directory entries too, everything under one folder."""
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted([folder, *folder.rglob("*")]):
+            name = path.relative_to(folder.parent).as_posix() + ("/" if path.is_dir() else "")
+            archive.write(path, name)
+    return zip_path
+
+
+def test_a_zip_r_zip_of_class_folders_in_one_top_folder_is_selected_listed_and_trains(tmp_path, visitors):
+    from alexnet_core.runner import RUNNER
+    from tests.helpers import make_image_folder
+
+    visitor, other = "a" * 32, "b" * 32
+    flowers = make_image_folder(tmp_path / "src" / "flowers", ["daisy", "tulip"], n_per_class=8, size=32, splits=None)
+    (flowers / "daisy" / "broken.jpg").write_bytes(b"not a photo")
+    train_data, evaluate_data, note = gradio_app.upload_dataset(str(zip_r(flowers, tmp_path / "flowers.zip")), visitor)
+    root = train_data.value
+    assert Path(root).name == "flowers" and "2 classes: daisy, tulip" in note
+    # The value is one of the choices (the Data box does not go blank), in Train and in Evaluate, after a reload
+    # too (the lists are built again from the visitor's folder) and for that visitor only.
+    assert root in [v for _, v in train_data.choices] and evaluate_data.value == root
+    assert root in [v for _, v in gradio_app.data_choices(visitor)]
+    assert root not in [v for _, v in gradio_app.data_choices(other)]
+    assert not (Path(root) / "daisy" / "broken.jpg").exists()  # checked whole: the unreadable file is left out
+    assert gradio_app.start_training("alexnet_cifar_small", root, "cpu", None, 1, 8, 0.02, "sgd", 0.9, 0.0,
+                                     "constant", 0.0, False, visitor=visitor).startswith("Started")
+    assert RUNNER.wait(120, visitor) and RUNNER.snapshot(visitor).status == "finished", RUNNER.snapshot(visitor).message
+
+
+@pytest.mark.parametrize("members, words", [
+    (None, "in no class folder"),                                              # an empty zip
+    ({"flowers/daisy/0.png": png_bytes(0), "flowers/daisy/1.png": png_bytes(1)}, "only in daisy/"),
+    ({"flowers/daisy/0.png": b"text", "flowers/tulip/0.png": b"text"}, "in no class folder"),
+    ({"notes.txt": b"hello"}, "in no class folder"),
+])
+def test_a_refused_zip_leaves_no_folder_and_no_data_choice(tmp_path, visitors, members, words):
+    visitor = "a" * 32
+    path = tmp_path / "refused.zip"
+    if members is None:
+        path.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: just the end-of-archive record
+    else:
+        make_zip(path, members)
+    before = gradio_app.data_choices(visitor)
+    assert words in _refused_upload(path, visitor)
+    assert gradio_app.data_choices(visitor) == before
+    assert not [p for p in visitors.rglob("*") if p.is_file() or p.name.startswith("refused")]
+
+
+def test_uploads_are_bounded_per_visitor(tmp_path, visitors, monkeypatch):
+    import gradio as gr
+
+    monkeypatch.setattr(gradio_app, "SHARING", gradio_app.SharingLimits(upload_mb_per_visitor=1))
+    visitor = "a" * 32
+    big = make_zip(tmp_path / "big.zip", {f"c/{k}/{i}.png": os.urandom(1 << 17) for k in "ab" for i in range(3)},
+                   compression=zipfile.ZIP_STORED)  # 768 KiB... and a second one does not fit any more
+    members = {f"c/{k}/{i}.png": png_bytes(i) for k in "ab" for i in range(2)}
+    gradio_app.upload_dataset(str(make_zip(tmp_path / "first.zip", members)), visitor)
+    with pytest.raises(gr.Error):
+        gradio_app.upload_dataset(str(big), visitor)
+    (gradio_app.visitor_folder(visitor) / "uploads" / "filler").write_bytes(bytes(10**6))
+    with pytest.raises(gr.Error, match="no room for more uploads"):
+        gradio_app.upload_dataset(str(make_zip(tmp_path / "second.zip", members)), visitor)
+    # another visitor still has room
+    assert gradio_app.upload_dataset(str(make_zip(tmp_path / "third.zip", members)), "b" * 32)[0].value
 
 
 def _app_error(client, *args, api_name: str, **kwargs) -> str:

@@ -125,6 +125,7 @@ def test_the_app_starts_as_a_space_starts_it_and_caps_training(tmp_path):
     it serves the API through gradio_client (Gradio closes its direct REST routes on a Space) and applies the
     Space's default training caps."""
     from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
 
     from helpers import class_image
 
@@ -150,8 +151,8 @@ def test_the_app_starts_as_a_space_starts_it_and_caps_training(tmp_path):
             time.sleep(1)
         client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
         try:
-            assert client.predict(epochs=31, limit=100, api_name="/train").startswith(
-                "⚠️ This server allows at most 30 epochs")
+            with pytest.raises(AppError, match="^This server allows at most 30 epochs a run; you asked for 31"):
+                client.predict(epochs=31, limit=100, api_name="/train")
             photo = tmp_path / "photo.png"
             class_image(1, 40, np.random.default_rng(0)).save(photo)
             top, info = client.predict(handle_file(str(photo)), api_name="/predict")
