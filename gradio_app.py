@@ -988,7 +988,7 @@ def evaluate_view(checkpoint: str | None, data: str | None, split: str = "test",
     table = pd.DataFrame([{"class": c, "accuracy": f"{correct[i] / totals[i]:.1%}", "correct": correct[i],
                            "images": totals[i]} for i, c in enumerate(result.classes) if totals[i]])
     summary = (f"### {result.accuracy:.1%} correct\n\n{int(sum(correct)):,} of {result.n:,} images measured "
-               f"({result.measured}) · mean loss {result.loss:.3f} · test-time augmentation: {tta}")
+               f"({for_the_page(result.measured)}) · mean loss {result.loss:.3f} · test-time augmentation: {tta}")
     captions = [f"true: {result.classes[result.labels[i]]} · predicted: {result.classes[result.predictions[i]]} "
                 f"{result.confidences[i]:.0%}" for i in mistakes]
     return summary, table, confusion_plot(result), list(zip(images, captions))
