@@ -227,8 +227,9 @@ def test_a_lying_checkpoint_is_refused_before_any_model_is_built(tmp_path, case,
     assert all(device == "meta" for _, device in built), built
     photo = tmp_path / "photo.png"
     class_image(0, 32, np.random.default_rng(0)).save(photo)
-    label, info, _ = gradio_app.predict_image(str(photo), str(path))
-    assert label is None and info.startswith("⚠️ liar.safetensors") and words in info
+    with pytest.raises(gr.Error) as refused:  # the app's toast, AppError for an API client
+        gradio_app.predict_image(str(photo), str(path))
+    one_sentence(refused.value.message, "liar.safetensors", words)
 
 
 def test_metadata_nested_32_levels_is_read_and_33_refused(tmp_path):
@@ -320,8 +321,9 @@ def test_the_app_starts_and_lists_the_others_with_lying_checkpoints_in_its_runs_
     gradio_app.build_app()                   # the app starts: every dropdown lists its checkpoints
     photo = tmp_path / "photo.png"
     class_image(0, 32, np.random.default_rng(0)).save(photo)
-    label, info, _ = gradio_app.predict_image(str(photo), str(shape_liar))
-    assert label is None and info.startswith("⚠️ best.safetensors does not fit alexnet_cifar_small"), info
+    with pytest.raises(gr.Error) as refused:
+        gradio_app.predict_image(str(photo), str(shape_liar))
+    assert refused.value.message.startswith("best.safetensors does not fit alexnet_cifar_small"), refused.value.message
     label, _, _ = gradio_app.predict_image(str(photo), str(good))
     assert label is not None
 
