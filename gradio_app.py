@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import html
 import os
 from dataclasses import dataclass
 import threading
@@ -108,13 +109,24 @@ def _own_size_table(model: str, batch_norm: bool) -> tuple[str, list[list[str]]]
     return heading, _compact_rows(summary)
 
 
-def compare(large: str, small: str, batch_norm: bool = False) -> tuple[str, pd.DataFrame, str, pd.DataFrame]:
+def layer_table_html(rows: list[list[str]]) -> str:
+    """A plain HTML table (whole, never scrolled: the page decides its width); numbers right-aligned, only the
+    arithmetic wraps (CSS's .layers)."""
+    kinds = ["name", "shape", "num", "num", "arith"]
+    head = "".join(f"<th class='{kind}'>{html.escape(name)}</th>" for kind, name in zip(kinds, COMPACT_COLUMNS))
+    body = "".join("<tr>" + "".join(f"<td class='{kind}'>{html.escape(cell)}</td>" for kind, cell in zip(kinds, row))
+                   + "</tr>" for row in rows)
+    return f"<table class='layers'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def compare(large: str, small: str, batch_norm: bool = False) -> tuple[str, str, str, str]:
     """The Architecture tab's first view: a variant made for 224/227 beside one made for 32, each at its own
-    size (the paper's AlexNet at 227, its CIFAR-10 adaptation at 32 to start with)."""
+    size (the paper's AlexNet at 227, its CIFAR-10 adaptation at 32 to start with): a heading with the totals
+    and the layer table (HTML) of each."""
     outputs: list = []
     for model in (large, small):
         heading, rows = _own_size_table(model, batch_norm)
-        outputs += [heading, pd.DataFrame(rows, columns=COMPACT_COLUMNS)]
+        outputs += [heading, layer_table_html(rows)]
     return tuple(outputs)
 
 
@@ -157,9 +169,7 @@ def _architecture_tab(app: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown, gr.Butt
                     choice = gr.Dropdown(choices=[(f"{name} — {MODELS[name].title}", name) for name in names],
                                          value=default, label=label)
                     heading = gr.Markdown()
-                    table = gr.Dataframe(headers=COMPACT_COLUMNS, interactive=False, wrap=True,
-                                         label=f"Layers ({label.lower()})", column_widths=[
-                                             "13%", "20%", "17%", "8%", "42%"])
+                    table = gr.HTML(label=f"Layers ({label.lower()})")
                     pair.append((choice, heading, table))
         gr.Markdown("### One variant closer: its story, any input size, the shapes layer by layer")
         with gr.Row():
@@ -916,8 +926,12 @@ MAX_UPLOAD = os.environ.get("ALEXNET_STUDIO_MAX_UPLOAD", "200mb")
 CSS = """
 .dark .mpl-figure img { filter: invert(0.88) hue-rotate(180deg); }
 .mpl-figure img { max-width: 100%; height: auto; }
-.layer-table table { table-layout: fixed; width: 100%; }
-.layer-table td, .layer-table th { white-space: normal; overflow-wrap: anywhere; }
+.layers { width: 100%; border-collapse: collapse; font-size: 14px; }
+.layers th, .layers td { padding: 3px 6px; text-align: left; vertical-align: top; white-space: nowrap;
+                         border-bottom: 1px solid var(--border-color-primary); }
+.layers .num { text-align: right; font-variant-numeric: tabular-nums; }
+.layers td.arith { white-space: normal; font-family: var(--font-mono); font-size: 0.9em; }
+@media (max-width: 640px) { .layers { font-size: 11.5px; } .layers th, .layers td { padding: 2px 3px; } }
 #intro p { margin: 0.2em 0; }
 """
 
