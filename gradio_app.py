@@ -175,7 +175,7 @@ def _architecture_tab(app: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown, gr.Butt
         with gr.Row():
             model = gr.Dropdown(
                 choices=[(f"{name} — {spec.title}", name) for name, spec in MODELS.items()],
-                value=DEFAULT_MODEL, label="Model", scale=3,
+                value=DEFAULT_MODEL, label="Model", scale=3, min_width=280,
             )
             batch_norm = gr.Checkbox(label="BatchNorm", value=False, scale=1)
             custom_size = gr.Number(value=DEFAULT_CUSTOM_SIZE, label="Custom size",
@@ -933,6 +933,14 @@ CSS = """
 .layers td.arith { white-space: normal; font-family: var(--font-mono); font-size: 0.9em; }
 @media (max-width: 640px) { .layers { font-size: 11.5px; } .layers th, .layers td { padding: 2px 3px; } }
 #intro p { margin: 0.2em 0; }
+@media (max-width: 640px) {
+  /* a checkbox squeezed between number fields on a phone: give it room and let the row wrap */
+  .row { flex-wrap: wrap; }
+  .block:has(input[type=checkbox]) { min-width: min(150px, 100%) !important; }
+  /* a long accordion title wraps, and its ▼ stays inside the box */
+  .label-wrap > span:not(.icon) { white-space: normal; text-align: left; flex: 1 1 auto; min-width: 0; }
+  .label-wrap > .icon { flex-shrink: 0; }
+}
 """
 
 
