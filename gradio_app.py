@@ -368,10 +368,13 @@ def training_status() -> tuple[str, pd.DataFrame, pd.DataFrame]:
         text = "\n\n".join(lines)
     loss = pd.DataFrame([{"step": step, "loss": value, "curve": "train (per step)"} for step, value in s.steps]
                         + [{"step": h["step"], "loss": h["val_loss"], "curve": "validation"} for h in s.history],
-                        columns=["step", "loss", "curve"])
+                        columns=["step", "loss", "curve"]).astype({"step": float, "loss": float, "curve": str})
     accuracy = pd.DataFrame([{"epoch": h["epoch"], "accuracy": h[key], "curve": label}
                              for h in s.history for key, label in (("train_acc", "train"), ("val_acc", "validation"))],
-                            columns=["epoch", "accuracy", "curve"])
+                            columns=["epoch", "accuracy", "curve"]).astype({"epoch": float, "accuracy": float,
+                                                                            "curve": str})
+    # Typed even when empty: the chart keeps the axis types of its first value, and an untyped empty frame
+    # made "step" and "loss" categories, which drew the curves as a pile of labels.
     return text, loss, accuracy
 
 
@@ -414,9 +417,11 @@ def _train_tab(app: gr.Blocks) -> None:
             stop = gr.Button("Stop", variant="stop")
         status = gr.Markdown("No run yet.")
         with gr.Row():
-            loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss", height=300)
+            # color_map names every curve up front: the chart takes its legend from its first value, which is empty.
+            loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss", height=300,
+                                    color_map={"train (per step)": "#3b82f6", "validation": "#f97316"})
             acc_plot = gr.LinePlot(x="epoch", y="accuracy", color="curve", title="Accuracy", height=300,
-                                   y_lim=[0, 1])
+                                   y_lim=[0, 1], color_map={"train": "#3b82f6", "validation": "#f97316"})
         timer = gr.Timer(1.0)
 
     hyper = [epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, label_smoothing, batch_norm,

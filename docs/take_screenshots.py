@@ -102,6 +102,10 @@ def main() -> None:
         page.get_by_text("Best validation accuracy").first.wait_for()
         page.wait_for_function("() => document.body.innerText.match(/epoch (\\d+) \\//) && "
                                "+document.body.innerText.match(/epoch (\\d+) \\//)[1] >= 5")
+        # both charts with their curves drawn (Vega re-renders on every poll; wait for a frame with the lines)
+        page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] .vega-embed')].filter(v => "
+                               "v.querySelector('[aria-roledescription=\"line mark\"], path.mark-line, "
+                               "g.mark-line path')).length >= 2", timeout=90_000)
         shot("train")
         panel.get_by_role("button", name="Stop", exact=True).click()
         page.get_by_text("Stopped").first.wait_for()
