@@ -203,10 +203,9 @@ def _architecture_tab(app: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown, gr.Butt
           api_name=False)
     # Picking a variant of the pair looks at it closer below, and the custom size starts at its own size.
     for choice in (large, small):
-        choice.input(lambda name: name, inputs=choice, outputs=model, api_name=False)
+        choice.input(lambda name: (name, own_size(name)), inputs=choice, outputs=[model, custom_size],
+                     api_name=False)
     model.input(own_size, inputs=model, outputs=custom_size, api_name=False)
-    large.input(own_size, inputs=large, outputs=custom_size, api_name=False)
-    small.input(own_size, inputs=small, outputs=custom_size, api_name=False)
     gr.on(
         triggers=[app.load, model.change, custom_size.change, batch_norm.change],
         fn=architecture,
@@ -417,11 +416,9 @@ def _train_tab(app: gr.Blocks) -> None:
             stop = gr.Button("Stop", variant="stop")
         status = gr.Markdown("No run yet.")
         with gr.Row():
-            # color_map names every curve up front: the chart takes its legend from its first value, which is empty.
-            loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss", height=300,
-                                    color_map={"train (per step)": "#3b82f6", "validation": "#f97316"})
+            loss_plot = gr.LinePlot(x="step", y="loss", color="curve", title="Loss", height=300)
             acc_plot = gr.LinePlot(x="epoch", y="accuracy", color="curve", title="Accuracy", height=300,
-                                   y_lim=[0, 1], color_map={"train": "#3b82f6", "validation": "#f97316"})
+                                   y_lim=[0, 1])
         timer = gr.Timer(1.0)
 
     hyper = [epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, label_smoothing, batch_norm,
@@ -830,6 +827,8 @@ def show_layer_inside(model: str, layer: str | None, checkpoint: str | None, ima
     variant where there is one, else the untrained variant — and an example photo if none is there yet."""
     if not (checkpoint and not checkpoint.startswith(UNTRAINED) and _checkpoint_model(checkpoint) == model):
         trained = [path for _, path in checkpoint_choices() if _checkpoint_model(path) == model]
+        if model == imagenet.MODEL and imagenet.is_downloaded():  # the real AlexNet, where it is already here
+            trained.append(IMAGENET)
         checkpoint = trained[0] if trained else UNTRAINED + model
     if image is None:
         image = _example_for(checkpoint)
@@ -849,6 +848,8 @@ def _example_for(checkpoint: str) -> Image.Image | None:
 
 
 def _checkpoint_model(path: str) -> str | None:
+    if path == IMAGENET:
+        return imagenet.MODEL
     try:
         return read_metadata(path)["model"]
     except (ValueError, OSError):

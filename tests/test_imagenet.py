@@ -90,3 +90,12 @@ def test_weights_of_the_wrong_shape_are_refused(monkeypatch):
                         lambda weights: {"features.0.weight": torch.zeros(1)})
     with pytest.raises(imagenet.CheckpointError, match="hold 1 tensors"):
         imagenet.imagenet_predictor()
+
+
+def test_the_architecture_link_opens_the_imagenet_alexnet_where_it_is_downloaded(monkeypatch):
+    monkeypatch.setattr(imagenet, "is_downloaded", lambda: False)
+    _, checkpoint, _, _ = gradio_app.show_layer_inside("alexnet_torchvision", "conv1", None, None)
+    assert checkpoint.value == "untrained:alexnet_torchvision"  # never a download behind a link
+    monkeypatch.setattr(imagenet, "is_downloaded", lambda: True)
+    _, checkpoint, _, _ = gradio_app.show_layer_inside("alexnet_torchvision", "conv1", None, None)
+    assert checkpoint.value == gradio_app.IMAGENET
