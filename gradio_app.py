@@ -554,9 +554,9 @@ def predict_image(image: Image.Image | str | None, checkpoint: str | None = None
     except ValueError as error:  # not an image, a bad checkpoint, a bad k or tta: one sentence each
         return None, _readable(error, image), None
     source = "torchvision's ImageNet weights" if path == IMAGENET else f"`{Path(path).name}`"
-    info = (f"{knows_line(predictor.classes)}\n\n"
-            f"{1000 * prediction.seconds:.1f} ms on {PREDICT_DEVICE} (decode, preprocess, forward, softmax) · "
-            f"{TTA_LABELS[prediction.tta]} · {predictor.meta['model']} from {source}")
+    info = (f"{1000 * prediction.seconds:.1f} ms on {PREDICT_DEVICE} (decode, preprocess, forward, softmax) · "
+            f"{TTA_LABELS[prediction.tta]} · {predictor.meta['model']} from {source}\n\n"
+            f"{knows_line(predictor.classes)}")
     return dict(prediction.top), info, (prediction, predictor.pre)
 
 
@@ -805,9 +805,9 @@ def explain_photo(image: Image.Image | str | None, checkpoint: str | None = None
         result = explain(model, meta, image, target_class=None if target in (None, "", PREDICTED) else target)
     except ValueError as error:  # not an image, a bad checkpoint, an unknown class: one sentence each
         return None, None, None, [], _readable(error, image)
-    info = (f"{knows_line(meta['classes'])}\n\n"
-            f"Grad-CAM explains **{result.target_name}** · {time.perf_counter() - start:.2f} s on the CPU · "
-            f"{meta['model']} · each tile is one channel, normalised on its own (dark: quiet, bright: active)")
+    info = (f"Grad-CAM explains **{result.target_name}** · {time.perf_counter() - start:.2f} s on the CPU · "
+            f"{meta['model']} · each tile is one channel, normalised on its own (dark: quiet, bright: active)"
+            f"\n\n{knows_line(meta['classes'])}")
     gallery = [(grid.image, grid.label) for grid in result.activations]
     layers = [grid.layer for grid in result.activations]
     if layer in layers:
