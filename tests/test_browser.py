@@ -197,9 +197,9 @@ def test_the_examples_travel_and_pick_the_checkpoint_that_knows_them(browser, fr
     page = _open(browser, fresh_app)
     try:
         panel = page.locator("[role=tabpanel]:visible").first  # Predict is the first screen
-        examples = panel.locator(".gallery img, button img")
-        photos = [src for src in (img.get_attribute("src") for img in examples.all()) if src and "examples" in src
-                  or src and ("flowers5-" in src or "cifar10-" in src)]
+        examples = panel.locator("img[src*='flowers5-'], img[src*='cifar10-']")
+        examples.nth(3).wait_for()  # at least four example photos, from examples/ (no ../shared here)
+        photos = {img.get_attribute("src").rsplit("/", 1)[-1] for img in examples.all()}
         assert len(photos) >= 4, photos
         for name, classes, knows in (("flowers5-sunflowers", FLOWERS, "Knows 5 classes"),
                                      ("cifar10-ship", CIFAR10, "Knows 10 classes"),
