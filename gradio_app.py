@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import hashlib
 import io
+import html
 import os
 import re
 import secrets
@@ -37,6 +38,7 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageOps
 
 from alexnet_core import data as studio_data
+from alexnet_core import imagenet
 from alexnet_core.checkpoints import list_checkpoints, read_metadata
 from alexnet_core.devices import available_devices, resolve_device
 from alexnet_core.evaluate import TTA_CHOICES as EVAL_TTA_CHOICES
@@ -50,8 +52,9 @@ from alexnet_core.train import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
 from alexnet_core.uploads import MAX_TOTAL_BYTES, UploadError, check_dataset, dataset_root, extract_zip
 
 REPO = Path(__file__).resolve().parent
-# The data sets that sit beside the repo on the development machines (see ../shared/data/README.md).
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The data sets that sit beside the repo on the development machines (see ../shared/data/README.md); the tests'
+# variable moves it (a path that does not exist gives the app as a fresh clone or a Space has it).
+SHARED_DATA = Path(os.environ.get("ALEXNET_STUDIO_SHARED_DATA", REPO.parent / "shared" / "data"))
 RUNS_DIR = STUDIO_HOME / "runs"
 UPLOADS_DIR = STUDIO_HOME / "uploads"
 
@@ -59,10 +62,17 @@ UPLOADS_DIR = STUDIO_HOME / "uploads"
 COMPARED_SIZES = (224, 32)
 # Rows that never change a shape; hiding them keeps two tables readable side by side.
 HIDDEN_TYPES = ("ReLU", "Dropout")
-# Opens on torchvision's net so that the first view has a table (the paper's net fits neither 224 nor 32),
-# with the custom size at the paper's 227.
-DEFAULT_MODEL = "alexnet_torchvision"
-DEFAULT_CUSTOM_SIZE = 227
+# The tab opens on the paper's AlexNet beside its CIFAR-10 adaptation, each at its own input size (227, 32).
+PAIR = ("alexnet", "alexnet_cifar")
+LARGE_MODELS = [name for name, spec in MODELS.items() if spec.input_size > 32]   # made for 224/227
+SMALL_MODELS = [name for name, spec in MODELS.items() if spec.input_size <= 32]  # made for 32
+# The variant looked at closer (its story, any size, the shape plot): the left one of the pair to start with,
+# and the custom size starts at its own size.
+DEFAULT_MODEL = PAIR[0]
+DEFAULT_CUSTOM_SIZE = MODELS[DEFAULT_MODEL].input_size
+# The pair's tables, narrow enough that two fit side by side on a 1400 px screen: the batch dimension, the
+# layer type (the name says it) and the MACs (in the heading's total) are left out.
+COMPACT_COLUMNS = ["Layer", "Output", "Params", "RF", "Arithmetic"]
 
 
 # --- Architecture tab -----------------------------------------------------------------------------------
@@ -90,6 +100,47 @@ def _size_result(model: str, size: int, batch_norm: bool) -> tuple[str, gr.Dataf
     return heading, gr.Dataframe(value=rows, headers=TABLE_COLUMNS, visible=True)
 
 
+def _compact_rows(summary) -> list[list[str]]:
+    return [[row.name, "×".join(map(str, row.output_shape[1:])), f"{row.params:,}", str(row.receptive_field),
+             row.arithmetic] for row in summary.layers if row.type not in HIDDEN_TYPES]
+
+
+def _own_size_table(model: str, batch_norm: bool) -> tuple[str, list[list[str]]]:
+    """One side of the pair: the variant at its own input size, a heading with its totals and its rows."""
+    spec = get_spec(model)
+    summary = summarize(model, spec.input_size, batch_norm=batch_norm)
+    heading = (f"#### {spec.title} at {spec.input_size}×{spec.input_size}\n\n"
+               f"`{model}` · {summary.total_params:,} parameters · {summary.total_macs:,} MACs · "
+               f"{spec.num_classes:,} classes")
+    return heading, _compact_rows(summary)
+
+
+def layer_table_html(rows: list[list[str]]) -> str:
+    """A plain HTML table (whole, never scrolled: the page decides its width); numbers right-aligned, only the
+    arithmetic wraps (CSS's .layers)."""
+    kinds = ["name", "shape", "num", "num", "arith"]
+    head = "".join(f"<th class='{kind}'>{html.escape(name)}</th>" for kind, name in zip(kinds, COMPACT_COLUMNS))
+    body = "".join("<tr>" + "".join(f"<td class='{kind}'>{html.escape(cell)}</td>" for kind, cell in zip(kinds, row))
+                   + "</tr>" for row in rows)
+    return f"<table class='layers'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def compare(large: str, small: str, batch_norm: bool = False) -> tuple[str, str, str, str]:
+    """The Architecture tab's first view: a variant made for 224/227 beside one made for 32, each at its own
+    size (the paper's AlexNet at 227, its CIFAR-10 adaptation at 32 to start with): a heading with the totals
+    and the layer table (HTML) of each."""
+    outputs: list = []
+    for model in (large, small):
+        heading, rows = _own_size_table(model, batch_norm)
+        outputs += [heading, layer_table_html(rows)]
+    return tuple(outputs)
+
+
+def own_size(model: str) -> int:
+    """The custom size a variant starts at: its own input size."""
+    return get_spec(model).input_size
+
+
 def architecture(model: str, custom_size: float | None, batch_norm: bool
                  ) -> tuple[str, str, gr.Dataframe, str, gr.Dataframe, str, Figure]:
     """Everything the Architecture tab shows: the variant's text, the 224 and 32 tables, the totals
@@ -115,36 +166,59 @@ def architecture(model: str, custom_size: float | None, batch_norm: bool
 
 def _architecture_tab(app: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown, gr.Button]:
     with gr.Tab("Architecture", id="architecture"):
+        with gr.Row(equal_height=False):
+            pair = []
+            for names, default, label in ((LARGE_MODELS, PAIR[0], "Made for 224/227"),
+                                          (SMALL_MODELS, PAIR[1], "Made for 32")):
+                # min_width: two tables side by side on a desktop, one above the other on a phone.
+                with gr.Column(min_width=520, elem_classes=["layer-table"]):
+                    choice = gr.Dropdown(choices=[(f"{name} — {MODELS[name].title}", name) for name in names],
+                                         value=default, label=label)
+                    heading = gr.Markdown()
+                    table = gr.HTML(label=f"Layers ({label.lower()})")
+                    pair.append((choice, heading, table))
+        gr.Markdown("### One variant closer: its story, any input size, the shapes layer by layer")
         with gr.Row():
             model = gr.Dropdown(
                 choices=[(f"{name} — {spec.title}", name) for name, spec in MODELS.items()],
-                value=DEFAULT_MODEL, label="Model", scale=3,
+                value=DEFAULT_MODEL, label="Model", scale=3, min_width=280,
             )
             batch_norm = gr.Checkbox(label="BatchNorm", value=False, scale=1)
             custom_size = gr.Number(value=DEFAULT_CUSTOM_SIZE, label="Custom size",
                                     precision=0, minimum=1, maximum=1024, scale=1)
         variant_text = gr.Markdown(label="Variant")
-        with gr.Row(equal_height=False):
-            tables = []
-            for size in COMPARED_SIZES:
-                with gr.Column():
-                    tables += [
-                        gr.Markdown(label=f"Totals at {size}"),
-                        gr.Dataframe(headers=TABLE_COLUMNS, label=f"Layers at {size}", interactive=False,
-                                     wrap=True),
-                    ]
         with gr.Row():
             layer = gr.Dropdown(label="Layer", scale=1)
             look = gr.Button("See what this layer sees in a photo (Inside tab) →", scale=2)
         custom_totals = gr.Markdown(label="Custom size totals")
-        plot = gr.Plot(label="Shapes layer by layer")
+        plot = gr.Plot(label="Shapes layer by layer", elem_classes=["mpl-figure"])
+        with gr.Accordion("This variant at 224 and at 32 (all columns)", open=False):
+            with gr.Row(equal_height=False):
+                tables = []
+                for size in COMPARED_SIZES:
+                    with gr.Column(min_width=520):
+                        tables += [
+                            gr.Markdown(label=f"Totals at {size}"),
+                            gr.Dataframe(headers=TABLE_COLUMNS, label=f"Layers at {size}", interactive=False,
+                                         wrap=True),
+                        ]
 
+    (large, large_heading, large_table), (small, small_heading, small_table) = pair
+    gr.on(triggers=[app.load, large.change, small.change, batch_norm.change], fn=compare,
+          inputs=[large, small, batch_norm], outputs=[large_heading, large_table, small_heading, small_table],
+          api_name=False)
+    # Picking a variant of the pair looks at it closer below, and the custom size starts at its own size.
+    for choice in (large, small):
+        choice.input(lambda name: (name, own_size(name)), inputs=choice, outputs=[model, custom_size],
+                     api_name=False)
+    model.input(own_size, inputs=model, outputs=custom_size, api_name=False)
     gr.on(
         triggers=[app.load, model.change, custom_size.change, batch_norm.change],
         fn=architecture,
         inputs=[model, custom_size, batch_norm],
         outputs=[variant_text, *tables, custom_totals, plot],
         api_name="summary",
+        trigger_mode="always_last",
     )
     gr.on(triggers=[app.load, model.change], fn=conv_layer_choices, inputs=model, outputs=layer, api_name=False)
     return model, layer, look
@@ -686,6 +760,38 @@ def default_checkpoint() -> str | None:
     return choices[0][1] if choices else None
 
 
+# torchvision's ImageNet AlexNet, offered in Predict and Inside beside the checkpoints (downloaded on first use).
+IMAGENET = "imagenet:alexnet_torchvision"
+IMAGENET_LABEL = (f"ImageNet · 1,000 classes · {imagenet.TOP1}% top-1 · torchvision's AlexNet "
+                  f"({imagenet.DOWNLOAD_MB} MB, downloaded on first use)")
+
+
+def model_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
+    """Predict's and Inside's list: the visitor's checkpoints, then the ImageNet AlexNet."""
+    return checkpoint_choices(owner) + [(IMAGENET_LABEL, IMAGENET)]
+
+
+def _predictor(choice: str):
+    """The Predictor for a checkpoint path or for IMAGENET (whose first use downloads its weights)."""
+    if choice == IMAGENET:
+        return imagenet.imagenet_predictor(PREDICT_DEVICE)
+    return get_predictor(choice, PREDICT_DEVICE)
+
+
+def knows_line(classes: list[str], shown: int = 12) -> str:
+    """What a model can answer, in one line: every class it knows (the first few of a long list), and that any
+    other photo still gets one of them."""
+    names = ", ".join(classes[:shown]) + (f", … and {len(classes) - shown:,} more" if len(classes) > shown else "")
+    return f"**Knows {len(classes):,} classes:** {names}; any other photo gets the nearest of them."
+
+
+def refresh_predict_choices(current: str | None, visitor: str | None = None, request: gr.Request = None
+                            ) -> gr.Dropdown:
+    """Predict's list as it is now (a run may have finished), keeping the selection where it still exists."""
+    choices = model_choices(owner_of(visitor, request))
+    return gr.Dropdown(choices=choices, value=current if current in dict(choices).values() else default_checkpoint())
+
+
 def refresh_checkpoints(current: str | None, visitor: str | None = None, request: gr.Request = None) -> gr.Dropdown:
     """The visitor's checkpoint list as it is now (a run may have finished), keeping the selection where it
     still exists."""
@@ -744,7 +850,7 @@ def upload_checkpoint(file: str | None, visitor: str | None = None, request: gr.
     target_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(file, target)
     gr.Info(f"{name} is now in your Checkpoint lists (Predict, Evaluate, Inside).")
-    return gr.Dropdown(choices=checkpoint_choices(owner), value=str(target))
+    return gr.Dropdown(choices=model_choices(owner), value=str(target))  # Predict's list
 
 
 # --- Predict tab ----------------------------------------------------------------------------------------
@@ -835,23 +941,27 @@ def _readable(error: Exception, image) -> str:
 
 
 def predict_image(image: Image.Image | str | None, checkpoint: str | None = None, k: float = 5,
-                  tta: str = "none", visitor: str | None = None, request: gr.Request = None
+                  tta: str = "none", visitor: str | None = None, request: gr.Request = None,
+                  progress=gr.Progress(track_tqdm=True)  # the ImageNet download's bar
                   ) -> tuple[dict | None, str, tuple[Prediction, studio_data.Preprocess] | None]:
-    """The top-k classes (for gr.Label) and a line with the inference time; and the prediction with its
-    preprocessing, kept for ``prediction_details`` (a gr.State). gr.Error with one sentence for what cannot
-    be used (not an image, a bad checkpoint, k or tta)."""
+    """The top-k classes (for gr.Label) and what the model knows with the inference time; and the prediction
+    with its preprocessing, kept for ``prediction_details`` (a gr.State). gr.Error with one sentence for what
+    cannot be used (not an image, a bad checkpoint, k or tta)."""
     if image is None:
         return None, PREDICT_PROMPT, None
-    path = _listed_checkpoint(checkpoint, owner_of(visitor, request))
+    owner = owner_of(visitor, request)
+    path = _listed_checkpoint(checkpoint, owner, model_choices(owner) if checkpoint else None)
     if path is None:
         return None, NO_CHECKPOINT, None
     try:
-        predictor = get_predictor(path, PREDICT_DEVICE)
+        predictor = _predictor(path)
         prediction = predictor.predict(image, k=k, tta=tta)
     except ValueError as error:  # not an image, a bad checkpoint, a bad k or tta: one sentence each
         raise gr.Error(_readable(error, image)) from None
+    source = "torchvision's ImageNet weights" if path == IMAGENET else f"`{Path(path).name}`"
     info = (f"{1000 * prediction.seconds:.1f} ms on {PREDICT_DEVICE} (decode, preprocess, forward, softmax) · "
-            f"{TTA_LABELS[prediction.tta]} · {predictor.meta['model']} from `{Path(path).name}`")
+            f"{TTA_LABELS[prediction.tta]} · {predictor.meta['model']} from {source}\n\n"
+            f"{knows_line(predictor.classes)}")
     return dict(prediction.top), info, (prediction, predictor.pre)
 
 
@@ -869,21 +979,42 @@ def prediction_details(shown: tuple[Prediction, studio_data.Preprocess] | None) 
     return bars, network_view(prediction, pre)
 
 
-# One photo per flower class and a few CIFAR-10 test images, read where ../shared/data is present (the data
-# sets' images are not copied into the repository); photos a user drops into examples/ show as well.
-SHARED_EXAMPLES = ("flowers5/val/daisy/10437929963_bc13eebe0c.jpg",
-                   "flowers5/val/dandelion/11768468623_9399b5111b_n.jpg",
-                   "flowers5/val/roses/10503217854_e66a804309.jpg",
-                   "flowers5/val/sunflowers/12471791574_bb1be83df4.jpg",
-                   "flowers5/val/tulips/116343334_9cb4acdc57_n.jpg",
-                   "cifar10/test/cat/0000.jpg", "cifar10/test/ship/0000.jpg", "cifar10/test/automobile/0000.jpg")
+# The photos in examples/ travel with the app (credited in examples/README.md). A name that starts with a data
+# set's name goes with the shipped checkpoint trained on it, so that clicking a flower selects the flowers net.
+EXAMPLE_CHECKPOINTS = {"flowers5-": "flowers.safetensors", "cifar10-": "cifar10.safetensors"}
 
 
 def _example_photos() -> list[list[str]]:
-    own = sorted(EXAMPLES_DIR.iterdir()) if EXAMPLES_DIR.is_dir() else []
-    shared = [SHARED_DATA / name for name in SHARED_EXAMPLES]
-    return [[str(path)] for path in own + shared
-            if path.is_file() and path.suffix.lower() in EXAMPLE_SUFFIXES]
+    """[photo, checkpoint] for each photo in examples/: its data set's shipped checkpoint where that is here,
+    else the default checkpoint (a photo a user drops in goes with the default)."""
+    photos = sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES) \
+        if EXAMPLES_DIR.is_dir() else []
+    rows = []
+    for photo in photos:
+        own = next((SHIPPED_DIR / name for prefix, name in EXAMPLE_CHECKPOINTS.items()
+                    if photo.name.startswith(prefix)), None)
+        checkpoint = str(own) if own is not None and own.is_file() else default_checkpoint()
+        if checkpoint is not None:
+            rows.append([str(photo), checkpoint])
+    return rows
+
+
+def example_checkpoint(evt: gr.SelectData) -> str | gr.Dropdown:
+    """The checkpoint that goes with the example photo just clicked."""
+    rows = _example_photos()
+    index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    return rows[index][1] if isinstance(index, int) and 0 <= index < len(rows) else gr.Dropdown()
+
+
+def _examples(image: gr.Image, checkpoint: gr.Dropdown) -> None:
+    """The example photos under a photo box (a row of thumbnails); clicking one puts the photo in and selects
+    the checkpoint that knows its class."""
+    rows = _example_photos()
+    if rows:
+        examples = gr.Examples([[photo] for photo, _ in rows], inputs=image, examples_per_page=12,
+                               label="Examples: click one (a flower picks the flowers checkpoint, a CIFAR-10 "
+                                     "image the CIFAR-10 one)")
+        examples.dataset.select(example_checkpoint, outputs=checkpoint, api_name=False)
 
 
 def _predict_tab(app: gr.Blocks, visitor: gr.State) -> gr.Dropdown:
@@ -891,13 +1022,12 @@ def _predict_tab(app: gr.Blocks, visitor: gr.State) -> gr.Dropdown:
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
                 image = photo_input(sources=["upload", "webcam", "clipboard"], label="Photo")
-                examples = _example_photos()
-                if examples:
-                    gr.Examples(examples, inputs=image, label="Examples: click one", examples_per_page=12)
                 # Custom values: the handler checks the visitor's own list (a run may have ended since the page
                 # loaded), which the dropdown's fixed choices cannot.
-                checkpoint = gr.Dropdown(choices=checkpoint_choices(), value=default_checkpoint(),
-                                         label="Checkpoint", allow_custom_value=True)
+                checkpoint = gr.Dropdown(choices=model_choices(), value=default_checkpoint(),
+                                         label="Checkpoint", allow_custom_value=True, render=False)
+                _examples(image, checkpoint)
+                checkpoint.render()
                 with gr.Accordion("Upload a checkpoint (.safetensors made by AlexNet Studio)", open=False):
                     checkpoint_file = gr.File(label="Checkpoint", file_types=[".safetensors"], type="filepath")
                 with gr.Row():
@@ -905,16 +1035,16 @@ def _predict_tab(app: gr.Blocks, visitor: gr.State) -> gr.Dropdown:
                     tta = gr.Radio(list(TTA_LABELS), value="none", label="Test-time augmentation")
             with gr.Column(scale=1):
                 top = gr.Label(num_top_classes=10, label="Top classes")
+                info = gr.Markdown(PREDICT_PROMPT, elem_id="predict-info")
                 bars = gr.BarPlot(_empty_bars(), x="class", y="probability", sort="-y", y_lim=[0, 1],
-                                  title="Probability of each class", height=260)
-                info = gr.Markdown(PREDICT_PROMPT)
+                                  title="Probability of each class", height=260, x_label_angle=-45)
                 view = gr.Image(label="What the network sees (after preprocessing)", format="png",
                                 interactive=False, height=260)
         # Inside the Tab: a component left directly under gr.Tabs shifts the browser's tab order by one,
         # and a later tab then takes the place of the one after it (tests/test_app_layout.py).
         shown = gr.State()
 
-    tab.select(refresh_checkpoints, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
+    tab.select(refresh_predict_choices, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
     checkpoint_file.upload(upload_checkpoint, inputs=[checkpoint_file, visitor], outputs=checkpoint, api_name=False)
     gr.on(
         triggers=[image.change, checkpoint.change, k.change, tta.change],
@@ -1011,7 +1141,7 @@ def _evaluate_tab(app: gr.Blocks, visitor: gr.State) -> tuple[gr.Dropdown, gr.Dr
         summary = gr.Markdown("Pick a checkpoint and data, then Evaluate.")
         with gr.Row(equal_height=False):
             table = gr.Dataframe(label="Accuracy per class", interactive=False)
-            matrix = gr.Plot(label="Confusion matrix")
+            matrix = gr.Plot(label="Confusion matrix", elem_classes=["mpl-figure"])
         gallery = gr.Gallery(label="Most confidently wrong", columns=6, height="auto", object_fit="contain")
 
     tab.select(refresh_checkpoints, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
@@ -1041,9 +1171,9 @@ INSIDE_PROMPT = "Upload a photo to see what each conv layer sees and where the n
 
 
 def inside_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
-    """Every checkpoint of the visitor's, then every variant with random weights (to compare with what training
-    learnt)."""
-    return checkpoint_choices(owner) + [(f"untrained {name} (random weights)", UNTRAINED + name) for name in MODELS]
+    """The visitor's checkpoints, the ImageNet AlexNet, then every variant with random weights (to compare with
+    what training learnt)."""
+    return model_choices(owner) + [(f"untrained {name} (random weights)", UNTRAINED + name) for name in MODELS]
 
 
 @functools.lru_cache(maxsize=2)  # the paper's nets take a quarter of a second to build
@@ -1057,7 +1187,7 @@ def _inside_model(choice: str):
     """(model, metadata) for a choice; checkpoints come from Predict's cache (reloaded when the file changes)."""
     if choice.startswith(UNTRAINED):
         return _untrained(choice[len(UNTRAINED):])
-    predictor = get_predictor(choice, PREDICT_DEVICE)
+    predictor = _predictor(choice)
     return predictor.model, predictor.meta
 
 
@@ -1071,7 +1201,8 @@ def class_choices(choice: str | None) -> gr.Dropdown:
 
 
 def explain_photo(image: Image.Image | str | None, checkpoint: str | None = None, target: str | None = PREDICTED,
-                  layer: str | None = None, visitor: str | None = None, request: gr.Request = None
+                  layer: str | None = None, visitor: str | None = None, request: gr.Request = None,
+                  progress=gr.Progress(track_tqdm=True)  # the ImageNet download's bar
                   ) -> tuple[dict | None, Image.Image | None, Image.Image | None, list, str]:
     """Top classes, Grad-CAM over the photo, conv1's filters, a gallery of each conv layer's most active
     channels, and a line that says which class Grad-CAM explains; gr.Error with the sentence that says what is
@@ -1093,7 +1224,8 @@ def explain_photo(image: Image.Image | str | None, checkpoint: str | None = None
     except ValueError as error:  # not an image, a bad checkpoint, an unknown class: one sentence each
         raise gr.Error(_readable(error, image)) from None
     info = (f"Grad-CAM explains **{result.target_name}** · {time.perf_counter() - start:.2f} s on the CPU · "
-            f"{meta['model']} · each tile is one channel, normalised on its own (dark: quiet, bright: active)")
+            f"{meta['model']} · each tile is one channel, normalised on its own (dark: quiet, bright: active)"
+            f"\n\n{knows_line(meta['classes'])}")
     gallery = [(grid.image, grid.label) for grid in result.activations]
     layers = [grid.layer for grid in result.activations]
     if layer in layers:
@@ -1108,18 +1240,36 @@ def conv_layer_choices(model: str) -> gr.Dropdown:
     return gr.Dropdown(choices=names, value=names[-1] if names else None)
 
 
-def show_layer_inside(model: str, layer: str | None, checkpoint: str | None, image):
+def show_layer_inside(model: str, layer: str | None, checkpoint: str | None, image, visitor: str | None = None):
     """The Architecture tab's link: opens the Inside tab on ``layer`` of ``model`` — with a checkpoint of that
     variant where there is one, else the untrained variant — and an example photo if none is there yet."""
     if not (checkpoint and not checkpoint.startswith(UNTRAINED) and _checkpoint_model(checkpoint) == model):
-        trained = [path for _, path in checkpoint_choices() if _checkpoint_model(path) == model]
+        owner = owner_of(visitor)
+        trained = [path for _, path in checkpoint_choices(owner) if _checkpoint_model(path) == model]
+        if model == imagenet.MODEL and imagenet.is_downloaded():  # the real AlexNet, where it is already here
+            trained.append(IMAGENET)
         checkpoint = trained[0] if trained else UNTRAINED + model
-    if image is None and _example_photos():
-        image = Image.open(_example_photos()[0][0])
-    return gr.Tabs(selected="inside"), gr.Dropdown(choices=inside_choices(), value=checkpoint), image, layer
+    if image is None:
+        image = _example_for(checkpoint)
+    return (gr.Tabs(selected="inside"), gr.Dropdown(choices=inside_choices(owner_of(visitor)), value=checkpoint),
+            image, layer)
+
+
+def _example_for(checkpoint: str) -> Image.Image | None:
+    """An example photo for the Architecture tab's link: one whose class the checkpoint knows, else a flower
+    (a real photo shows more in every layer than a 32x32 image), else none."""
+    rows = _example_photos()
+    fitting = [photo for photo, own in rows if own == checkpoint] or \
+        [photo for photo, _ in rows if Path(photo).name.startswith("flowers5-")] or [photo for photo, _ in rows]
+    if not fitting:
+        return None
+    with Image.open(fitting[0]) as opened:
+        return opened.convert("RGB")
 
 
 def _checkpoint_model(path: str) -> str | None:
+    if path == IMAGENET:
+        return imagenet.MODEL
     try:
         return read_metadata(path)["model"]
     except (ValueError, OSError):
@@ -1132,7 +1282,9 @@ def _inside_tab(app: gr.Blocks, visitor: gr.State) -> tuple[gr.Image, gr.Dropdow
             with gr.Column(scale=1):
                 image = photo_input(label="Photo")
                 checkpoint = gr.Dropdown(choices=inside_choices(), value=default_checkpoint(), label="Checkpoint",
-                                         allow_custom_value=True)
+                                         allow_custom_value=True, render=False)
+                _examples(image, checkpoint)
+                checkpoint.render()
                 # Any value, so that the API can name a class: explain_photo answers an unknown one with a
                 # sentence that lists the classes.
                 target = gr.Dropdown(choices=[PREDICTED], value=PREDICTED, label="Grad-CAM explains",
@@ -1170,21 +1322,25 @@ def build_app() -> gr.Blocks:
     summarize(DEFAULT_MODEL, get_spec(DEFAULT_MODEL).input_size)
     threading.Thread(target=_preload_shipped, name="preload-checkpoints", daemon=True).start()
     with gr.Blocks(title="AlexNet Studio") as app:
-        gr.Markdown("# AlexNet Studio\nInspect, train and use AlexNet and its variants.")
+        gr.Markdown("# AlexNet Studio\n**Drop a photo below, or click an example**, and a trained AlexNet says what "
+                    "it shows. Then look **Inside** it, compare its layers at 224 and at 32 in **Architecture**, "
+                    "or **Train** your own.", elem_id="intro")
         # Who this page's visitor is: a random id their browser keeps (encrypted, in localStorage), so that a
         # reload finds their run, uploads and checkpoints; gr.State hands it to each handler. Outside gr.Tabs.
         saved = gr.BrowserState(None, storage_key="alexnet-studio-visitor")
         visitor = gr.State(None)
         visited = app.load(remember_visitor, inputs=saved, outputs=[visitor, saved], api_name=False,
                            show_progress="hidden")
+        # Predict first: a visitor classifies a photo from the first screen, on a phone too (where only the first
+        # tabs fit in the bar and the rest hide behind "…").
         with gr.Tabs() as tabs:
-            model, layer, look = _architecture_tab(app)
-            train_data, zip_file, upload_note = _train_tab(app, visitor, visited)
             predict_checkpoint = _predict_tab(app, visitor)
-            evaluate_checkpoint_, evaluate_data = _evaluate_tab(app, visitor)
+            model, layer, look = _architecture_tab(app)
             image, checkpoint, focus, _ = _inside_tab(app, visitor)
+            train_data, zip_file, upload_note = _train_tab(app, visitor, visited)
+            evaluate_checkpoint_, evaluate_data = _evaluate_tab(app, visitor)
         # The Architecture tab links each layer to its activations in the Inside tab.
-        look.click(show_layer_inside, inputs=[model, layer, checkpoint, image],
+        look.click(show_layer_inside, inputs=[model, layer, checkpoint, image, visitor],
                    outputs=[tabs, checkpoint, image, focus], api_name=False)
         # Then the visitor's own lists (a reload included), and their run if one is going.
         visited.then(visitor_lists, inputs=[visitor, predict_checkpoint, evaluate_checkpoint_, checkpoint],
@@ -1208,8 +1364,9 @@ def visitor_lists(visitor: str | None, predict: str | None, evaluate: str | None
         return current if current in paths else default_checkpoint()
 
     inside_list = inside_choices(owner)
+    predict_list = model_choices(owner)
     return (gr.Dropdown(choices=data), gr.Dropdown(choices=data),
-            gr.Dropdown(choices=checkpoints, value=keep(predict)), gr.Dropdown(choices=checkpoints, value=keep(evaluate)),
+            gr.Dropdown(choices=predict_list, value=predict if predict in {p for _, p in predict_list} else keep(predict)), gr.Dropdown(choices=checkpoints, value=keep(evaluate)),
             gr.Dropdown(choices=inside_list, value=inside if inside in {p for _, p in inside_list} else keep(inside)))
 
 
@@ -1220,10 +1377,35 @@ CONCURRENCY = int(os.environ.get("ALEXNET_STUDIO_CONCURRENCY", "2"))
 MAX_UPLOAD = os.environ.get("ALEXNET_STUDIO_MAX_UPLOAD", "200mb")
 
 
+# Phones and dark pages (tests/test_browser.py looks at both):
+# - matplotlib draws on white; on a dark page its figures are inverted (hue kept), so they are dark too;
+# - tables wrap long cells instead of pushing the page sideways; a figure never grows wider than its box.
+CSS = """
+.dark .mpl-figure img { filter: invert(0.88) hue-rotate(180deg); }
+.mpl-figure img { max-width: 100%; height: auto; }
+.layers { width: 100%; border-collapse: collapse; font-size: 14px; }
+.layers th, .layers td { padding: 3px 6px; text-align: left; vertical-align: top; white-space: nowrap;
+                         border-bottom: 1px solid var(--border-color-primary); }
+.layers .num { text-align: right; font-variant-numeric: tabular-nums; }
+.layers td.arith { white-space: normal; font-family: var(--font-mono); font-size: 0.9em; }
+@media (max-width: 640px) { .layers { font-size: 11.5px; } .layers th, .layers td { padding: 2px 3px; } }
+#intro p { margin: 0.2em 0; }
+@media (max-width: 640px) {
+  /* a checkbox squeezed between number fields on a phone: give it room and let the row wrap */
+  .row { flex-wrap: wrap; }
+  .block:has(input[type=checkbox]) { min-width: min(150px, 100%) !important; }
+  /* a long accordion title wraps, and its ▼ stays inside the box */
+  .label-wrap > span:not(.icon) { white-space: normal; text-align: left; flex: 1 1 auto; min-width: 0; }
+  .label-wrap > .icon { flex-shrink: 0; margin-right: 6px; }  /* turned 90°, it juts out by a few pixels */
+}
+"""
+
+
 def launch(app: gr.Blocks | None = None, **kwargs) -> gr.Blocks:
     """Queues and serves the app (GRADIO_SERVER_NAME, GRADIO_SERVER_PORT and GRADIO_ROOT_PATH apply)."""
     app = app or build_app()
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=100)
+    kwargs.setdefault("css", CSS)
     app.launch(max_file_size=MAX_UPLOAD, **kwargs)
     return app
 

@@ -24,6 +24,7 @@ import os
 import pickle
 import platform
 import random
+import re
 import secrets
 import warnings
 from collections.abc import Iterator
@@ -660,7 +661,7 @@ class CheckpointInfo:
     """One usable checkpoint, as the app lists it."""
 
     path: Path
-    name: str  # a label for dropdowns, e.g. "cifar10 — alexnet_cifar_small_20250101 — 91.2% val"
+    name: str  # a label for dropdowns, e.g. "CIFAR-10 · 10 classes · 91.2% val · alexnet_cifar_small-cifar10-20250101"
     model: str
     classes: list[str]
     best_val_acc: float | None  # a fraction, 0–1
@@ -671,15 +672,38 @@ def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# Data sources as a person names them; a folder is known by its last part ("../shared/data/cifar10" → CIFAR-10).
+DATA_TITLES = {"cifar10": "CIFAR-10", "flowers": "Flowers", "flowers5": "Flowers", "fashion-mnist": "Fashion-MNIST"}
+# The line of a model card (cards.py) that holds the plain top-1 on the test split.
+_CARD_TEST = re.compile(r"\*\*Top-1 on the test split \([\d,]+ images\): ([\d.]+)%\*\*")
+
+
+def _card_test_accuracy(path: Path) -> float | None:
+    """The plain test top-1 (a percentage) from the checkpoint's model card, cards/<name>.md beside it."""
+    try:
+        match = _CARD_TEST.search((path.parent / "cards" / f"{path.stem}.md").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
+    return float(match.group(1)) if match else None
+
+
 def _label(path: Path, meta: dict) -> str:
+    """What a checkpoint is, for a person: "CIFAR-10 · 10 classes · 89.5% test" (test top-1 from its model
+    card), or "… · 70.5% val · run-name" for a run without a card (best validation accuracy)."""
     # A run directory's name says more than "best"; any other file is known by its own name.
     run = path.parent.name if path.stem == "best" and path.parent.name else path.stem
-    data = meta.get("data")  # a source name ("cifar10") or a folder, known by its last part
-    parts = [Path(str(data)).name if data else None, run]
-    acc = meta.get("best_val_acc")
-    if _is_finite_number(acc):
+    data = Path(str(meta.get("data") or "")).name  # a source name ("cifar10") or a folder's last part
+    title = DATA_TITLES.get(data, data)
+    n = meta["num_classes"]
+    parts = [title, f"{n:,} class{'es' if n != 1 else ''}"]
+    test, acc = _card_test_accuracy(path), meta.get("best_val_acc")
+    if test is not None:
+        parts.append(f"{test:g}% test")
+    elif _is_finite_number(acc):
         parts.append(f"{100 * acc:.1f}% val")
-    return " — ".join(str(p) for p in parts if p)
+    if re.sub(r"\W|_", "", run).lower() not in (re.sub(r"\W|_", "", title).lower(), data.lower()):
+        parts.append(run)  # the file or run, unless it only repeats the data's name
+    return " · ".join(str(p) for p in parts if p)
 
 
 def list_checkpoints(*dirs: str | os.PathLike, recursive: bool = True) -> list[CheckpointInfo]:

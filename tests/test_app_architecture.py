@@ -44,3 +44,22 @@ def test_build_app_wires_the_summary_endpoint():
     assert "summary" in api_names
     labels = [getattr(block, "label", None) for block in app.blocks.values()]
     assert {"Model", "BatchNorm", "Custom size"} <= set(labels)
+
+
+def test_the_first_view_puts_the_papers_alexnet_beside_its_cifar10_adaptation():
+    # Issue 19: a variant made for 224/227 beside one made for 32, each at its own size, both with tables.
+    assert gradio_app.PAIR == ("alexnet", "alexnet_cifar")
+    large_heading, large_table, small_heading, small_table = gradio_app.compare(*gradio_app.PAIR)
+    assert "at 227×227" in large_heading and "62,378,344 parameters" in large_heading
+    assert "at 32×32" in small_heading and "6,616,714 parameters" in small_heading
+    assert "<td class='name'>conv1</td><td class='shape'>96×55×55</td>" in large_table
+    assert "(227 − 11 + 2·0) / 4 + 1 = 55" in large_table and "<td class='arith'>" in large_table
+    assert "<td class='name'>pool2</td><td class='shape'>256×3×3</td>" in small_table
+    assert "relu" not in large_table and "drop" not in small_table  # shape-preserving rows left out
+    assert set(gradio_app.SMALL_MODELS) >= {"alexnet_cifar", "alexnet_cifar_small", "alexnet_cifar_fast"}
+    assert "alexnet" in gradio_app.LARGE_MODELS and "alexnet_cifar" not in gradio_app.LARGE_MODELS
+
+
+def test_the_custom_size_starts_at_the_models_own_size():
+    assert gradio_app.DEFAULT_CUSTOM_SIZE == 227 == gradio_app.own_size("alexnet")
+    assert gradio_app.own_size("alexnet_cifar_fast") == 32 and gradio_app.own_size("alexnet_torchvision") == 224

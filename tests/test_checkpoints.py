@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -468,10 +469,29 @@ def test_list_checkpoints_finds_nested_runs_newest_first_and_skips_the_rest(tmp_
 
     found = list_checkpoints(tmp_path / "runs", tmp_path / "absent")
     assert [info.path for info in found] == [newer, older]
-    assert found[0].name == "cifar10 — cifar_b — 70.5% val"
+    assert found[0].name == "CIFAR-10 · 10 classes · 70.5% val · cifar_b"  # issue 19: labels a person reads
     assert found[0].model == SMALL and found[0].classes == CIFAR_CLASSES
     assert found[0].best_val_acc == pytest.approx(0.705)
     assert found[0].created and found[0].created.endswith("+00:00")
 
     assert list_checkpoints(tmp_path / "runs", recursive=False) == []
     assert [info.path for info in list_checkpoints(newer, tmp_path / "runs")] == [newer, older]
+
+
+def test_a_checkpoint_with_a_model_card_is_labelled_by_its_test_accuracy(tmp_path):
+    # Issue 19: "CIFAR-10 · 10 classes · 89.45% test", the number from the card's plain top-1 line.
+    path = save_checkpoint(tmp_path / "cifar10.safetensors", build_model(SMALL).state_dict(),
+                           small_meta(data="../shared/data/cifar10", best_val_acc=0.91))
+    assert list_checkpoints(path)[0].name == "CIFAR-10 · 10 classes · 91.0% val"
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "cifar10.md").write_text(
+        "- **Top-1 on the test split (10,000 images): 89.45%**; with flip test-time augmentation 89.99%\n")
+    assert list_checkpoints(path)[0].name == "CIFAR-10 · 10 classes · 89.45% test"
+
+
+def test_the_shipped_checkpoints_have_labels_a_person_reads():
+    labels = {info.path.name: info.name for info in list_checkpoints(Path(__file__).parents[1] / "checkpoints")}
+    if not labels:
+        pytest.skip("no shipped checkpoints in this checkout")
+    assert re.fullmatch(r"CIFAR-10 · 10 classes · \d\d\.\d+% test", labels["cifar10.safetensors"]), labels
+    assert re.fullmatch(r"Flowers · 5 classes · \d\d\.\d+% test", labels["flowers.safetensors"]), labels

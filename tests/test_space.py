@@ -67,7 +67,7 @@ def test_the_front_matter_is_a_valid_space_card():
     # A string: unquoted, YAML reads 3.10 as the number 3.1.
     version = meta["python_version"]
     assert isinstance(version, str) and re.fullmatch(r"3\.\d+", version), version
-    assert tuple(map(int, version.split("."))) >= (3, 10)  # the README's "Python 3.10 or newer"
+    assert tuple(map(int, version.split("."))) >= (3, 11)  # the README's "Python 3.11 or newer"
     assert meta.get("suggested_hardware", "cpu-basic") == "cpu-basic"  # the free tier is what we aim for
 
 
