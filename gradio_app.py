@@ -614,16 +614,29 @@ def _duration(seconds: float | None) -> str:
         f"{seconds // 60} min {seconds % 60:02d} s"
 
 
+LOSS_CURVES = ("train (per step)", "validation")
+ACCURACY_CURVES = ("train", "validation")
+
+
+def _curves_frame(rows: list[dict] | None, x: str, y: str, curves: tuple[str, ...]) -> pd.DataFrame:
+    """A chart's rows with typed columns, and one empty (NaN) row for each curve that has no value yet.
+
+    Typed, empty or not: an untyped empty frame makes the plot's axes categorical for good (every loss value its
+    own label and no line). The NaN rows, which Vega leaves out, name every curve from the first frame on:
+    Gradio's LinePlot fixes its colours to the curves in the first data it draws and never adds one, so a curve
+    missing then would never be drawn."""
+    rows = list(rows or [])
+    present = {row["curve"] for row in rows}
+    rows += [{x: 0, y: float("nan"), "curve": curve} for curve in curves if curve not in present]
+    return pd.DataFrame(rows, columns=[x, y, "curve"]).astype({x: "int64", y: "float64", "curve": "object"})
+
+
 def _loss_frame(rows: list[dict] | None = None) -> pd.DataFrame:
-    # Typed columns, empty or not: an untyped empty frame makes the plot's axes categorical for good (every
-    # loss value its own label and no line), on the first visitor's page of a fresh server.
-    return pd.DataFrame(rows or [], columns=["step", "loss", "curve"]).astype(
-        {"step": "int64", "loss": "float64", "curve": "object"})
+    return _curves_frame(rows, "step", "loss", LOSS_CURVES)
 
 
 def _accuracy_frame(rows: list[dict] | None = None) -> pd.DataFrame:
-    return pd.DataFrame(rows or [], columns=["epoch", "accuracy", "curve"]).astype(
-        {"epoch": "int64", "accuracy": "float64", "curve": "object"})
+    return _curves_frame(rows, "epoch", "accuracy", ACCURACY_CURVES)
 
 
 def for_the_page(message: str) -> str:
@@ -651,10 +664,11 @@ def training_view(s: RunSnapshot) -> tuple[str, pd.DataFrame, pd.DataFrame, str 
                          + (f" · checkpoint of run `{Path(s.best_path).parent.name}`: download it below; Predict, "
                             f"Evaluate and Inside list it for you" if s.best_path else ""))
         text = "\n\n".join(lines)
-    loss = _loss_frame([{"step": step, "loss": value, "curve": "train (per step)"} for step, value in s.steps]
-                       + [{"step": h["step"], "loss": h["val_loss"], "curve": "validation"} for h in s.history])
+    train_loss, val_loss = LOSS_CURVES
+    loss = _loss_frame([{"step": step, "loss": value, "curve": train_loss} for step, value in s.steps]
+                       + [{"step": h["step"], "loss": h["val_loss"], "curve": val_loss} for h in s.history])
     accuracy = _accuracy_frame([{"epoch": h["epoch"], "accuracy": h[key], "curve": label} for h in s.history
-                                for key, label in (("train_acc", "train"), ("val_acc", "validation"))])
+                                for key, label in zip(("train_acc", "val_acc"), ACCURACY_CURVES)])
     best = s.best_path if not s.active and s.best_path and Path(s.best_path).is_file() else None
     return text, loss, accuracy, best
 
@@ -1406,6 +1420,9 @@ def launch(app: gr.Blocks | None = None, **kwargs) -> gr.Blocks:
     app = app or build_app()
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=100)
     kwargs.setdefault("css", CSS)
+    # The Train tab hands a run's best checkpoint to a DownloadButton; Gradio serves files only from folders it
+    # is told of (a visitor's folder is named by a hash of their secret id, so nobody else can name it).
+    kwargs.setdefault("allowed_paths", [str(VISITORS_DIR), str(RUNS_DIR)])
     app.launch(max_file_size=MAX_UPLOAD, **kwargs)
     return app
 

@@ -126,6 +126,10 @@ def _loss_axis(panel) -> str:
     """The loss plot's y axis as Vega describes it (SVG renderer: aria-label on the axis group)."""
     plot = panel.locator(".vega-embed").first
     plot.locator("g.mark-line path").first.wait_for()  # a line is drawn
+    # ... in a colour of the legend, which names both curves (Gradio's LinePlot keeps the curves of its first
+    # data: an empty first frame left every line without a colour, and so invisible).
+    legend = plot.locator("g[aria-label^='Symbol legend']").first.get_attribute("aria-label")
+    assert "train (per step)" in legend and "validation" in legend, legend
     return plot.locator("g[aria-label^='Y-axis']").first.get_attribute("aria-label")
 
 
