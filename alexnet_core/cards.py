@@ -73,7 +73,7 @@ def model_card(path: str | Path, results: dict[str, EvalResult], split: str, con
     lines += [
         f"- Machine: {meta.get('machine', '?')}; device {meta.get('device', '?')}; mixed precision "
         f"{meta.get('mixed_precision') or config.get('amp', '?')}",
-        f"- Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v),
         "",
         "Command:",
         "",

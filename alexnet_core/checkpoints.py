@@ -28,7 +28,7 @@ import secrets
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .models import MODELS, build_model, get_spec
+from .models import MODELS, build_model
 
 FORMAT = "alexnet-studio/1"
 METADATA_KEY = "alexnet_studio"  # the header key that holds our metadata as one JSON string
@@ -156,7 +156,7 @@ def model_meta(model_name: str, *, batch_norm: bool, num_classes: int, in_channe
         "in_channels": in_channels,
         "classes": list(classes),
         "preprocess": dict(preprocess),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": library_versions(),
         **extra,
     }

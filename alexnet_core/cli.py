@@ -11,11 +11,15 @@ import argparse
 import json
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 import torch
 
 from .models import MODELS, count_params, get_spec
 from .summary import format_table, summarize, to_json
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
 
 EXIT_USER_ERROR = 2  # the status argparse itself uses for bad arguments
 
@@ -67,8 +71,8 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 # ---- train -----------------------------------------------------------------------------------------------
 
 def _add_train_parser(sub) -> None:
-    from .train import AMP_CHOICES, FLIPS, OPTIMIZERS, RECIPES, SCHEDULES
     from .devices import DEVICE_CHOICES
+    from .train import AMP_CHOICES, FLIPS, OPTIMIZERS, RECIPES, SCHEDULES
 
     p = sub.add_parser("train", help="train a variant; writes best.safetensors and a resumable last.safetensors",
                        description="Train a variant. Settings left out come from --recipe, then from the defaults "
@@ -97,7 +101,8 @@ def _add_train_parser(sub) -> None:
                    help="random: each image mirrored with probability 1/2; alternating: half mirrored once, then every "
                         "image every other epoch (airbench)")
     p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
-                   help="start conv1 as a whitening of the training patches and keep it frozen (airbench's first layer)")
+                   help="start conv1 as a whitening of the training patches and keep it frozen "
+                        "(airbench's first layer)")
     p.add_argument("--tta", choices=("none", "flip"), help="test-time augmentation when validating")
     p.add_argument("--val-fraction", type=float, help="share of train held out for validation when there is no val/")
     p.add_argument("--test-fraction", type=float,
@@ -109,7 +114,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--amp", choices=AMP_CHOICES, help="mixed precision (auto: where the device gains from it)")
     p.add_argument("--max-steps", type=int, help="end after this many steps (still validates and saves)")
-    p.add_argument("--time-limit", type=float, help="end after this many seconds of training (still validates and saves)")
+    p.add_argument("--time-limit", type=float,
+                   help="end after this many seconds of training (still validates and saves)")
     p.add_argument("--out", help="run directory (default: runs/<model>-<data>-<time>)")
     p.add_argument("--resume", help="a run directory to continue where it stopped")
     p.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
@@ -117,7 +123,7 @@ def _add_train_parser(sub) -> None:
     p.set_defaults(run=_cmd_train)
 
 
-def _train_config(args) -> tuple["TrainConfig", set[str]]:
+def _train_config(args) -> tuple[TrainConfig, set[str]]:
     """The config the flags ask for, and the settings given (typed flags and the recipe's): a resumed run
     takes every other setting from the run it continues."""
     from .train import RECIPES, TrainConfig
@@ -174,7 +180,8 @@ def _cmd_train(args) -> int:
                            f"{event.wall_time_s:.0f} s of training")
 
     command = "python -m alexnet_core " + shlex.join(sys.argv[1:])
-    end = train(cfg, on_event, stop, command, given=given)  # a bad setting raises ValueError before any work: main reports it
+    # A bad setting raises ValueError before any work: main reports it.
+    end = train(cfg, on_event, stop, command, given=given)
     return 1 if end.status == "failed" else 0
 
 

@@ -25,9 +25,9 @@ import hashlib
 import io
 import os
 import tarfile
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import PIL
@@ -601,7 +601,8 @@ def _cached_decode(files: _FileList, pre: Preprocess, cache_dir: Path,
 # --- The public entry points ---------------------------------------------------------------------------
 
 def load_split(source: str, split: str, pre: Preprocess, *, val_fraction: float = 0.1, seed: int = 0,
-               test_fraction: float = 0.0, limit: int | None = None, root: str | Path | None = None, cache_dir: str | Path | None = None,
+               test_fraction: float = 0.0, limit: int | None = None, root: str | Path | None = None,
+               cache_dir: str | Path | None = None,
                memory_limit_bytes: int = 4 << 30,
                progress: Callable[[int, int], None] | None = None) -> ImageData | StreamingData:
     """One split ("train", "val" or "test") of a source, in memory when it fits, else streaming.

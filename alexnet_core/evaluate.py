@@ -71,7 +71,7 @@ def _probabilities(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
     return probs
 
 
-def _network_input(images: torch.Tensor, pre: "data.Preprocess", tta: str, pad: int | None = None) -> torch.Tensor:
+def _network_input(images: torch.Tensor, pre: data.Preprocess, tta: str, pad: int | None = None) -> torch.Tensor:
     """The batch as the network takes it; for ten-crop, the ten views prediction uses (the same function
     makes them, with ``pad`` as its small-image padding), ten consecutive rows per image."""
     if tta != "ten-crop":
@@ -82,7 +82,7 @@ def _network_input(images: torch.Tensor, pre: "data.Preprocess", tta: str, pad: 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: "data.ImageData | data.StreamingData", pre: "data.Preprocess", *,
+def evaluate(model: nn.Module, split: data.ImageData | data.StreamingData, pre: data.Preprocess, *,
              device: torch.device | str = "cpu", tta: str = "none", batch_size: int = 256,
              channels_last: bool = True, pad: int | None = None) -> EvalResult:
     """Runs ``model`` over every image of ``split`` and collects what the metrics need. ``pad`` overrides
@@ -121,7 +121,7 @@ def evaluate_checkpoint(checkpoint: str | Path, source: str, split: str = "test"
 
 
 def load_for_evaluation(checkpoint: str | Path, source: str, split: str = "test", *, device: str = "cpu",
-                        limit: int | None = None) -> tuple[nn.Module, "data.Preprocess", "data.ImageData"]:
+                        limit: int | None = None) -> tuple[nn.Module, data.Preprocess, data.ImageData]:
     """A checkpoint's model and preprocessing, and ``split`` of ``source`` prepared for it.
 
     Validation and test splits carved from train are carved exactly as during training (same fractions

@@ -13,8 +13,8 @@ comes from), in the spirit of torchvision's weight enums and timm's ``pretrained
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as nnf

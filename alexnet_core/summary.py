@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import torch
 import torchinfo
@@ -112,7 +112,7 @@ def _geometry_of(name: str, layer: nn.Module) -> _Geometry:
     raise TypeError(f"summary.py does not know how {type(layer).__name__} ({name}) changes shapes")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _architecture(model: str) -> tuple[tuple[_Geometry, ...], str, int]:
     """The layers' geometry (features, then avgpool), the first Linear's name and its in_features."""
     with torch.device("meta"):
@@ -191,7 +191,7 @@ def _fits(model: str, side: int, conv1_padding: int | None = None) -> bool:
     return last.side >= 1 and last.channels * last.side**2 == expected
 
 
-@lru_cache(maxsize=None)
+@cache
 def fitting_sizes(model: str) -> tuple[int, ...]:
     """Every input size from 1 to MAX_INPUT_SIZE that the variant takes (a cheap analytic search)."""
     return tuple(n for n in range(1, MAX_INPUT_SIZE + 1) if _fits(model, n))

@@ -20,19 +20,18 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from . import checkpoints, data, memory
-from .devices import describe_device, resolve_device, supports_amp, synchronize
+from .devices import describe_device, resolve_device, supports_amp
 from .evaluate import evaluate
 from .models import MODELS, first_conv, get_spec, whiten_conv_
 
@@ -88,7 +87,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

@@ -1,7 +1,7 @@
 """How close memory.py's estimate is to what one training step really takes.
 
-    python bench/memory_estimate.py [--device cpu|cuda] [--amp auto|on|off] [--json]
-    python bench/memory_estimate.py --child MODEL BATCH [--device …] [--amp …]   # one measurement
+    python -m bench.memory_estimate [--device cpu|cuda] [--amp auto|on|off] [--json]
+    python -m bench.memory_estimate --child MODEL BATCH [--device …] [--amp …]   # one measurement
 
 Each measurement runs in a fresh process: it builds the model and optimizer as train() does, makes a batch of
 uint8 images at the store size, then measures one whole step (augmentation, forward, loss, backward,
@@ -23,12 +23,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from alexnet_core import data, memory  # noqa: E402
-from alexnet_core.devices import resolve_device  # noqa: E402
-from alexnet_core.models import get_spec  # noqa: E402
-from alexnet_core.train import TrainConfig, _autocast, amp_on, make_optimizer  # noqa: E402
+from alexnet_core import data, memory
+from alexnet_core.devices import resolve_device
+from alexnet_core.models import get_spec
+from alexnet_core.train import TrainConfig, _autocast, amp_on, make_optimizer
 
 CASES = [("alexnet_cifar_small", 8), ("alexnet_cifar_small", 256), ("alexnet_cifar", 256),
          ("alexnet_cifar_hires", 64), ("alexnet_flowers", 32), ("alexnet", 32), ("alexnet", 96)]
@@ -95,8 +93,9 @@ def main() -> None:
         return
     rows = []
     for model, batch in CASES:
-        out = subprocess.run([sys.executable, __file__, "--child", model, str(batch), "--device", args.device,
-                              "--amp", args.amp], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run([sys.executable, "-m", "bench.memory_estimate", "--child", model, str(batch),
+                              "--device", args.device, "--amp", args.amp],
+                             capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         if not args.json:
             r = rows[-1]

@@ -1,6 +1,6 @@
 """Screenshots of the app's tabs for the README: the real app in headless Chromium, driven by Playwright.
 
-    python docs/take_screenshots.py [--out docs/screenshots]
+    python -m docs.take_screenshots [--out docs/screenshots]
 
 Uses Debian's /usr/bin/chromium (no browser download). Starts the app on a free local port, visits each
 tab, and for Predict uploads an example photo first, so the pictures show the app doing its job.
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import argparse
 import socket
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -34,8 +32,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    import gradio_app
     from playwright.sync_api import sync_playwright
+
+    import gradio_app
 
     port = free_port()
     app = gradio_app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
