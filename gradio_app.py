@@ -40,7 +40,7 @@ from alexnet_core.plots import confusion_plot, shape_plot
 from alexnet_core.predict import Prediction, get_predictor, network_view
 from alexnet_core.runner import RUNNER, BusyError
 from alexnet_core.summary import TABLE_COLUMNS, SizeError, summarize, table_rows
-from alexnet_core.train import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
+from alexnet_core.config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
 from alexnet_core.uploads import UploadError, extract_zip
 
 REPO = Path(__file__).resolve().parent
@@ -250,7 +250,7 @@ def start_training(model: str, data: str, device: str, limit: float | None, epoc
                    label_smoothing: float, batch_norm: bool, whiten: bool = False) -> str:
     """Starts a run in the background (one at a time per app) and says so, or says why not."""
     try:
-        from alexnet_core.train import config_from_form  # one sentence per field of the wrong type or empty
+        from alexnet_core.config import config_from_form  # one sentence per field of the wrong type or empty
 
         config = config_from_form(
             model=model, data=data, device=device or "auto", limit=limit or None,

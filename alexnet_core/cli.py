@@ -19,7 +19,7 @@ from .models import MODELS, count_params, get_spec
 from .summary import format_table, summarize, to_json
 
 if TYPE_CHECKING:
-    from .train import TrainConfig
+    from .config import TrainConfig
 
 EXIT_USER_ERROR = 2  # the status argparse itself uses for bad arguments
 
@@ -71,8 +71,8 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 # ---- train -----------------------------------------------------------------------------------------------
 
 def _add_train_parser(sub) -> None:
+    from .config import AMP_CHOICES, FLIPS, OPTIMIZERS, RECIPES, SCHEDULES
     from .devices import DEVICE_CHOICES
-    from .train import AMP_CHOICES, FLIPS, OPTIMIZERS, RECIPES, SCHEDULES
 
     p = sub.add_parser("train", help="train a variant; writes best.safetensors and a resumable last.safetensors",
                        description="Train a variant. Settings left out come from --recipe, then from the defaults "
@@ -126,7 +126,7 @@ def _add_train_parser(sub) -> None:
 def _train_config(args) -> tuple[TrainConfig, set[str]]:
     """The config the flags ask for, and the settings given (typed flags and the recipe's): a resumed run
     takes every other setting from the run it continues."""
-    from .train import RECIPES, TrainConfig
+    from .config import RECIPES, TrainConfig
 
     explicit = {k: v for k, v in vars(args).items()
                 if k in TrainConfig.__dataclass_fields__ and v is not None}
@@ -140,7 +140,8 @@ def _cmd_train(args) -> int:
 
     from tqdm import tqdm
 
-    from .train import EndEvent, EpochEvent, StartEvent, StepEvent, train
+    from .events import EndEvent, EpochEvent, StartEvent, StepEvent
+    from .train import train
 
     cfg, given = _train_config(args)
     if not cfg.resume and (not args.model or not args.data):

@@ -17,9 +17,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from alexnet_core.devices import describe_device, resolve_device, synchronize
+from alexnet_core.config import TrainConfig
+from alexnet_core.devices import amp_on, describe_device, resolve_device, synchronize
 from alexnet_core.models import build_model
-from alexnet_core.train import TrainConfig, amp_on, make_optimizer
+from alexnet_core.optim import make_optimizer
 
 MODELS = ("alexnet_cifar_hires", "alexnet_cifar_fast")
 

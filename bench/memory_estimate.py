@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 
 from alexnet_core import data, memory
-from alexnet_core.devices import resolve_device
+from alexnet_core.config import TrainConfig
+from alexnet_core.devices import amp_on, autocast, resolve_device
 from alexnet_core.models import get_spec
-from alexnet_core.train import TrainConfig, _autocast, amp_on, make_optimizer
+from alexnet_core.optim import make_optimizer
 
 CASES = [("alexnet_cifar_small", 8), ("alexnet_cifar_small", 256), ("alexnet_cifar", 256),
          ("alexnet_cifar_hires", 64), ("alexnet_flowers", 32), ("alexnet", 32), ("alexnet", 96)]
@@ -62,7 +63,7 @@ def measure_step(model: str, batch: int, device: str = "cpu", amp: str = "auto")
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set
     x = data.train_transform(images, pre, torch.Generator(device=device).manual_seed(0))
     x = x.contiguous(memory_format=torch.channels_last)
-    with _autocast(device, amp):
+    with autocast(device, amp):
         loss = torch.nn.functional.cross_entropy(net(x).float(), labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -40,8 +40,8 @@ import torch
 from gradio_client import Client, handle_file
 
 import gradio_app
+from alexnet_core.devices import describe_machine
 from alexnet_core.runner import RUNNER
-from alexnet_core.train import _machine
 from tests.helpers import class_image, make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ def main() -> None:
             app.close()
     report = {
         "command": "python -m bench.predict_under_load " + " ".join(sys.argv[1:]),
-        "machine": _machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "machine": describe_machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "checkpoint": Path(gradio_app.default_checkpoint() or "").name, "photo": Path(args.photo).name,
         "training_run": {"model": args.model, "images": 3 * per_class, "batch_size": BATCH, "device": "cpu"},
         "predict_concurrency": getattr(gradio_app, "CONCURRENCY", 1),

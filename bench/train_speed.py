@@ -28,9 +28,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from alexnet_core import data
-from alexnet_core.devices import describe_device, resolve_device, synchronize
+from alexnet_core.config import TrainConfig
+from alexnet_core.devices import amp_on, describe_device, resolve_device, synchronize
+from alexnet_core.events import StepEvent
 from alexnet_core.models import build_model, get_spec
-from alexnet_core.train import StepEvent, TrainConfig, amp_on, make_optimizer, train
+from alexnet_core.optim import make_optimizer
+from alexnet_core.train import train
 
 MODEL, BATCH = "alexnet_cifar", 128
 

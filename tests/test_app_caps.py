@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import gradio_app
-from alexnet_core.train import TrainConfig
+from alexnet_core.config import TrainConfig
 from gradio_app import TrainingCaps
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from alexnet_core import data, memory
-from alexnet_core.train import ConfigError, TrainConfig, check_memory, train
+from alexnet_core.config import ConfigError, TrainConfig, check_memory
+from alexnet_core.train import train
 from tests.helpers import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,10 @@ import torch
 
 from alexnet_core import checkpoints, cli
 from alexnet_core.evaluate import evaluate_checkpoint
-from alexnet_core.train import (ConfigError, EndEvent, EpochEvent, StepEvent, TrainConfig, lr_factor,
-                                train)
+from alexnet_core.config import ConfigError, TrainConfig
+from alexnet_core.events import EndEvent, EpochEvent, StepEvent
+from alexnet_core.optim import lr_factor
+from alexnet_core.train import train
 from tests.helpers import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -342,7 +344,7 @@ def test_resumed_run_keeps_its_own_epochs_unless_the_command_overrides_them(tiny
 
 
 def test_resumed_run_refuses_to_change_what_its_state_depends_on(tiny_folder, tmp_path):
-    from alexnet_core.train import resumed_config
+    from alexnet_core.config import resumed_config
 
     end, _ = run(tiny_config(tiny_folder, tmp_path / "run", epochs=1))
     saved = checkpoints.read_train_extra(tmp_path / "run" / "last.safetensors")["config"]
