@@ -33,7 +33,7 @@ from PIL import Image, ImageOps
 from alexnet_core import data as studio_data
 from alexnet_core.checkpoints import list_checkpoints, read_metadata
 from alexnet_core.devices import available_devices, resolve_device
-from alexnet_core.evaluate import TTA_CHOICES as EVAL_TTA_CHOICES
+from alexnet_core.transforms import TTA_CHOICES as EVAL_TTA_CHOICES
 from alexnet_core.evaluate import EvalResult, evaluate_checkpoint
 from alexnet_core.models import MODELS, get_spec
 from alexnet_core.plots import confusion_plot, shape_plot

@@ -144,7 +144,7 @@ def model_meta(model_name: str, *, batch_norm: bool, num_classes: int, in_channe
     """Assembles and checks the metadata of a model checkpoint.
 
     ``preprocess`` holds at least ``input_size`` and one ``mean`` and ``std`` per input channel
-    (``data.Preprocess.to_dict()``). Anything in ``extra`` is kept as given; these keys are read when
+    (``transforms.Preprocess.to_dict()``). Anything in ``extra`` is kept as given; these keys are read when
     present: ``data`` (the data source), ``epochs``, ``history`` (a list of per-epoch metric dicts),
     ``best_val_acc`` (a fraction, 0–1), ``wall_time_s``, ``device`` and ``config``. ``created`` (UTC,
     ISO 8601) and ``versions`` are filled in.

@@ -73,6 +73,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 def _add_train_parser(sub) -> None:
     from .config import AMP_CHOICES, FLIPS, OPTIMIZERS, RECIPES, SCHEDULES
     from .devices import DEVICE_CHOICES
+    from .transforms import VALIDATION_TTA
 
     p = sub.add_parser("train", help="train a variant; writes best.safetensors and a resumable last.safetensors",
                        description="Train a variant. Settings left out come from --recipe, then from the defaults "
@@ -103,7 +104,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
                    help="start conv1 as a whitening of the training patches and keep it frozen "
                         "(airbench's first layer)")
-    p.add_argument("--tta", choices=("none", "flip"), help="test-time augmentation when validating")
+    p.add_argument("--tta", choices=VALIDATION_TTA, help="test-time augmentation when validating")
     p.add_argument("--val-fraction", type=float, help="share of train held out for validation when there is no val/")
     p.add_argument("--test-fraction", type=float,
                    help="share of train held out as the test split when there is no test/ (never trained on or "
@@ -189,13 +190,15 @@ def _cmd_train(args) -> int:
 # ---- evaluate --------------------------------------------------------------------------------------------
 
 def _add_evaluate_parser(sub) -> None:
+    from .transforms import TTA_CHOICES
+
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True,
                    help="cifar10, fashion-mnist, flowers, or an ImageFolder directory; a folder of your own "
                         "labelled photos (DIR/test/<class>/, DIR/val/<class>/ or DIR/<class>/) is measured whole")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
-    p.add_argument("--tta", choices=("none", "flip", "ten-crop"), default="none",
+    p.add_argument("--tta", choices=TTA_CHOICES, default="none",
                    help="test-time augmentation: the image, + its mirror image, or the paper's ten crops")
     p.add_argument("--limit", type=int)
     p.add_argument("--device", default="auto")
@@ -226,7 +229,7 @@ def _cmd_evaluate(args) -> int:
 # ---- predict ---------------------------------------------------------------------------------------------
 
 def _add_predict_parser(sub) -> None:
-    from .predict import TTA_CHOICES
+    from .transforms import TTA_CHOICES
 
     p = sub.add_parser("predict", help="the top classes of one or more images, by a checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
@@ -311,8 +314,9 @@ def _cmd_card(args) -> int:
     from .cards import model_card
     from .checkpoints import read_metadata
     from .devices import resolve_device
-    from .evaluate import TTA_CHOICES, evaluate, load_for_evaluation
+    from .evaluate import evaluate, load_for_evaluation
     from .plots import confusion_plot
+    from .transforms import TTA_CHOICES
 
     source = args.data or read_metadata(args.checkpoint).get("data")
     if not isinstance(source, str) or not source:

@@ -17,6 +17,7 @@ import torch
 from . import data, memory
 from .devices import amp_on, resolve_device
 from .models import MODELS, get_spec
+from .transforms import VALIDATION_TTA
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "plateau", "constant")
@@ -138,7 +139,7 @@ def check_config(cfg: TrainConfig) -> None:
     need(0 <= cfg.cutout <= 512, "Cutout must be between 0 (off) and 512 pixels.")
     need(cfg.warmup_epochs is None or 0 <= cfg.warmup_epochs <= cfg.epochs,
          "Warm-up must be between 0 and the number of epochs.")
-    need(cfg.tta in ("none", "flip"), "Validation test-time augmentation must be 'none' or 'flip'.")
+    need(cfg.tta in VALIDATION_TTA, "Validation test-time augmentation must be 'none' or 'flip'.")
     need(0 < cfg.val_fraction <= 0.5, "The validation fraction must be above 0 and at most 0.5.")
     need(0 <= cfg.test_fraction <= 0.5, "The test fraction must be at least 0 and at most 0.5.")
     need(cfg.limit is None or cfg.limit >= 2, "The image limit must be at least 2.")

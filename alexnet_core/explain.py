@@ -10,7 +10,7 @@ app's Inside tab and ``python -m alexnet_core explain`` show:
   or one the user picks;
 - the top-k prediction.
 
-The photo goes through ``data.decode_image`` and ``data.eval_transform``, the path prediction takes, so
+The photo goes through ``images.decode_image`` and ``transforms.eval_transform``, the path prediction takes, so
 what is explained is exactly what the network classifies. Feature maps are the ReLU outputs of each conv
 layer (conv, then BatchNorm where there is one, then ReLU), i.e. what the next layer reads.
 """
@@ -33,8 +33,10 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from . import data
+from .images import decode_image
 from .models import build_model, get_spec
 from .predict import network_view
+from .transforms import Preprocess, eval_transform
 
 __all__ = [
     "ExplainError", "ActivationGrid", "Explanation", "conv_layers", "feature_maps", "activation_grid",
@@ -289,7 +291,7 @@ def untrained_variant(name: str) -> tuple[nn.Module, dict]:
     return model, meta
 
 
-def explain(model: nn.Module, meta_or_pre: dict | data.Preprocess,
+def explain(model: nn.Module, meta_or_pre: dict | Preprocess,
             image: Image.Image | str | Path | bytes, *, target_class: int | str | None = None, k: int = 5,
             top_channels: int = 16, classes: list[str] | None = None) -> Explanation:
     """Activations of every conv layer, conv1's filters, Grad-CAM and the top-k prediction for one image.
@@ -298,16 +300,16 @@ def explain(model: nn.Module, meta_or_pre: dict | data.Preprocess,
     ``classes`` overrides the class names (default: the checkpoint's, or "class 0", "class 1", …).
     ``target_class`` (a name or an index) is the class Grad-CAM explains; None explains the prediction.
     """
-    if isinstance(meta_or_pre, data.Preprocess):
+    if isinstance(meta_or_pre, Preprocess):
         pre, known = meta_or_pre, None
     else:
-        pre, known = data.Preprocess.from_dict(meta_or_pre["preprocess"]), meta_or_pre.get("classes")
+        pre, known = Preprocess.from_dict(meta_or_pre["preprocess"]), meta_or_pre.get("classes")
     num_classes = model.classifier[-1].out_features
     classes = list(classes or known or [f"class {i}" for i in range(num_classes)])
     if len(classes) != num_classes:
         raise ExplainError(f"The model has {num_classes} classes but {len(classes)} class names were given.")
 
-    x = data.eval_transform(data.decode_image(image, pre), pre)
+    x = eval_transform(decode_image(image, pre), pre)
     network = _for_gradients(model)
     maps, logits = _forward(network, x)
     wanted = None if target_class is None else resolve_class(target_class, classes)

@@ -35,6 +35,7 @@ from .evaluate import evaluate
 from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent
 from .models import first_conv, get_spec, whiten_conv_
 from .optim import lr_factor, make_optimizer, make_weight_average
+from .transforms import Preprocess, eval_transform, train_transform
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Run:
     device: torch.device
     rank: int
     world: int
-    pre: data.Preprocess
+    pre: Preprocess
     train_data: data.ImageData | data.StreamingData
     val_data: data.ImageData | data.StreamingData
     model: nn.Module                  # the trained weights (DistributedDataParallel wraps them as ``stepped``)
@@ -322,7 +323,7 @@ def _step(run: Run, images: torch.Tensor, labels: torch.Tensor, criterion: nn.Mo
     """One optimizer step on a batch of uint8 images: augment on the device, forward, backward, update the
     weight average. Returns the loss and the logits."""
     cfg = run.cfg
-    x = data.train_transform(images, run.pre, run.aug_gen, pca_lighting=cfg.pca_lighting, cutout=cfg.cutout,
+    x = train_transform(images, run.pre, run.aug_gen, pca_lighting=cfg.pca_lighting, cutout=cfg.cutout,
                              flip=flip)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -447,7 +448,7 @@ def _whitening_sample(train_data, pre, device, seed: int = 0) -> torch.Tensor:
         images.append(batch)
         if sum(len(b) for b in images) >= n:
             break
-    return data.eval_transform(torch.cat(images)[:n].to(device), pre)
+    return eval_transform(torch.cat(images)[:n].to(device), pre)
 
 
 def _train_batches(train_data, global_batch: int, order_gen: torch.Generator, rank: int, world: int):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from alexnet_core import data, memory
+from alexnet_core import data, memory, transforms
 from alexnet_core.config import TrainConfig
 from alexnet_core.devices import amp_on, autocast, resolve_device
 from alexnet_core.models import get_spec
@@ -61,7 +61,7 @@ def measure_step(model: str, batch: int, device: str = "cpu", amp: str = "auto")
     else:
         before = _status("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set
-    x = data.train_transform(images, pre, torch.Generator(device=device).manual_seed(0))
+    x = transforms.train_transform(images, pre, torch.Generator(device=device).manual_seed(0))
     x = x.contiguous(memory_format=torch.channels_last)
     with autocast(device, amp):
         loss = torch.nn.functional.cross_entropy(net(x).float(), labels)

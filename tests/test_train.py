@@ -293,7 +293,7 @@ def test_whitened_conv1_is_the_whitening_and_stays_frozen_while_the_rest_learns_
 
 
 def test_alternating_flip_shows_every_image_once_each_way_in_two_epochs():
-    from alexnet_core import data
+    from alexnet_core import data, transforms
     from alexnet_core.models import get_spec
     from alexnet_core.train import _epoch_flip, _half_mirrored
 
@@ -311,10 +311,10 @@ def test_alternating_flip_shows_every_image_once_each_way_in_two_epochs():
     assert _epoch_flip("random", 1) == _epoch_flip("random", 2) == "random"
     # train_transform's "all" is its "none" mirrored: the same crops, drawn from the same generator.
     pre = data.preprocess_for(get_spec("alexnet_cifar_small"))
-    none = data.train_transform(images, pre, torch.Generator().manual_seed(0), flip="none")
-    assert torch.equal(data.train_transform(images, pre, torch.Generator().manual_seed(0), flip="all"), none.flip(-1))
+    none = transforms.train_transform(images, pre, torch.Generator().manual_seed(0), flip="none")
+    assert torch.equal(transforms.train_transform(images, pre, torch.Generator().manual_seed(0), flip="all"), none.flip(-1))
     with pytest.raises(ValueError, match="flip"):
-        data.train_transform(images, pre, flip="sideways")
+        transforms.train_transform(images, pre, flip="sideways")
 
 
 def test_resumed_run_keeps_its_own_epochs_unless_the_command_overrides_them(tiny_folder, tmp_path):
