@@ -39,7 +39,8 @@ from alexnet_core.models import MODELS, get_spec
 from alexnet_core.plots import confusion_plot, shape_plot
 from alexnet_core.predict import Prediction, get_predictor, network_view
 from alexnet_core.runner import RUNNER, BusyError
-from alexnet_core.summary import TABLE_COLUMNS, SizeError, summarize, table_rows
+from alexnet_core.geometry import SizeError
+from alexnet_core.summary import TABLE_COLUMNS, summarize, table_rows
 from alexnet_core.config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
 from alexnet_core.uploads import UploadError, extract_zip
 

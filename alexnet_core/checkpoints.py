@@ -37,6 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .geometry import MAX_INPUT_SIZE, check_fit
 from .models import MODELS, build_model
 
 FORMAT = "alexnet-studio/1"
@@ -46,8 +47,8 @@ KIND_TRAIN_STATE = "train_state"  # last.safetensors
 REQUIRED_KEYS = ("model", "batch_norm", "num_classes", "in_channels", "classes", "preprocess")
 USER_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 FP16_MAX = torch.finfo(torch.float16).max
-MAX_INPUT_SIZE = 1024  # the largest input side a checkpoint may claim (as training's check_config allows)
-MAX_STORE_SIZE = 2048  # and the largest side it may have photos decoded to
+# A checkpoint may claim an input side up to geometry.MAX_INPUT_SIZE (as training's check_config allows).
+MAX_STORE_SIZE = 2048  # the largest side a checkpoint may have photos decoded to
 # What a checkpoint's header may claim before anything is built from it. ImageNet-21k has 21,841 classes;
 # a header of a few hundred tensors and a long training history is well under 1 MiB; no metadata we write
 # nests more than 5 levels (a training state's optimizer groups).
@@ -216,8 +217,6 @@ def _meta_problem(meta: Any) -> str | None:
         return f"preprocess.store_size is {store!r}, not a whole number from 1 to {MAX_STORE_SIZE:,}"
     if preprocess.get("in_channels", meta["in_channels"]) != meta["in_channels"]:
         return f"preprocess.in_channels is {preprocess['in_channels']!r} but in_channels is {meta['in_channels']}"
-    from .summary import check_fit  # here: summary imports torchinfo, which listing checkpoints needs not
-
     try:
         check_fit(meta["model"], size)
     except ValueError as err:

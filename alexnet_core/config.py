@@ -16,6 +16,7 @@ import torch
 
 from . import data, memory
 from .devices import amp_on, resolve_device
+from .geometry import MAX_INPUT_SIZE, check_fit
 from .models import MODELS, get_spec
 from .transforms import VALIDATION_TTA
 
@@ -146,11 +147,11 @@ def check_config(cfg: TrainConfig) -> None:
     need(cfg.max_steps is None or cfg.max_steps >= 1, "Max steps must be at least 1.")
     need(cfg.time_limit is None or cfg.time_limit > 0, "The time limit must be above 0.")
     need(cfg.amp in AMP_CHOICES, f"Mixed precision must be one of: {', '.join(AMP_CHOICES)}.")
-    need(cfg.input_size is None or 8 <= cfg.input_size <= 1024, "Input size must be from 8 to 1024.")
+    need(cfg.input_size is None or 8 <= cfg.input_size <= MAX_INPUT_SIZE,
+         f"Input size must be from 8 to {MAX_INPUT_SIZE}.")
     resolve_device(cfg.device)  # raises a ValueError sentence when the device is not there
     if cfg.input_size is not None:
-        from .summary import summarize  # raises SizeError (a ValueError) with the layer and a hint
-        summarize(cfg.model, cfg.input_size, batch_norm=cfg.batch_norm)
+        check_fit(cfg.model, cfg.input_size)  # raises SizeError (a ValueError) with the layer and a hint
 
 
 def check_memory(cfg: TrainConfig, device: torch.device | None = None, world: int = 1) -> memory.Estimate:
