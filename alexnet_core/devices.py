@@ -34,6 +34,8 @@ def mps_available() -> bool:
 
 def available_devices() -> list[str]:
     """Device names that work here, best first; "cpu" is always last."""
+    # Not torch.accelerator: it sees an Ascend NPU only once torch_npu has been imported, which npu_available
+    # does on demand, and it names one accelerator where the app lists every device for the user to pick.
     found = []
     if torch.cuda.is_available():
         found.append("cuda")

@@ -126,3 +126,12 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 def error_reason(error: Exception) -> str:
     text = str(error).strip().rstrip(".") or type(error).__name__
     return text.splitlines()[0]
+
+
+def enlarge(image: Image.Image, min_side: int) -> Image.Image:
+    """Nearest-neighbour enlarging by the smallest whole factor that brings the longer side to at least
+    ``min_side`` (none when it is there already): every pixel stays a sharp square, as the network has it."""
+    factor = -(-min_side // max(image.size))   # ceiling division
+    if factor <= 1:
+        return image
+    return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)

@@ -375,6 +375,11 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def default_class_names(num_classes: int) -> list[str]:
+    """Names for a model that came without any: "class 0", "class 1", …"""
+    return [f"class {i}" for i in range(num_classes)]
+
+
 def get_spec(name: str) -> ModelSpec:
     """The registry entry for ``name``, or a ValueError that lists the names there are."""
     try:

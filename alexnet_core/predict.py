@@ -32,8 +32,8 @@ from PIL import Image
 from torch import nn
 
 from . import checkpoints, data
-from .images import decode_image
-from .models import get_spec
+from .images import decode_image, enlarge
+from .models import default_class_names, get_spec
 from .transforms import Preprocess, average_views, check_tta, eval_transform, tta_views
 
 MAX_TOP_K = 1000  # ImageNet's class count: asking for more top classes than that is a mistake
@@ -73,11 +73,7 @@ def network_view(prediction: Prediction | torch.Tensor, pre: Preprocess) -> Imag
     std = torch.tensor(pre.std, dtype=x.dtype)[:, None, None]
     pixels = ((x.detach().cpu() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
     array = pixels.permute(1, 2, 0).numpy()
-    image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
-    factor = -(-VIEW_MIN_SIDE // max(image.size))  # ceiling division: the smallest factor that reaches 224
-    if factor > 1:
-        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
-    return image
+    return enlarge(Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array), VIEW_MIN_SIDE)
 
 
 class Predictor:
@@ -119,7 +115,7 @@ class Predictor:
         num_classes, in_channels = last.shape[0], conv1.shape[1]
         batch_norm = any(key.startswith("features.bn") for key in state_dict)
         if classes is None:
-            classes = [f"class {i}" for i in range(num_classes)]
+            classes = default_class_names(num_classes)
         if len(classes) != num_classes:
             raise ValueError(f"{path.name} has {num_classes} classes but {len(classes)} class names were given.")
         model = spec.build(num_classes, in_channels, batch_norm)
@@ -128,9 +124,9 @@ class Predictor:
             raise checkpoints.CheckpointError(f"{path.name} does not fit {model_name}: {problem}.")
         model.load_state_dict(state_dict, strict=True)
         pre = data.preprocess_for(spec, in_channels=in_channels)
-        meta = {"model": model_name, "batch_norm": batch_norm, "num_classes": num_classes,
-                "in_channels": in_channels, "classes": list(classes), "preprocess": pre.to_dict(),
-                "source": f"user weights {path.name}"}
+        meta = checkpoints.model_meta(model_name, batch_norm=batch_norm, num_classes=num_classes,
+                                      in_channels=in_channels, classes=classes, preprocess=pre.to_dict(),
+                                      source=f"user weights {path.name}")
         return cls(model, classes, pre, meta, device)
 
     def prepare(self, image: Image.Image | str | os.PathLike | bytes) -> torch.Tensor:
