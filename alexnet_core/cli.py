@@ -91,16 +91,16 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--ema", type=float, help="decay of a moving average of the weights, which is validated and "
-                                           "saved (0: off; 0.998 averages about the last 500 steps)")
+    p.add_argument("--ema", type=float, help="the weight average: decay of a moving average of the weights, which "
+                                           "is validated and saved (0: off; 0.998 averages about the last 500 steps)")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm after every conv (default: the variant's own; a modern addition to the 2012 design)")
     p.add_argument("--input-size", type=int, help="network input side (default: the variant's own)")
     p.add_argument("--pca-lighting", type=float, help="the paper's PCA colour augmentation strength (0.1 in the paper)")
     p.add_argument("--cutout", type=int, help="side in pixels of a square blanked out of each training image (0: off)")
     p.add_argument("--flip", choices=FLIPS,
-                   help="random: each image mirrored with probability 1/2; alternating: half mirrored once, then every "
-                        "image every other epoch (airbench)")
+                   help="how training mirrors images: random: each image mirrored with probability 1/2; "
+                        "alternating: half mirrored once, then every image every other epoch (airbench)")
     p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
                    help="start conv1 as a whitening of the training patches and keep it frozen "
                         "(airbench's first layer)")
@@ -200,7 +200,7 @@ def _add_evaluate_parser(sub) -> None:
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument("--tta", choices=TTA_CHOICES, default="none",
                    help="test-time augmentation: the image, + its mirror image, or the paper's ten crops")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=int, help="at most this many images per split")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_cmd_evaluate)

@@ -43,7 +43,7 @@ class TrainConfig:
     warmup_epochs: float | None = None   # None: 30% of the run for onecycle (as torch's OneCycleLR), else 0
     plateau_patience: int = 2        # plateau: epochs without a better validation accuracy before lr /= 10
     label_smoothing: float = 0.0
-    ema: float = 0.0                 # decay of an exponential moving average of the weights, validated and
+    ema: float = 0.0                 # the weight average: decay of a moving average of the weights, validated and
                                      # saved instead of the raw weights (0: off; 0.998 ≈ the last 500 steps)
     batch_norm: bool | None = None   # None: the variant's own default
     input_size: int | None = None    # None: the variant's own
@@ -56,7 +56,7 @@ class TrainConfig:
     tta: str = "none"                # test-time augmentation when validating: none | flip
     val_fraction: float = 0.1        # carved from train when the data has no val/ split
     test_fraction: float = 0.0       # held out of train as the test split when the data has no test/ split
-    limit: int | None = None         # at most this many images per split (quick runs, capped Spaces)
+    limit: int | None = None         # images per split: at most this many (quick runs, capped Spaces)
     seed: int = 0
     device: str = "auto"
     channels_last: bool = True
@@ -143,7 +143,7 @@ def check_config(cfg: TrainConfig) -> None:
     need(cfg.tta in VALIDATION_TTA, "Validation test-time augmentation must be 'none' or 'flip'.")
     need(0 < cfg.val_fraction <= 0.5, "The validation fraction must be above 0 and at most 0.5.")
     need(0 <= cfg.test_fraction <= 0.5, "The test fraction must be at least 0 and at most 0.5.")
-    need(cfg.limit is None or cfg.limit >= 2, "The image limit must be at least 2.")
+    need(cfg.limit is None or cfg.limit >= 2, "Images per split must be at least 2.")
     need(cfg.max_steps is None or cfg.max_steps >= 1, "Max steps must be at least 1.")
     need(cfg.time_limit is None or cfg.time_limit > 0, "The time limit must be above 0.")
     need(cfg.amp in AMP_CHOICES, f"Mixed precision must be one of: {', '.join(AMP_CHOICES)}.")
@@ -181,8 +181,8 @@ def check_memory(cfg: TrainConfig, device: torch.device | None = None, world: in
 
 # The names a form shows for the settings it takes (the Train tab's fields).
 FORM_LABELS = {"epochs": "Epochs", "batch_size": "Batch size", "lr": "Learning rate", "momentum": "Momentum",
-               "weight_decay": "Weight decay", "label_smoothing": "Label smoothing", "limit": "The image limit",
-               "input_size": "Input size", "seed": "The seed", "cutout": "Cutout", "ema": "The weight average"}
+               "weight_decay": "Weight decay", "label_smoothing": "Label smoothing", "limit": "Images per split",
+               "input_size": "Input size", "seed": "The seed", "cutout": "Cutout", "ema": "The weight average (ema)"}
 
 
 def config_from_form(**fields) -> TrainConfig:
