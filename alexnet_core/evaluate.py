@@ -67,7 +67,7 @@ def evaluate(model: nn.Module, split: data.ImageData | data.StreamingData, pre: 
              device: torch.device | str = "cpu", tta: str = "none", batch_size: int = 256,
              channels_last: bool = True, pad: int | None = None) -> EvalResult:
     """Runs ``model`` over every image of ``split`` and collects what the metrics need. ``pad`` overrides
-    ten-crop's padding of images stored at their input size (``predict.small_image_pad``)."""
+    ten-crop's padding of images stored at their input size (``transforms.small_image_pad``)."""
     check_tta(tta)
     device = torch.device(device)
     was_training = model.training

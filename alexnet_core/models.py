@@ -97,7 +97,7 @@ class AlexNet(AlexNetBase):
     """Krizhevsky, Sutskever & Hinton (2012), one tower: 96-256-384-384-256, LRN, overlapping pools.
 
     ``groups=2`` gives the paper's two-GPU connectivity (conv2, conv4 and conv5 see only their own half).
-    Takes 227x227: the paper's "224" does not divide (see summary.py's fit check).
+    Takes 227x227: the paper's "224" does not divide (see geometry.py's fit check).
     """
 
     def __init__(self, num_classes=1000, in_channels=3, batch_norm=False, dropout=0.5, groups=1):
