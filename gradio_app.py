@@ -38,17 +38,18 @@ from matplotlib.figure import Figure
 from PIL import Image, ImageOps
 
 from alexnet_core import data as studio_data
-from alexnet_core import imagenet
+from alexnet_core import images, imagenet
 from alexnet_core.checkpoints import list_checkpoints, read_metadata
 from alexnet_core.devices import available_devices, resolve_device
-from alexnet_core.evaluate import TTA_CHOICES as EVAL_TTA_CHOICES
+from alexnet_core.transforms import TTA_CHOICES as EVAL_TTA_CHOICES, Preprocess
 from alexnet_core.evaluate import EvalResult, evaluate_checkpoint
 from alexnet_core.models import MODELS, get_spec
 from alexnet_core.plots import confusion_plot, shape_plot
 from alexnet_core.predict import Prediction, get_predictor, network_view
 from alexnet_core.runner import LOCAL, RUNNER, BusyError, RunSnapshot, ServerBusyError
-from alexnet_core.summary import TABLE_COLUMNS, SizeError, summarize, table_rows
-from alexnet_core.train import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
+from alexnet_core.geometry import SizeError
+from alexnet_core.summary import TABLE_COLUMNS, summarize, table_rows
+from alexnet_core.config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
 from alexnet_core.uploads import MAX_TOTAL_BYTES, UploadError, check_dataset, dataset_root, extract_zip
 
 REPO = Path(__file__).resolve().parent
@@ -481,7 +482,7 @@ def _start_run(owner: str, model: str, data: str, device: str, limit: float | No
                batch_size: float, lr: float, optimizer: str, momentum: float, weight_decay: float, schedule: str,
                label_smoothing: float, batch_norm: bool, whiten: bool = False) -> None:
     """Checks the form and the server's bounds, then starts ``owner``'s run (the library's errors pass on)."""
-    from alexnet_core.train import config_from_form  # one sentence per field of the wrong type or empty
+    from alexnet_core.config import config_from_form  # one sentence per field of the wrong type or empty
 
     if SHARING.runs_per_visitor and _run_count(owner) >= SHARING.runs_per_visitor:
         raise ValueError(f"You have made {SHARING.runs_per_visitor} runs, as many as this server keeps per "
@@ -912,9 +913,9 @@ def _data_url_bytes(url: str, name: str) -> bytes:
     import urllib.parse
 
     head, _, body = url.partition(",")
-    if len(body) * 3 // 4 > studio_data.MAX_IMAGE_BYTES:
+    if len(body) * 3 // 4 > images.MAX_IMAGE_BYTES:
         raise gr.Error(f"{name} is {len(body) * 3 / 4 / 2**20:,.0f} MiB; images of at most "
-                       f"{studio_data.MAX_IMAGE_BYTES >> 20} MiB are accepted.")
+                       f"{images.MAX_IMAGE_BYTES >> 20} MiB are accepted.")
     try:
         return base64.b64decode(body) if head.endswith(";base64") else urllib.parse.unquote_to_bytes(body)
     except (binascii.Error, ValueError):
@@ -927,18 +928,18 @@ def _check_image_header(source: str | bytes | None, name: str) -> None:
     if source is None:
         return
     size = len(source) if isinstance(source, bytes) else os.path.getsize(source) if os.path.isfile(source) else 0
-    if size > studio_data.MAX_IMAGE_BYTES:
-        raise gr.Error(f"{name} is {size / 2**20:,.0f} MiB; images of at most {studio_data.MAX_IMAGE_BYTES >> 20} "
+    if size > images.MAX_IMAGE_BYTES:
+        raise gr.Error(f"{name} is {size / 2**20:,.0f} MiB; images of at most {images.MAX_IMAGE_BYTES >> 20} "
                        f"MiB are accepted.")
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
             pixels = opened.size
     except Image.DecompressionBombError:  # Pillow's own guard, raised by the header alone
-        raise gr.Error(studio_data._too_many_pixels(name, None)) from None
+        raise gr.Error(images.too_many_pixels(name, None)) from None
     except Exception:  # not an image: the handler says so, in decode_image's words
         return
-    if pixels[0] * pixels[1] > studio_data.MAX_IMAGE_PIXELS:
-        raise gr.Error(studio_data._too_many_pixels(name, pixels))
+    if pixels[0] * pixels[1] > images.MAX_IMAGE_PIXELS:
+        raise gr.Error(images.too_many_pixels(name, pixels))
 
 
 def _empty_bars() -> pd.DataFrame:
@@ -957,7 +958,7 @@ def _readable(error: Exception, image) -> str:
 def predict_image(image: Image.Image | str | None, checkpoint: str | None = None, k: float = 5,
                   tta: str = "none", visitor: str | None = None, request: gr.Request = None,
                   progress=gr.Progress(track_tqdm=True)  # the ImageNet download's bar
-                  ) -> tuple[dict | None, str, tuple[Prediction, studio_data.Preprocess] | None]:
+                  ) -> tuple[dict | None, str, tuple[Prediction, Preprocess] | None]:
     """The top-k classes (for gr.Label) and what the model knows with the inference time; and the prediction
     with its preprocessing, kept for ``prediction_details`` (a gr.State). gr.Error with one sentence for what
     cannot be used (not an image, a bad checkpoint, k or tta)."""
@@ -979,7 +980,7 @@ def predict_image(image: Image.Image | str | None, checkpoint: str | None = None
     return dict(prediction.top), info, (prediction, predictor.pre)
 
 
-def prediction_details(shown: tuple[Prediction, studio_data.Preprocess] | None) -> tuple[pd.DataFrame, Image.Image | None]:
+def prediction_details(shown: tuple[Prediction, Preprocess] | None) -> tuple[pd.DataFrame, Image.Image | None]:
     """Every class's probability (for the bar chart) and the image as the network sees it.
 
     A step of its own after /predict, for the page only: API callers, who get the top classes, do not wait
@@ -1100,7 +1101,7 @@ def _mistake_images(result: EvalResult, indices: list[int], checkpoint: str, dat
         return images
     meta = read_metadata(checkpoint)
     config = meta.get("config", {})
-    pre = studio_data.Preprocess.from_dict(meta["preprocess"])
+    pre = Preprocess.from_dict(meta["preprocess"])
     split_data = studio_data.load_split(data, split, pre, val_fraction=config.get("val_fraction", 0.1),
                                         seed=config.get("seed", 0), limit=limit)
     pixels = [split_data.images[i].permute(1, 2, 0).numpy() for i in indices]

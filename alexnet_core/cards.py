@@ -2,7 +2,8 @@
 
 ``python -m alexnet_core card --checkpoint PATH --data SOURCE --out DIR`` evaluates the checkpoint on its test
 split and writes ``<name>.md`` and ``<name>_confusion.png`` into DIR. Every number on the card comes from the
-checkpoint's own metadata (written by the training run) or from that evaluation.
+checkpoint's own metadata (written by the training run) or from that evaluation. The card is in the Hugging
+Face Hub's format (huggingface_hub.ModelCard, which gradio installs): YAML metadata, then the Markdown.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def model_card(path: str | Path, results: dict[str, EvalResult], split: str, con
     lines += [
         f"- Machine: {meta.get('machine', '?')}; device {meta.get('device', '?')}; mixed precision "
         f"{meta.get('mixed_precision') or config.get('amp', '?')}",
-        f"- Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v),
         "",
         "Command:",
         "",
@@ -97,4 +98,18 @@ def model_card(path: str | Path, results: dict[str, EvalResult], split: str, con
         "</details>",
         "",
     ]
-    return "\n".join(lines)
+    return _hub_card(meta, path, plain.accuracy, split, "\n".join(lines))
+
+
+def _hub_card(meta: dict, path: Path, accuracy: float, split: str, body: str) -> str:
+    """The card as the Hub reads it: its metadata (task, library, data set, the test accuracy) as YAML."""
+    from huggingface_hub import EvalResult as HubEvalResult
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = Path(str(meta.get("data") or "unknown")).name
+    card_data = ModelCardData(
+        model_name=path.stem, library_name="pytorch", pipeline_tag="image-classification",
+        tags=["alexnet", "alexnet-studio", meta["model"]], metrics=["accuracy"],
+        eval_results=[HubEvalResult(task_type="image-classification", dataset_type=data, dataset_name=data,
+                                    dataset_split=split, metric_type="accuracy", metric_value=round(accuracy, 4))])
+    return str(ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}"))

@@ -29,7 +29,7 @@ import secrets
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from .models import MODELS, build_model, get_spec
+from .geometry import MAX_INPUT_SIZE, check_fit
+from .models import MODELS, build_model
 
 FORMAT = "alexnet-studio/1"
 METADATA_KEY = "alexnet_studio"  # the header key that holds our metadata as one JSON string
@@ -47,8 +48,8 @@ KIND_TRAIN_STATE = "train_state"  # last.safetensors
 REQUIRED_KEYS = ("model", "batch_norm", "num_classes", "in_channels", "classes", "preprocess")
 USER_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 FP16_MAX = torch.finfo(torch.float16).max
-MAX_INPUT_SIZE = 1024  # the largest input side a checkpoint may claim (as training's check_config allows)
-MAX_STORE_SIZE = 2048  # and the largest side it may have photos decoded to
+# A checkpoint may claim an input side up to geometry.MAX_INPUT_SIZE (as training's check_config allows).
+MAX_STORE_SIZE = 2048  # the largest side a checkpoint may have photos decoded to
 # What a checkpoint's header may claim before anything is built from it. ImageNet-21k has 21,841 classes;
 # a header of a few hundred tensors and a long training history is well under 1 MiB; no metadata we write
 # nests more than 5 levels (a training state's optimizer groups).
@@ -145,7 +146,7 @@ def model_meta(model_name: str, *, batch_norm: bool, num_classes: int, in_channe
     """Assembles and checks the metadata of a model checkpoint.
 
     ``preprocess`` holds at least ``input_size`` and one ``mean`` and ``std`` per input channel
-    (``data.Preprocess.to_dict()``). Anything in ``extra`` is kept as given; these keys are read when
+    (``transforms.Preprocess.to_dict()``). Anything in ``extra`` is kept as given; these keys are read when
     present: ``data`` (the data source), ``epochs``, ``history`` (a list of per-epoch metric dicts),
     ``best_val_acc`` (a fraction, 0–1), ``wall_time_s``, ``device`` and ``config``. ``created`` (UTC,
     ISO 8601) and ``versions`` are filled in.
@@ -157,7 +158,7 @@ def model_meta(model_name: str, *, batch_norm: bool, num_classes: int, in_channe
         "in_channels": in_channels,
         "classes": list(classes),
         "preprocess": dict(preprocess),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": library_versions(),
         **extra,
     }
@@ -217,8 +218,6 @@ def _meta_problem(meta: Any) -> str | None:
         return f"preprocess.store_size is {store!r}, not a whole number from 1 to {MAX_STORE_SIZE:,}"
     if preprocess.get("in_channels", meta["in_channels"]) != meta["in_channels"]:
         return f"preprocess.in_channels is {preprocess['in_channels']!r} but in_channels is {meta['in_channels']}"
-    from .summary import check_fit  # here: summary imports torchinfo, which listing checkpoints needs not
-
     try:
         check_fit(meta["model"], size)
     except ValueError as err:

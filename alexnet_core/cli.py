@@ -11,11 +11,15 @@ import argparse
 import json
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 import torch
 
 from .models import MODELS, count_params, get_spec
 from .summary import format_table, summarize, to_json
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 EXIT_USER_ERROR = 2  # the status argparse itself uses for bad arguments
 
@@ -67,8 +71,9 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 # ---- train -----------------------------------------------------------------------------------------------
 
 def _add_train_parser(sub) -> None:
-    from .train import AMP_CHOICES, FLIPS, OPTIMIZERS, RECIPES, SCHEDULES
+    from .config import AMP_CHOICES, FLIPS, OPTIMIZERS, RECIPES, SCHEDULES
     from .devices import DEVICE_CHOICES
+    from .transforms import VALIDATION_TTA
 
     p = sub.add_parser("train", help="train a variant; writes best.safetensors and a resumable last.safetensors",
                        description="Train a variant. Settings left out come from --recipe, then from the defaults "
@@ -86,19 +91,20 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--ema", type=float, help="decay of a moving average of the weights, which is validated and "
-                                           "saved (0: off; 0.998 averages about the last 500 steps)")
+    p.add_argument("--ema", type=float, help="the weight average: decay of a moving average of the weights, which "
+                                           "is validated and saved (0: off; 0.998 averages about the last 500 steps)")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm after every conv (default: the variant's own; a modern addition to the 2012 design)")
     p.add_argument("--input-size", type=int, help="network input side (default: the variant's own)")
     p.add_argument("--pca-lighting", type=float, help="the paper's PCA colour augmentation strength (0.1 in the paper)")
     p.add_argument("--cutout", type=int, help="side in pixels of a square blanked out of each training image (0: off)")
     p.add_argument("--flip", choices=FLIPS,
-                   help="random: each image mirrored with probability 1/2; alternating: half mirrored once, then every "
-                        "image every other epoch (airbench)")
+                   help="how training mirrors images: random: each image mirrored with probability 1/2; "
+                        "alternating: half mirrored once, then every image every other epoch (airbench)")
     p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
-                   help="start conv1 as a whitening of the training patches and keep it frozen (airbench's first layer)")
-    p.add_argument("--tta", choices=("none", "flip"), help="test-time augmentation when validating")
+                   help="start conv1 as a whitening of the training patches and keep it frozen "
+                        "(airbench's first layer)")
+    p.add_argument("--tta", choices=VALIDATION_TTA, help="test-time augmentation when validating")
     p.add_argument("--val-fraction", type=float, help="share of train held out for validation when there is no val/")
     p.add_argument("--test-fraction", type=float,
                    help="share of train held out as the test split when there is no test/ (never trained on or "
@@ -109,7 +115,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--amp", choices=AMP_CHOICES, help="mixed precision (auto: where the device gains from it)")
     p.add_argument("--max-steps", type=int, help="end after this many steps (still validates and saves)")
-    p.add_argument("--time-limit", type=float, help="end after this many seconds of training (still validates and saves)")
+    p.add_argument("--time-limit", type=float,
+                   help="end after this many seconds of training (still validates and saves)")
     p.add_argument("--out", help="run directory (default: runs/<model>-<data>-<time>)")
     p.add_argument("--resume", help="a run directory to continue where it stopped")
     p.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
@@ -117,10 +124,10 @@ def _add_train_parser(sub) -> None:
     p.set_defaults(run=_cmd_train)
 
 
-def _train_config(args) -> tuple["TrainConfig", set[str]]:
+def _train_config(args) -> tuple[TrainConfig, set[str]]:
     """The config the flags ask for, and the settings given (typed flags and the recipe's): a resumed run
     takes every other setting from the run it continues."""
-    from .train import RECIPES, TrainConfig
+    from .config import RECIPES, TrainConfig
 
     explicit = {k: v for k, v in vars(args).items()
                 if k in TrainConfig.__dataclass_fields__ and v is not None}
@@ -134,7 +141,8 @@ def _cmd_train(args) -> int:
 
     from tqdm import tqdm
 
-    from .train import EndEvent, EpochEvent, StartEvent, StepEvent, train
+    from .events import EndEvent, EpochEvent, StartEvent, StepEvent
+    from .train import train
 
     cfg, given = _train_config(args)
     if not cfg.resume and (not args.model or not args.data):
@@ -174,22 +182,25 @@ def _cmd_train(args) -> int:
                            f"{event.wall_time_s:.0f} s of training")
 
     command = "python -m alexnet_core " + shlex.join(sys.argv[1:])
-    end = train(cfg, on_event, stop, command, given=given)  # a bad setting raises ValueError before any work: main reports it
+    # A bad setting raises ValueError before any work: main reports it.
+    end = train(cfg, on_event, stop, command, given=given)
     return 1 if end.status == "failed" else 0
 
 
 # ---- evaluate --------------------------------------------------------------------------------------------
 
 def _add_evaluate_parser(sub) -> None:
+    from .transforms import TTA_CHOICES
+
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True,
                    help="cifar10, fashion-mnist, flowers, or an ImageFolder directory; a folder of your own "
                         "labelled photos (DIR/test/<class>/, DIR/val/<class>/ or DIR/<class>/) is measured whole")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
-    p.add_argument("--tta", choices=("none", "flip", "ten-crop"), default="none",
+    p.add_argument("--tta", choices=TTA_CHOICES, default="none",
                    help="test-time augmentation: the image, + its mirror image, or the paper's ten crops")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=int, help="at most this many images per split")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_cmd_evaluate)
@@ -218,7 +229,7 @@ def _cmd_evaluate(args) -> int:
 # ---- predict ---------------------------------------------------------------------------------------------
 
 def _add_predict_parser(sub) -> None:
-    from .predict import TTA_CHOICES
+    from .transforms import TTA_CHOICES
 
     p = sub.add_parser("predict", help="the top classes of one or more images, by a checkpoint")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
@@ -303,8 +314,9 @@ def _cmd_card(args) -> int:
     from .cards import model_card
     from .checkpoints import read_metadata
     from .devices import resolve_device
-    from .evaluate import TTA_CHOICES, evaluate, load_for_evaluation
+    from .evaluate import evaluate, load_for_evaluation
     from .plots import confusion_plot
+    from .transforms import TTA_CHOICES
 
     source = args.data or read_metadata(args.checkpoint).get("data")
     if not isinstance(source, str) or not source:

@@ -1,8 +1,9 @@
-"""Image data for training, evaluation and prediction: where images come from, how they are decoded and split.
+"""Image data for training, evaluation and prediction: where images come from and how they are split.
 
 Every image, whatever its source, becomes a square uint8 tensor at ``Preprocess.store_size`` through one
-function, ``decode_image``; ``augment.py`` turns batches of those into the network's input. ``Preprocess``
-is saved with each checkpoint, so training, evaluation and prediction always prepare images alike.
+function, ``images.decode_image``; ``transforms.py`` turns batches of those into the network's input.
+``Preprocess`` (transforms.py) is saved with each checkpoint, so training, evaluation and prediction always
+prepare images alike.
 
 Sources (``load_split``):
 - ``cifar10``, ``fashion-mnist``: torchvision downloads them on first use; they are uint8 arrays already.
@@ -22,26 +23,25 @@ decodes batches in DataLoader workers.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import PIL
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from .augment import SMALL_INPUT, eval_transform, train_transform
+from .images import ImageError, decode_image, error_reason
 from .models import ModelSpec
+from .transforms import Preprocess, default_store_size, per_channel
 
 __all__ = [
-    "SOURCES", "DataError", "ImageError", "Preprocess", "preprocess_for", "native_size", "decode_image",
-    "eval_transform", "train_transform", "ImageData", "StreamingData", "load_split", "class_names",
-    "describe_source", "default_home", "labelled_folder", "load_folder",
+    "SOURCES", "DataError", "preprocess_for", "native_size", "ImageData", "StreamingData", "load_split",
+    "class_names", "describe_source", "default_home", "labelled_folder", "load_folder",
 ]
 
 SOURCES = ("cifar10", "fashion-mnist", "flowers")
@@ -53,10 +53,6 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 FLOWERS_CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 VAL_FOLDER_NAMES = ("val", "valid", "validation")
-# The largest image decode_image accepts, well under Pillow's own decompression-bomb guard (89 megapixels
-# warn, 178 refuse): a 48-megapixel phone photo fits; decoding one this large takes about 200 MB.
-MAX_IMAGE_PIXELS = 64_000_000
-MAX_IMAGE_BYTES = 64 << 20  # a file (or upload) larger than 64 MiB is refused before it is opened
 # Bump when decode_image changes its pixels, so that old caches are not reused.
 CACHE_VERSION = 1
 
@@ -65,45 +61,12 @@ class DataError(ValueError):
     """A data source or split that cannot be used; the message is one sentence for the user."""
 
 
-class ImageError(ValueError):
-    """Something that is not a decodable image; the message is one sentence for the user."""
 
 
 # --- What the network expects ------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Preprocess:
-    """Everything needed to turn an image into the network's input; saved in checkpoints."""
-
-    input_size: int  # the network's input side (32, 224, 227 ...)
-    store_size: int  # side at which images are decoded and kept as uint8
-    in_channels: int  # 1 or 3
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    def __post_init__(self):
-        if self.in_channels not in (1, 3):
-            raise ValueError(f"Images must have 1 or 3 channels, not {self.in_channels}.")
-        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
-            raise ValueError(f"mean and std need one value per channel ({self.in_channels}).")
-        if self.input_size < 1 or self.store_size < 1:
-            raise ValueError("input_size and store_size must be positive.")
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Preprocess:
-        """From to_dict()'s output; store_size and in_channels may be left out (the defaults for input_size
-        and one channel per mean), as in checkpoints that name only what the network needs."""
-        size = int(d["input_size"])
-        return cls(size, int(d.get("store_size", default_store_size(size))), int(d.get("in_channels", len(d["mean"]))),
-                   tuple(float(m) for m in d["mean"]), tuple(float(s) for s in d["std"]))
 
 
-def default_store_size(input_size: int) -> int:
-    """Small inputs are kept at their own size; photos at 256/224 of it (AlexNet: resize 256, crop 224)."""
-    return input_size if input_size <= SMALL_INPUT else round(input_size * 256 / 224)
 
 
 def preprocess_for(spec: ModelSpec, *, input_size: int | None = None, in_channels: int | None = None,
@@ -122,17 +85,10 @@ def preprocess_for(spec: ModelSpec, *, input_size: int | None = None, in_channel
         native = native_size(source, root) if source else None
         if native is not None and native < store_size:
             store_size = native
-    return Preprocess(size, store_size, channels, _per_channel(spec.mean, channels),
-                      _per_channel(spec.std, channels))
+    return Preprocess(size, store_size, channels, per_channel(spec.mean, channels),
+                      per_channel(spec.std, channels))
 
 
-def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
-    """Adapts RGB statistics to one channel (their average) or one-channel statistics to RGB (repeated)."""
-    if len(values) == channels:
-        return tuple(values)
-    if channels == 1:
-        return (sum(values) / len(values),)
-    return tuple(values) * channels if len(values) == 1 else tuple(values[:channels])
 
 
 def native_size(source: str, root: str | Path | None = None) -> int | None:
@@ -166,108 +122,16 @@ def native_size(source: str, root: str | Path | None = None) -> int | None:
 
 # --- Decoding one image ------------------------------------------------------------------------------
 
-def decode_image(image: Image.Image | str | Path | bytes, pre: Preprocess) -> torch.Tensor:
-    """Any image → uint8 [C, store_size, store_size]: upright, first frame, RGB or grey, shorter side
-    resized to store_size (antialiased bilinear) and the centre square cropped.
-
-    Raises ImageError with one sentence for anything that is not a decodable image.
-    """
-    if isinstance(image, Image.Image):
-        source = getattr(image, "filename", None)  # set when the image was opened from a file (Gradio's uploads)
-        name = Path(source).name if isinstance(source, (str, os.PathLike)) and str(source) else "The image"
-        opener, empty = None, False
-    elif isinstance(image, (bytes, bytearray)):
-        name, opener, empty = "The uploaded file", lambda: io.BytesIO(image), len(image) == 0
-    else:
-        path = Path(image)
-        if not path.is_file():
-            raise ImageError(f"{path} does not exist or is not a file.")
-        name, opener, empty = str(path), lambda: path, path.stat().st_size == 0
-    if empty:
-        raise ImageError(f"{name} is empty (0 bytes), not an image.")
-    if isinstance(image, (bytes, bytearray)):
-        size = len(image)
-    elif opener is not None:
-        size = path.stat().st_size
-    else:  # an opened image: its file, where it came from one (Gradio's uploads do)
-        size = os.path.getsize(source) if name != "The image" and os.path.isfile(source) else 0
-    if size > MAX_IMAGE_BYTES:
-        raise ImageError(f"{name} is {size / 2**20:,.0f} MiB; images of at most {MAX_IMAGE_BYTES >> 20} MiB "
-                         f"are accepted.")
-    try:
-        if opener is None:
-            return _decode_open(image, pre, name)
-        with Image.open(opener()) as img:
-            return _decode_open(img, pre, name)
-    except Image.DecompressionBombError:  # Pillow's own guard, at twice its MAX_IMAGE_PIXELS
-        raise ImageError(_too_many_pixels(name, None)) from None
-    except (OSError, SyntaxError, EOFError, ValueError) as error:
-        # UnidentifiedImageError is an OSError; truncated files raise OSError when their pixels load.
-        if isinstance(error, ImageError):
-            raise
-        raise ImageError(f"{name} is not an image that can be read ({_reason(error)}).") from None
 
 
-def _too_many_pixels(name: str, size: tuple[int, int] | None) -> str:
-    what = f"{size[0]:,}x{size[1]:,} pixels" if size else "larger than Pillow's decompression-bomb limit"
-    return (f"{name} is {what}; images of at most {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels are accepted "
-            f"(a decompression bomb, or a photo to scale down first).")
 
 
-def _decode_open(img: Image.Image, pre: Preprocess, name: str) -> torch.Tensor:
-    # Only the header has been read so far: refuse a huge image before its pixels are decoded.
-    if img.width * img.height > MAX_IMAGE_PIXELS:
-        raise ImageError(_too_many_pixels(name, img.size))
-    if getattr(img, "is_animated", False):
-        img.seek(0)
-    img = ImageOps.exif_transpose(img)  # phones store photos sideways and say so in EXIF
-    img = _rgb_or_grey(img, pre.in_channels, name)
-    img = ImageOps.fit(img, (pre.store_size, pre.store_size), method=Image.Resampling.BILINEAR)
-    array = np.array(img)  # a copy: [H, W] or [H, W, 3]
-    return torch.from_numpy(array.reshape(array.shape[0], array.shape[1], -1)).permute(2, 0, 1).contiguous()
 
 
-def _rgb_or_grey(img: Image.Image, channels: int, name: str) -> Image.Image:
-    """Any PIL mode → "RGB" or "L"; transparent pixels become white, high bit depths are scaled down."""
-    target = "RGB" if channels == 3 else "L"
-    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        img = _to_8bit(img)
-    elif img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), rgba).convert("RGB")
-    if img.mode == target:
-        return img
-    try:
-        # Exotic modes (CMYK, YCbCr, 1, P ...) go through RGB; L → RGB → L is exact in Pillow.
-        return (img if img.mode in ("L", "RGB") else img.convert("RGB")).convert(target)
-    except ValueError:
-        raise ImageError(f"{name} uses the colour mode {img.mode}, which cannot be converted to RGB.") from None
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit, 32-bit and float images → 8-bit grey, scaled (not clipped) from the range they use.
-
-    16-bit images map 0..65535 to 0..255; others are taken as 0..1 (floats), 0..255 or 0..65535 when
-    their values fit, and are otherwise stretched from their minimum to their maximum.
-    """
-    values = np.nan_to_num(np.asarray(img).astype(np.float64))
-    low, high = float(values.min()), float(values.max())
-    if img.mode.startswith("I;16"):
-        full_scale = 65535.0
-    elif img.mode == "F" and low >= 0 and high <= 1:
-        full_scale = 1.0
-    elif low >= 0 and high <= 255:
-        full_scale = 255.0
-    elif low >= 0 and high <= 65535:
-        full_scale = 65535.0
-    else:
-        values, full_scale = values - low, max(high - low, 1e-12)
-    return Image.fromarray(np.clip(np.round(values / full_scale * 255), 0, 255).astype(np.uint8))
 
 
-def _reason(error: Exception) -> str:
-    text = str(error).strip().rstrip(".") or type(error).__name__
-    return text.splitlines()[0]
 
 
 # --- Splits held in memory or streamed ------------------------------------------------------------------
@@ -503,14 +367,14 @@ def _flowers_folder(root: Path) -> Path:
         try:
             download_url(FLOWERS_URL, str(root), archive.name)
         except Exception as error:  # network errors come in many types
-            raise DataError(f"Could not download the flowers data set into {root} ({_reason(error)}).") from None
+            raise DataError(f"Could not download the flowers data set into {root} ({error_reason(error)}).") from None
     partial = root / "flower_photos.partial"
     try:
         with tarfile.open(archive) as tar:
             # filter="data" refuses absolute paths, "..", links out of the folder and device files.
             tar.extractall(partial, filter="data")
     except (tarfile.TarError, OSError) as error:
-        raise DataError(f"Could not extract {archive} ({_reason(error)}).") from None
+        raise DataError(f"Could not extract {archive} ({error_reason(error)}).") from None
     if not (partial / "flower_photos").is_dir():
         raise DataError(f"{archive} does not contain a flower_photos folder.")
     os.replace(partial / "flower_photos", folder)  # only a complete extraction gets the real name
@@ -526,7 +390,7 @@ def _builtin_dataset(source: str, train: bool, root: Path):
     try:
         return make(str(root), train=train, download=True)
     except Exception as error:  # network and archive errors come in many types
-        raise DataError(f"Could not get {describe_source(source)} into {root} ({_reason(error)}).") from None
+        raise DataError(f"Could not get {describe_source(source)} into {root} ({error_reason(error)}).") from None
 
 
 def _arrays_to_images(arrays: np.ndarray, pre: Preprocess) -> torch.Tensor:
@@ -601,7 +465,8 @@ def _cached_decode(files: _FileList, pre: Preprocess, cache_dir: Path,
 # --- The public entry points ---------------------------------------------------------------------------
 
 def load_split(source: str, split: str, pre: Preprocess, *, val_fraction: float = 0.1, seed: int = 0,
-               test_fraction: float = 0.0, limit: int | None = None, root: str | Path | None = None, cache_dir: str | Path | None = None,
+               test_fraction: float = 0.0, limit: int | None = None, root: str | Path | None = None,
+               cache_dir: str | Path | None = None,
                memory_limit_bytes: int = 4 << 30,
                progress: Callable[[int, int], None] | None = None) -> ImageData | StreamingData:
     """One split ("train", "val" or "test") of a source, in memory when it fits, else streaming.

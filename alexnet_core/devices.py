@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
@@ -31,6 +34,8 @@ def mps_available() -> bool:
 
 def available_devices() -> list[str]:
     """Device names that work here, best first; "cpu" is always last."""
+    # Not torch.accelerator: it sees an Ascend NPU only once torch_npu has been imported, which npu_available
+    # does on demand, and it names one accelerator where the app lists every device for the user to pick.
     found = []
     if torch.cuda.is_available():
         found.append("cuda")
@@ -96,3 +101,29 @@ def synchronize(device: torch.device) -> None:
         torch.npu.synchronize()  # type: ignore[attr-defined]
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def amp_on(device: torch.device, amp: str) -> bool:
+    """Whether --amp (auto, on or off) turns bf16 autocast on for this device."""
+    return amp == "on" or (amp == "auto" and supports_amp(device))
+
+
+def autocast(device: torch.device, amp: str):
+    """bf16 autocast where ``amp_on``, else a context that does nothing."""
+    if not amp_on(device, amp):
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def describe_machine() -> str:
+    """The machine in a few words, for model cards: processor and core count."""
+    import platform
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores"

@@ -1,7 +1,7 @@
 """Accuracy, per-class accuracy and the confusion matrix of a model on a data split.
 
 Used by the training loop (validation after each epoch), by ``python -m alexnet_core evaluate`` and by the
-app's Evaluate view. The images go through ``data.eval_transform``, the same function prediction uses.
+app's Evaluate view. The images go through ``transforms.tta_views``, the same function prediction uses.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, data
-
-# The same choices as prediction: none, flip, and the paper's ten crops (predict.tta_views makes them).
-TTA_CHOICES = ("none", "flip", "ten-crop")
+from .transforms import Preprocess, average_views, check_tta, tta_views
 
 
 @dataclass
@@ -60,45 +58,27 @@ class EvalResult:
                 "classes": self.classes, "measured": self.measured}
 
 
-def _probabilities(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
-    """Softmax probabilities, averaged over the image and its mirror image when tta == "flip", and over the
-    ten views of each image when tta == "ten-crop" (``x`` then holds ten consecutive views per image)."""
-    probs = F.softmax(model(x).float(), dim=1)
-    if tta == "flip":
-        probs = (probs + F.softmax(model(x.flip(3)).float(), dim=1)) / 2
-    elif tta == "ten-crop":
-        probs = probs.view(-1, 10, probs.shape[1]).mean(1)
-    return probs
 
 
-def _network_input(images: torch.Tensor, pre: "data.Preprocess", tta: str, pad: int | None = None) -> torch.Tensor:
-    """The batch as the network takes it; for ten-crop, the ten views prediction uses (the same function
-    makes them, with ``pad`` as its small-image padding), ten consecutive rows per image."""
-    if tta != "ten-crop":
-        return data.eval_transform(images, pre)
-    from .predict import tta_views
-
-    return torch.cat([tta_views(image, pre, "ten-crop", pad=pad) for image in images.cpu()]).to(images.device)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: "data.ImageData | data.StreamingData", pre: "data.Preprocess", *,
+def evaluate(model: nn.Module, split: data.ImageData | data.StreamingData, pre: Preprocess, *,
              device: torch.device | str = "cpu", tta: str = "none", batch_size: int = 256,
              channels_last: bool = True, pad: int | None = None) -> EvalResult:
     """Runs ``model`` over every image of ``split`` and collects what the metrics need. ``pad`` overrides
-    ten-crop's padding of images stored at their input size (``predict.small_image_pad``)."""
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"Test-time augmentation must be one of: {', '.join(TTA_CHOICES)}.")
+    ten-crop's padding of images stored at their input size (``transforms.small_image_pad``)."""
+    check_tta(tta)
     device = torch.device(device)
     was_training = model.training
     model.eval()
     labels, predictions, confidences, loss_sum = [], [], [], 0.0
     for images, y in split.batches(batch_size, shuffle=False, generator=None, drop_last=False):
         images, y = images.to(device), y.to(device)
-        x = _network_input(images, pre, tta, pad)
+        x = tta_views(images, pre, tta, pad=pad)   # the views prediction uses, TTA_VIEWS[tta] per image
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        probs = _probabilities(model, x, tta)
+        probs = average_views(model(x), tta)
         loss_sum += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
         conf, pred = probs.max(1)
         labels.append(y.cpu()), predictions.append(pred.cpu()), confidences.append(conf.cpu())
@@ -121,7 +101,7 @@ def evaluate_checkpoint(checkpoint: str | Path, source: str, split: str = "test"
 
 
 def load_for_evaluation(checkpoint: str | Path, source: str, split: str = "test", *, device: str = "cpu",
-                        limit: int | None = None) -> tuple[nn.Module, "data.Preprocess", "data.ImageData"]:
+                        limit: int | None = None) -> tuple[nn.Module, Preprocess, data.ImageData]:
     """A checkpoint's model and preprocessing, and ``split`` of ``source`` prepared for it.
 
     Validation and test splits carved from train are carved exactly as during training (same fractions
@@ -146,7 +126,7 @@ def _same_source(a: str, b: str | None) -> bool:
 
 def _prepare(checkpoint: str | Path, source: str, split: str, *, device: str, limit: int | None):
     model, meta = checkpoints.load_model(checkpoint, device=device)
-    pre = data.Preprocess.from_dict(meta["preprocess"])
+    pre = Preprocess.from_dict(meta["preprocess"])
     config = meta.get("config", {})
     classes = list(meta["classes"])
     # Only where it is the data the checkpoint was trained on are its held-out splits carved the same way;

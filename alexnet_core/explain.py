@@ -10,7 +10,7 @@ app's Inside tab and ``python -m alexnet_core explain`` show:
   or one the user picks;
 - the top-k prediction.
 
-The photo goes through ``data.decode_image`` and ``data.eval_transform``, the path prediction takes, so
+The photo goes through ``images.decode_image`` and ``transforms.eval_transform``, the path prediction takes, so
 what is explained is exactly what the network classifies. Feature maps are the ReLU outputs of each conv
 layer (conv, then BatchNorm where there is one, then ReLU), i.e. what the next layer reads.
 """
@@ -22,19 +22,20 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from matplotlib import colormaps
 from PIL import Image
 from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.image import show_cam_on_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
+from torchvision.utils import make_grid
 
-from . import data
-from .models import build_model, get_spec
+from . import checkpoints, data
+from .images import decode_image, enlarge
+from .models import build_model, default_class_names, get_spec
 from .predict import network_view
+from .transforms import Preprocess, eval_transform
 
 __all__ = [
     "ExplainError", "ActivationGrid", "Explanation", "conv_layers", "feature_maps", "activation_grid",
@@ -148,22 +149,13 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 # --- Grids of tiles --------------------------------------------------------------------------------------
 
 
-def _grid(tiles: np.ndarray, columns: int) -> Image.Image:
-    """[N,h,w,3] uint8 tiles → one RGB image, row by row, with GAP pixels between and around them."""
-    n, h, w, _ = tiles.shape
-    rows = math.ceil(n / columns)
-    canvas = np.full((rows * (h + GAP) + GAP, columns * (w + GAP) + GAP, 3), GAP_COLOUR, dtype=np.uint8)
-    for i, tile in enumerate(tiles):
-        top, left = GAP + (i // columns) * (h + GAP), GAP + (i % columns) * (w + GAP)
-        canvas[top:top + h, left:left + w] = tile
-    return Image.fromarray(canvas)
-
-
-def _enlarge(tiles: np.ndarray, min_side: int) -> np.ndarray:
-    """Nearest-neighbour upscaling of [N,h,w,...] by the smallest whole factor that makes h and w ≥ min_side:
-    every pixel stays a sharp square, as the network has it."""
-    factor = max(1, math.ceil(min_side / min(tiles.shape[1], tiles.shape[2])))
-    return tiles.repeat(factor, axis=1).repeat(factor, axis=2)
+def _grid(tiles: np.ndarray, min_side: int) -> Image.Image:
+    """[N,h,w,3] uint8 tiles, each enlarged (nearest) to at least ``min_side`` → one RGB image in a square-ish
+    grid, row by row, with GAP pixels between and around them (torchvision's make_grid)."""
+    enlarged = np.stack([np.asarray(enlarge(Image.fromarray(tile), min_side)) for tile in tiles])
+    grid = make_grid(torch.from_numpy(enlarged).permute(0, 3, 1, 2), nrow=math.ceil(math.sqrt(len(tiles))),
+                     padding=GAP, pad_value=GAP_COLOUR)
+    return Image.fromarray(grid.permute(1, 2, 0).numpy())
 
 
 def _unit_range(values: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -181,7 +173,7 @@ def activation_grid(maps: dict[str, torch.Tensor], layer: str, top: int = 16) ->
     channels = fmap.mean((1, 2)).argsort(descending=True)[:max(1, top)]
     shown = _unit_range(fmap[channels], (1, 2))
     tiles = _MAGMA[(shown * 255).round().to(torch.uint8).numpy()]  # [N,h,w] → [N,h,w,3]
-    image = _grid(_enlarge(tiles, MIN_TILE), columns=math.ceil(math.sqrt(len(channels))))
+    image = _grid(tiles, MIN_TILE)
     return ActivationGrid(layer, tuple(fmap.shape), channels.tolist(), image)
 
 
@@ -193,7 +185,7 @@ def first_layer_filters(model: nn.Module) -> Image.Image:
     if weights.shape[1] != 3:
         weights = weights.mean(1, keepdim=True).expand(-1, 3, -1, -1)
     tiles = (weights.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).numpy()
-    return _grid(_enlarge(tiles, MIN_FILTER), columns=math.ceil(math.sqrt(len(tiles))))
+    return _grid(tiles, MIN_FILTER)
 
 
 # --- Grad-CAM --------------------------------------------------------------------------------------------
@@ -254,9 +246,11 @@ def gradcam_overlay(photo: Image.Image | np.ndarray, heatmap: np.ndarray) -> Ima
     if heatmap.shape != (height, width):
         heatmap = np.asarray(Image.fromarray(heatmap.astype(np.float32))
                              .resize((width, height), Image.Resampling.BILINEAR))
-    overlay = show_cam_on_image(rgb.astype(np.float32) / 255, np.clip(heatmap, 0, 1), use_rgb=True,
-                                colormap=cv2.COLORMAP_MAGMA)
-    return Image.fromarray(overlay)
+    # pytorch-grad-cam's show_cam_on_image takes only OpenCV colour maps; this is its blend (half photo,
+    # half heat map, scaled to the brightest pixel) with matplotlib's magma, which the feature maps use too.
+    heat = _MAGMA[np.uint8(255 * np.clip(heatmap, 0, 1))].astype(np.float32) / 255
+    cam = 0.5 * heat + 0.5 * rgb.astype(np.float32) / 255
+    return Image.fromarray(np.uint8(255 * cam / np.max(cam)))
 
 
 # --- Putting it together ---------------------------------------------------------------------------------
@@ -281,15 +275,13 @@ def untrained_variant(name: str) -> tuple[nn.Module, dict]:
     (model, classes, preprocess, …), so that ``explain`` takes either alike."""
     spec = get_spec(name)
     model = build_model(name).eval()
-    meta = {
-        "model": name, "batch_norm": spec.batch_norm, "num_classes": spec.num_classes,
-        "in_channels": spec.in_channels, "classes": [f"class {i}" for i in range(spec.num_classes)],
-        "preprocess": data.preprocess_for(spec).to_dict(),
-    }
+    meta = checkpoints.model_meta(name, batch_norm=spec.batch_norm, num_classes=spec.num_classes,
+                                  in_channels=spec.in_channels, classes=default_class_names(spec.num_classes),
+                                  preprocess=data.preprocess_for(spec).to_dict())
     return model, meta
 
 
-def explain(model: nn.Module, meta_or_pre: dict | data.Preprocess,
+def explain(model: nn.Module, meta_or_pre: dict | Preprocess,
             image: Image.Image | str | Path | bytes, *, target_class: int | str | None = None, k: int = 5,
             top_channels: int = 16, classes: list[str] | None = None) -> Explanation:
     """Activations of every conv layer, conv1's filters, Grad-CAM and the top-k prediction for one image.
@@ -298,16 +290,16 @@ def explain(model: nn.Module, meta_or_pre: dict | data.Preprocess,
     ``classes`` overrides the class names (default: the checkpoint's, or "class 0", "class 1", …).
     ``target_class`` (a name or an index) is the class Grad-CAM explains; None explains the prediction.
     """
-    if isinstance(meta_or_pre, data.Preprocess):
+    if isinstance(meta_or_pre, Preprocess):
         pre, known = meta_or_pre, None
     else:
-        pre, known = data.Preprocess.from_dict(meta_or_pre["preprocess"]), meta_or_pre.get("classes")
+        pre, known = Preprocess.from_dict(meta_or_pre["preprocess"]), meta_or_pre.get("classes")
     num_classes = model.classifier[-1].out_features
-    classes = list(classes or known or [f"class {i}" for i in range(num_classes)])
+    classes = list(classes or known or default_class_names(num_classes))
     if len(classes) != num_classes:
         raise ExplainError(f"The model has {num_classes} classes but {len(classes)} class names were given.")
 
-    x = data.eval_transform(data.decode_image(image, pre), pre)
+    x = eval_transform(decode_image(image, pre), pre)
     network = _for_gradients(model)
     maps, logits = _forward(network, x)
     wanted = None if target_class is None else resolve_class(target_class, classes)

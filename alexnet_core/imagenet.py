@@ -10,14 +10,13 @@ raises ``ImageNetUnavailable`` with one sentence; nothing else in AlexNet Studio
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import torch
 
-from . import data
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, model_meta
 from .models import build_model
 from .predict import Predictor
+from .transforms import Preprocess
 
 MODEL = "alexnet_torchvision"  # torchvision.models.alexnet, layer for layer, with our layer names
 WEIGHTS = "IMAGENET1K_V1"
@@ -49,11 +48,11 @@ def is_downloaded() -> bool:
     return (Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name).is_file()
 
 
-def preprocess(weights) -> data.Preprocess:
+def preprocess(weights) -> Preprocess:
     """Our Preprocess from torchvision's ImageClassification transform: decode_image resizes the shorter side to
     ``resize_size`` and keeps the centre square, eval_transform crops ``crop_size`` from its centre."""
     transform = weights.transforms()
-    return data.Preprocess(input_size=transform.crop_size[0], store_size=transform.resize_size[0], in_channels=3,
+    return Preprocess(input_size=transform.crop_size[0], store_size=transform.resize_size[0], in_channels=3,
                            mean=tuple(transform.mean), std=tuple(transform.std))
 
 
@@ -97,12 +96,11 @@ def imagenet_predictor(device: str | torch.device = "cpu") -> Predictor:
         model = build_model(MODEL, num_classes=len(classes), in_channels=3, batch_norm=False)
         model.load_state_dict(_as_ours(state_dict, model), strict=True)
         pre = preprocess(weights)
-        meta: dict[str, Any] = {
-            "model": MODEL, "batch_norm": False, "num_classes": len(classes), "in_channels": 3,
-            "classes": classes, "preprocess": pre.to_dict(), "data": "ImageNet",
-            "source": f"torchvision AlexNet_Weights.{WEIGHTS} ({weights.meta['_metrics']['ImageNet-1K']['acc@1']}% "
-                      f"top-1 on ImageNet's validation set)",
-        }
+        meta = model_meta(MODEL, batch_norm=False, num_classes=len(classes), in_channels=3, classes=classes,
+                          preprocess=pre.to_dict(), data="ImageNet",
+                          source=f"torchvision AlexNet_Weights.{WEIGHTS} "
+                                 f"({weights.meta['_metrics']['ImageNet-1K']['acc@1']}% top-1 on ImageNet's "
+                                 f"validation set)")
         predictor = Predictor(model, classes, pre, meta, device)
         predictor.warm_up()
         _predictor = predictor

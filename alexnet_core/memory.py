@@ -195,5 +195,5 @@ def refusal(est: Estimate, batch_size: int, budget: int | None, source: str, mod
              f"but this process may use {gib(budget)} ({source})")
     largest = est.largest_batch(budget)
     if largest < 2:
-        return f"{start}; not even a batch of 2 fits: use a smaller model, input size or image limit."
+        return f"{start}; not even a batch of 2 fits: use a smaller model, input size or fewer images per split."
     return f"{start}; the largest batch that fits is {largest:,}."

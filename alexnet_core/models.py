@@ -13,8 +13,8 @@ comes from), in the spirit of torchvision's weight enums and timm's ``pretrained
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as nnf
@@ -97,7 +97,7 @@ class AlexNet(AlexNetBase):
     """Krizhevsky, Sutskever & Hinton (2012), one tower: 96-256-384-384-256, LRN, overlapping pools.
 
     ``groups=2`` gives the paper's two-GPU connectivity (conv2, conv4 and conv5 see only their own half).
-    Takes 227x227: the paper's "224" does not divide (see summary.py's fit check).
+    Takes 227x227: the paper's "224" does not divide (see geometry.py's fit check).
     """
 
     def __init__(self, num_classes=1000, in_channels=3, batch_norm=False, dropout=0.5, groups=1):
@@ -373,6 +373,11 @@ MODELS: dict[str, ModelSpec] = {
         ),
     ]
 }
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """Names for a model that came without any: "class 0", "class 1", …"""
+    return [f"class {i}" for i in range(num_classes)]
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -1,7 +1,7 @@
 """Prediction: one image in, the most likely classes out, prepared exactly as training and evaluation prepare it.
 
-Every image goes through ``data.decode_image`` (any mode, EXIF rotation, first frame, resize to the store
-size) and then ``data.eval_transform`` (crop or resize to the input, normalise): the very functions that
+Every image goes through ``images.decode_image`` (any mode, EXIF rotation, first frame, resize to the store
+size) and then ``transforms.eval_transform`` (crop or resize to the input, normalise): the very functions that
 evaluation uses, so one image gives one tensor wherever it is fed. Test-time augmentation (TTA) averages
 the softmax over several views of that image:
 
@@ -28,15 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as nnf
 from PIL import Image
 from torch import nn
-from torchvision.transforms.v2 import functional as F
 
 from . import checkpoints, data
-from .models import get_spec
+from .images import decode_image, enlarge
+from .models import default_class_names, get_spec
+from .transforms import Preprocess, average_views, check_tta, eval_transform, tta_views
 
-TTA_CHOICES = ("none", "flip", "ten-crop")
 MAX_TOP_K = 1000  # ImageNet's class count: asking for more top classes than that is a mistake
 VIEW_MIN_SIDE = 224  # network_view upscales small inputs (CIFAR's 32) to at least this side
 CACHE_SIZE = 8  # loaded models kept by get_predictor; a flowers net is about 60 MB in float32
@@ -61,58 +60,26 @@ def check_k(k: int | float) -> int:
     return int(k)
 
 
-def check_tta(tta: str) -> str:
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"Test-time augmentation must be one of: {', '.join(TTA_CHOICES)} (not {tta!r}).")
-    return tta
 
 
-def small_image_pad(input_size: int) -> int:
-    """How far ten-crop pads an image stored at its input size: the corner crops shift by this much."""
-    return input_size // 16
 
 
-def tta_views(stored: torch.Tensor, pre: data.Preprocess, tta: str, *, pad: int | None = None) -> torch.Tensor:
-    """uint8 [C, store, store] (decode_image's output) → the normalised views [V, C, input, input].
-
-    View 0 is always the plain view, ``eval_transform(stored)``. Ten-crop gives torchvision's order:
-    top-left, top-right, bottom-left, bottom-right and centre crops, then the same five of the mirrored image.
-    ``pad`` overrides ``small_image_pad`` for images stored at their input size (bench/tta_shift.py tries several).
-    """
-    plain = data.eval_transform(stored, pre)
-    if check_tta(tta) == "none":
-        return plain[None]
-    if tta == "flip":
-        return torch.stack([plain, plain.flip(-1)])
-    size = [pre.input_size, pre.input_size]
-    if stored.shape[-1] > pre.input_size:
-        crops = F.ten_crop(stored, size)  # uint8 crops of the input's size: eval_transform only normalises them
-        return data.eval_transform(torch.stack(crops), pre)
-    # Stored at (or below) the input size: crop from the reflect-padded plain view (training pads so too).
-    # Padding commutes with the per-channel normalisation, so padding the normalised view is the same.
-    pad = small_image_pad(pre.input_size) if pad is None else pad
-    padded = nnf.pad(plain[None], (pad, pad, pad, pad), mode="reflect")[0] if pad else plain
-    return torch.stack(F.ten_crop(padded, size))  # the margin is even, so the centre crop is the plain view
 
 
-def network_view(prediction: Prediction | torch.Tensor, pre: data.Preprocess) -> Image.Image:
+def network_view(prediction: Prediction | torch.Tensor, pre: Preprocess) -> Image.Image:
     """The input as the network sees it: denormalised, and upscaled (nearest) to at least 224 pixels."""
     x = prediction.network_input if isinstance(prediction, Prediction) else prediction
     mean = torch.tensor(pre.mean, dtype=x.dtype)[:, None, None]
     std = torch.tensor(pre.std, dtype=x.dtype)[:, None, None]
     pixels = ((x.detach().cpu() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
     array = pixels.permute(1, 2, 0).numpy()
-    image = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
-    factor = -(-VIEW_MIN_SIDE // max(image.size))  # ceiling division: the smallest factor that reaches 224
-    if factor > 1:
-        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
-    return image
+    return enlarge(Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array), VIEW_MIN_SIDE)
 
 
 class Predictor:
     """A model in eval mode with its class names and preprocessing, ready to classify images."""
 
-    def __init__(self, model: nn.Module, classes: list[str], pre: data.Preprocess, meta: dict,
+    def __init__(self, model: nn.Module, classes: list[str], pre: Preprocess, meta: dict,
                  device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
@@ -124,7 +91,7 @@ class Predictor:
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> Predictor:
         """A Predictor for one of AlexNet Studio's checkpoints (CheckpointError when it cannot be used)."""
         model, meta = checkpoints.load_model(path, device="cpu")
-        return cls(model, meta["classes"], data.Preprocess.from_dict(meta["preprocess"]), meta, device)
+        return cls(model, meta["classes"], Preprocess.from_dict(meta["preprocess"]), meta, device)
 
     @classmethod
     def from_user_weights(cls, path: str | os.PathLike, model_name: str, classes: list[str] | None = None,
@@ -148,7 +115,7 @@ class Predictor:
         num_classes, in_channels = last.shape[0], conv1.shape[1]
         batch_norm = any(key.startswith("features.bn") for key in state_dict)
         if classes is None:
-            classes = [f"class {i}" for i in range(num_classes)]
+            classes = default_class_names(num_classes)
         if len(classes) != num_classes:
             raise ValueError(f"{path.name} has {num_classes} classes but {len(classes)} class names were given.")
         model = spec.build(num_classes, in_channels, batch_norm)
@@ -157,28 +124,28 @@ class Predictor:
             raise checkpoints.CheckpointError(f"{path.name} does not fit {model_name}: {problem}.")
         model.load_state_dict(state_dict, strict=True)
         pre = data.preprocess_for(spec, in_channels=in_channels)
-        meta = {"model": model_name, "batch_norm": batch_norm, "num_classes": num_classes,
-                "in_channels": in_channels, "classes": list(classes), "preprocess": pre.to_dict(),
-                "source": f"user weights {path.name}"}
+        meta = checkpoints.model_meta(model_name, batch_norm=batch_norm, num_classes=num_classes,
+                                      in_channels=in_channels, classes=classes, preprocess=pre.to_dict(),
+                                      source=f"user weights {path.name}")
         return cls(model, classes, pre, meta, device)
 
     def prepare(self, image: Image.Image | str | os.PathLike | bytes) -> torch.Tensor:
         """The plain view's network input, normalised [C, input, input]: decode_image then eval_transform."""
-        return data.eval_transform(data.decode_image(image, self.pre), self.pre)
+        return eval_transform(decode_image(image, self.pre), self.pre)
 
     @torch.inference_mode()
     def predict(self, image: Image.Image | str | os.PathLike | bytes, *, k: int = 5,
                 tta: str = "none") -> Prediction:
         """The top ``k`` classes of ``image`` (a PIL image, a file path or the file's bytes).
 
-        ValueError for a bad ``k`` or ``tta``; data.ImageError for anything that is not an image.
+        ValueError for a bad ``k`` or ``tta``; images.ImageError for anything that is not an image.
         """
         k, tta = check_k(k), check_tta(tta)
         start = time.perf_counter()
-        stored = data.decode_image(image, self.pre)
+        stored = decode_image(image, self.pre)
         views = tta_views(stored.to(self.device), self.pre, tta)
         logits = self.model(views.contiguous(memory_format=torch.channels_last))
-        probabilities = nnf.softmax(logits.float(), dim=1).mean(0).cpu()
+        probabilities = average_views(logits, tta)[0].cpu()
         seconds = time.perf_counter() - start
         order = probabilities.argsort(descending=True)[:k].tolist()
         values = probabilities.tolist()

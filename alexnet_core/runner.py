@@ -19,7 +19,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .train import EndEvent, EpochEvent, StartEvent, StepEvent, TrainConfig, check_config, check_memory, train
+from .config import TrainConfig, check_config, check_memory
+from .events import EndEvent, EpochEvent, StartEvent, StepEvent
+from .train import train
 
 
 class BusyError(RuntimeError):

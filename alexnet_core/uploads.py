@@ -18,7 +18,8 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from .data import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS
+from .data import IMAGE_EXTENSIONS
+from .images import MAX_IMAGE_PIXELS
 
 MAX_ZIP_BYTES = 1 << 30           # 1 GiB uploaded
 MAX_FILES = 50_000
@@ -109,8 +110,8 @@ def extract_zip(zip_path: str | Path, dest: str | Path, *, max_files: int = MAX_
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as exc:
             # A damaged or encrypted member, an unsupported compression, a name the disk refuses, a full disk.
             shutil.rmtree(dest, ignore_errors=True)
-            raise UploadError(f"{label} could not be unpacked ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-                              f"nothing was kept.") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UploadError(f"{label} could not be unpacked ({reason}); nothing was kept.") from None
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise

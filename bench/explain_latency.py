@@ -1,6 +1,6 @@
 """How long the Inside view takes to answer: the app's explain handler, per model, on this machine.
 
-    python bench/explain_latency.py [--repeats 10] [--json]
+    python -m bench.explain_latency [--repeats 10] [--json]
 
 Times `gradio_app.explain_photo` (decode, preprocess, the forward pass with every conv layer's activations,
 Grad-CAM's backward pass, the filter grid, the activation grids and the overlay, i.e. everything the Inside tab
@@ -18,10 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import gradio_app  # noqa: E402
-from alexnet_core.devices import describe_device, resolve_device  # noqa: E402
+import gradio_app
+from alexnet_core.devices import describe_device, resolve_device
 
 
 def main() -> None:

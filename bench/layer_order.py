@@ -2,7 +2,7 @@
 BatchNorm and ReLU. Measured in one process, the two bare training steps interleaved, so the ratio holds on a
 shared, noisy machine even where the absolute speeds do not.
 
-    python bench/layer_order.py [--batch-size 256] [--rounds 8] [--steps 3] [--amp auto|on|off] [--json]
+    python -m bench.layer_order [--batch-size 256] [--rounds 8] [--steps 3] [--amp auto|on|off] [--json]
 
 Each round runs --steps training steps (forward, backward, SGD Nesterov, channels_last, bf16 autocast where the
 engine would use it) of each model on one fixed batch; the speeds are totals over all rounds.
@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from alexnet_core.devices import describe_device, resolve_device, synchronize  # noqa: E402
-from alexnet_core.models import build_model  # noqa: E402
-from alexnet_core.train import TrainConfig, amp_on, make_optimizer  # noqa: E402
+from alexnet_core.config import TrainConfig
+from alexnet_core.devices import amp_on, describe_device, resolve_device, synchronize
+from alexnet_core.models import build_model
+from alexnet_core.optim import make_optimizer
 
 MODELS = ("alexnet_cifar_hires", "alexnet_cifar_fast")
 

@@ -1,7 +1,7 @@
 """How close memory.py's estimate is to what one training step really takes.
 
-    python bench/memory_estimate.py [--device cpu|cuda] [--amp auto|on|off] [--json]
-    python bench/memory_estimate.py --child MODEL BATCH [--device …] [--amp …]   # one measurement
+    python -m bench.memory_estimate [--device cpu|cuda] [--amp auto|on|off] [--json]
+    python -m bench.memory_estimate --child MODEL BATCH [--device …] [--amp …]   # one measurement
 
 Each measurement runs in a fresh process: it builds the model and optimizer as train() does, makes a batch of
 uint8 images at the store size, then measures one whole step (augmentation, forward, loss, backward,
@@ -23,12 +23,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from alexnet_core import data, memory  # noqa: E402
-from alexnet_core.devices import resolve_device  # noqa: E402
-from alexnet_core.models import get_spec  # noqa: E402
-from alexnet_core.train import TrainConfig, _autocast, amp_on, make_optimizer  # noqa: E402
+from alexnet_core import data, memory, transforms
+from alexnet_core.config import TrainConfig
+from alexnet_core.devices import amp_on, autocast, resolve_device
+from alexnet_core.models import get_spec
+from alexnet_core.optim import make_optimizer
 
 CASES = [("alexnet_cifar_small", 8), ("alexnet_cifar_small", 256), ("alexnet_cifar", 256),
          ("alexnet_cifar_hires", 64), ("alexnet_flowers", 32), ("alexnet", 32), ("alexnet", 96)]
@@ -62,9 +61,9 @@ def measure_step(model: str, batch: int, device: str = "cpu", amp: str = "auto")
     else:
         before = _status("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set
-    x = data.train_transform(images, pre, torch.Generator(device=device).manual_seed(0))
+    x = transforms.train_transform(images, pre, torch.Generator(device=device).manual_seed(0))
     x = x.contiguous(memory_format=torch.channels_last)
-    with _autocast(device, amp):
+    with autocast(device, amp):
         loss = torch.nn.functional.cross_entropy(net(x).float(), labels)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -95,8 +94,9 @@ def main() -> None:
         return
     rows = []
     for model, batch in CASES:
-        out = subprocess.run([sys.executable, __file__, "--child", model, str(batch), "--device", args.device,
-                              "--amp", args.amp], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run([sys.executable, "-m", "bench.memory_estimate", "--child", model, str(batch),
+                              "--device", args.device, "--amp", args.amp],
+                             capture_output=True, text=True, check=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         if not args.json:
             r = rows[-1]

@@ -1,6 +1,6 @@
 """How long the app's /predict takes, set against Gradio's own floor, and the prediction pipeline alone.
 
-    python bench/predict_latency.py [--repeats 50] [--checkpoint PATH ...] [--json]
+    python -m bench.predict_latency [--repeats 50] [--checkpoint PATH ...] [--json]
 
 Starts two Gradio servers in this process, each on a free local port:
 - the floor: a trivial gr.Blocks whose one function takes a gr.Image and returns a fixed gr.Label;
@@ -10,8 +10,9 @@ measurement alike, it times:
 - floor_ms: the trivial endpoint, called through gradio_client with the first checkpoint's photo;
 - predict_ms: the app's /predict for each checkpoint, with tta "none" and "ten-crop", through gradio_client;
 - pipeline_ms: Predictor.predict in this process (decode, preprocess, forward, softmax), same checkpoints and TTA.
-Each endpoint call uploads the photo, as a real client does. The photo for a checkpoint is an example photo of one of its
-classes (the app's examples: ../shared/data photos, or examples/ files named like cifar10-cat.png). The first --warmup rounds are not counted.
+Each endpoint call uploads the photo, as a real client does. The photo for a checkpoint is an example photo of one
+of its classes (the app's examples: ../shared/data photos, or examples/ files named like cifar10-cat.png). The first
+--warmup rounds are not counted.
 Reports the median and the 95th percentile of each, in milliseconds.
 
 Checkpoints default to the shipped ones (checkpoints/*.safetensors); any other must be one the app lists
@@ -27,18 +28,16 @@ import random
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import gradio as gr
 import numpy as np
 from gradio_client import Client, handle_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import gradio_app  # noqa: E402
-from alexnet_core.devices import describe_device, resolve_device  # noqa: E402
-from alexnet_core.predict import get_predictor  # noqa: E402
+import gradio_app
+from alexnet_core.devices import describe_device, resolve_device
+from alexnet_core.predict import get_predictor
 
 TTAS = ("none", "ten-crop")
 

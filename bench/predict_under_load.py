@@ -1,6 +1,6 @@
 """How /predict answers while a training run is going, set against the same calls on an idle app, in one run.
 
-    python bench/predict_under_load.py [--rounds 3] [--calls 30] [--burst 50] [--model alexnet_cifar] [--images 1500]
+    python -m bench.predict_under_load [--rounds 3] [--calls 30] [--burst 50] [--model alexnet_cifar] [--images 1500]
 
 Starts gradio_app.build_app() in this process on a free local port (queued as gradio_app.launch queues it),
 with its runs and uploads in a temporary folder and a generated 3-class ImageFolder (32x32 images, --images of
@@ -14,11 +14,11 @@ them) in its uploads, so that it is one of the Train tab's data choices. Then, p
 The phases run --rounds times, interleaved (the two training phases swap places every other round), so that a
 busy spell of the machine hits all of them. In each it times (after --warmup calls) --calls sequential /predict
 calls through gradio_client, each uploading the same photo (a CIFAR-10 test image from ../shared/data where
-present, else a generated one), and a burst of --burst /predict calls fired at once from as many threads (each timed from its own start, so queueing
-is included). For the training phases it also reads the run's throughput (images/s) for --window seconds
-before the calls and during them. Prints one JSON object: per phase, the median and 95th percentile in
-milliseconds of all its calls over the rounds, and the median over rounds of the burst's length and the
-training throughput.
+present, else a generated one), and a burst of --burst /predict calls fired at once from as many threads (each
+timed from its own start, so queueing is included). For the training phases it also reads the run's throughput
+(images/s) for --window seconds before the calls and during them. Prints one JSON object: per phase, the median
+and 95th percentile in milliseconds of all its calls over the rounds, and the median over rounds of the burst's
+length and the training throughput.
 """
 
 from __future__ import annotations
@@ -39,13 +39,12 @@ import numpy as np
 import torch
 from gradio_client import Client, handle_file
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import gradio_app
+from alexnet_core.devices import describe_machine
+from alexnet_core.runner import RUNNER
+from tests.helpers import class_image, make_image_folder
 
-import gradio_app  # noqa: E402
-from alexnet_core.runner import RUNNER  # noqa: E402
-from alexnet_core.train import _machine  # noqa: E402
-from tests.helpers import class_image, make_image_folder  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 BATCH = 128
 
@@ -183,8 +182,8 @@ def main() -> None:
         with contextlib.redirect_stdout(sys.stderr):  # Gradio says "Closing server …" on stdout
             app.close()
     report = {
-        "command": "python bench/predict_under_load.py " + " ".join(sys.argv[1:]),
-        "machine": _machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "command": "python -m bench.predict_under_load " + " ".join(sys.argv[1:]),
+        "machine": describe_machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "checkpoint": Path(gradio_app.default_checkpoint() or "").name, "photo": Path(args.photo).name,
         "training_run": {"model": args.model, "images": 3 * per_class, "batch_size": BATCH, "device": "cpu"},
         "predict_concurrency": getattr(gradio_app, "CONCURRENCY", 1),

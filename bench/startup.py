@@ -1,6 +1,6 @@
 """How fast the app starts and how much memory it holds when idle, as a Space would run it.
 
-    python bench/startup.py [--repeats 3] [--json]
+    python -m bench.startup [--repeats 3] [--json]
 
 Each repeat starts `python gradio_app.py` in a fresh process (a free local port, its own empty data folder) and
 measures:

@@ -1,6 +1,6 @@
 """How fast the training engine is, measured in one process on one model and machine.
 
-    python bench/train_speed.py [--data ../shared/data/cifar10] [--steps 100] [--amp auto|on|off] [--json]
+    python -m bench.train_speed [--data ../shared/data/cifar10] [--steps 100] [--amp auto|on|off] [--json]
 
 Measures, for alexnet_cifar at batch 128 (channels_last, SGD Nesterov, mixed precision as --amp says — the
 engine's own default is auto: bf16 where the device gains from it — all as the engine trains it):
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,12 +27,13 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from alexnet_core import data  # noqa: E402
-from alexnet_core.devices import describe_device, resolve_device, synchronize  # noqa: E402
-from alexnet_core.models import build_model, get_spec  # noqa: E402
-from alexnet_core.train import StepEvent, TrainConfig, amp_on, make_optimizer, train  # noqa: E402
+from alexnet_core import data
+from alexnet_core.config import TrainConfig
+from alexnet_core.devices import amp_on, describe_device, resolve_device, synchronize
+from alexnet_core.events import StepEvent
+from alexnet_core.models import build_model, get_spec
+from alexnet_core.optim import make_optimizer
+from alexnet_core.train import train
 
 MODEL, BATCH = "alexnet_cifar", 128
 

@@ -1,27 +1,23 @@
 """How far ten-crop's corner crops should shift a small image: accuracy per padding, on the validation split.
 
-    python bench/tta_shift.py --checkpoint checkpoints/cifar10.safetensors [--data ../shared/data/cifar10]
+    python -m bench.tta_shift --checkpoint checkpoints/cifar10.safetensors [--data ../shared/data/cifar10]
                               [--split val] [--pads 1 2 3 4] [--limit N] [--json]
 
-A 32x32 image is stored at its input size, so ten-crop (predict.tta_views) reflect-pads it and crops the
+A 32x32 image is stored at its input size, so ten-crop (transforms.tta_views) reflect-pads it and crops the
 four corners and the centre, each also mirrored. This measures top-1 accuracy with no TTA, with flip, and
-with ten-crop at each padding, each through evaluate.evaluate (the path of `evaluate --tta`). Choose on the validation split (the default: the
-same seeded share of train the checkpoint was validated on), never on test. predict.small_image_pad holds
-the choice.
+with ten-crop at each padding, each through evaluate.evaluate (the path of `evaluate --tta`). Choose on the
+validation split (the default: the same seeded share of train the checkpoint was validated on), never on test.
+transforms.small_image_pad holds the choice.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from alexnet_core import checkpoints  # noqa: E402
-from alexnet_core.evaluate import evaluate, load_for_evaluation  # noqa: E402
-from alexnet_core.predict import small_image_pad, tta_views  # noqa: E402
+from alexnet_core import checkpoints
+from alexnet_core.evaluate import evaluate, load_for_evaluation
+from alexnet_core.transforms import small_image_pad
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Screenshots of the app's tabs for the README: the real app in headless Chromium, driven by Playwright.
 
-    python docs/take_screenshots.py [--out docs/screenshots]
+    python -m docs.take_screenshots [--out docs/screenshots]
 
 Uses Debian's /usr/bin/chromium (no browser download). Starts the app as a fresh clone has it (no ../shared/data,
 its own empty data folder) on a free local port and shows it doing its job: Predict answering an example photo
@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -38,15 +36,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="screenshots-"))
 
-    import gradio_app
     from playwright.sync_api import sync_playwright
 
     # As a fresh clone or a Space sees it: no ../shared/data, nothing trained yet; a tiny generated data set (two
     # classes of coloured squares, as the tests use) is uploaded so that the Train tab can show a run.
+    import gradio_app
+
     gradio_app.SHARED_DATA = home / "no-shared-data"
     gradio_app.RUNS_DIR, gradio_app.UPLOADS_DIR = home / "runs", home / "uploads"
-    sys.path.insert(0, str(REPO / "tests"))
-    from helpers import make_image_folder
+    from tests.helpers import make_image_folder
 
     make_image_folder(home / "uploads" / "squares", classes=["red", "green", "blue"], n_per_class=60, size=32)
     port = free_port()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alexnet_core.train import TrainConfig, train
+from alexnet_core.config import TrainConfig
+from alexnet_core.train import train
 from tests.helpers import make_image_folder
 
 CLASSES = ["red", "green", "blue"]  # ImageFolder sorts them: blue, green, red

@@ -6,7 +6,7 @@ import gradio as gr
 import pytest
 
 import gradio_app
-from alexnet_core.train import TrainConfig
+from alexnet_core.config import TrainConfig
 from gradio_app import TrainingCaps
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import gradio_app
 from alexnet_core.runner import RUNNER, BusyError, RunRegistry, ServerBusyError, TrainingRunner
-from alexnet_core.train import TrainConfig
+from alexnet_core.config import TrainConfig
 from tests.helpers import make_image_folder
 
 

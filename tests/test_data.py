@@ -10,15 +10,23 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as nnf
+from helpers import make_image_folder
 from PIL import Image
 
 from alexnet_core import data as D
-from alexnet_core.augment import random_resized_crop
-from alexnet_core.data import (DataError, ImageData, ImageError, Preprocess, StreamingData, class_names,
-                               decode_image, describe_source, eval_transform, load_split, native_size,
-                               preprocess_for, train_transform)
+from alexnet_core.data import (
+    DataError,
+    ImageData,
+    StreamingData,
+    class_names,
+    describe_source,
+    load_split,
+    native_size,
+    preprocess_for,
+)
+from alexnet_core.images import ImageError, decode_image
 from alexnet_core.models import CIFAR10_MEAN, CIFAR10_STD, get_spec
-from helpers import make_image_folder
+from alexnet_core.transforms import Preprocess, eval_transform, random_resized_crop, train_transform
 
 RGB16 = Preprocess(16, 16, 3, CIFAR10_MEAN, CIFAR10_STD)
 GREY16 = Preprocess(16, 16, 1, (0.5,), (0.25,))
@@ -532,7 +540,7 @@ def test_pca_lighting_shifts_each_sample_by_one_colour():
 
 
 def test_cutout_blanks_one_square_per_sample_to_the_mean():
-    from alexnet_core.augment import random_cutout
+    from alexnet_core.transforms import random_cutout
     x = torch.ones(64, 3, 32, 32)
     out = random_cutout(x, 8, torch.Generator().manual_seed(0))
     blank = out[:, 0] == 0  # [B, H, W]

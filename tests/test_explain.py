@@ -10,10 +10,21 @@ import torch
 from PIL import Image
 from torch import nn
 
-from alexnet_core import data
+from alexnet_core import data, images, transforms
 from alexnet_core.explain import (
-    MIN_FILTER, MIN_TILE, ExplainError, activation_grid, conv_layers, explain, feature_maps,
-    first_layer_filters, grad_cam, gradcam_overlay, resolve_class, untrained_variant, write_explanation,
+    MIN_FILTER,
+    MIN_TILE,
+    ExplainError,
+    activation_grid,
+    conv_layers,
+    explain,
+    feature_maps,
+    first_layer_filters,
+    grad_cam,
+    gradcam_overlay,
+    resolve_class,
+    untrained_variant,
+    write_explanation,
 )
 from alexnet_core.models import MODELS, build_model, get_spec
 
@@ -30,7 +41,7 @@ def _photo(size: tuple[int, int] = (48, 40), seed: int = 0) -> Image.Image:
 
 def _input(name: str, seed: int = 0) -> torch.Tensor:
     pre = data.preprocess_for(get_spec(name))
-    return data.eval_transform(data.decode_image(_photo(seed=seed), pre), pre)
+    return transforms.eval_transform(images.decode_image(_photo(seed=seed), pre), pre)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ import gradio_app
 from alexnet_core import checkpoints, predict
 from alexnet_core.checkpoints import CheckpointError, load_model, read_metadata
 from alexnet_core.models import build_model
-from alexnet_core.train import TrainConfig, train
+from alexnet_core.config import TrainConfig
+from alexnet_core.train import train
 from tests.helpers import class_image, make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]

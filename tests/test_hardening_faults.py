@@ -22,7 +22,9 @@ import torch
 
 from alexnet_core import checkpoints, data, train as train_module
 from alexnet_core.models import AlexNetCifarSmall
-from alexnet_core.train import EndEvent, EpochEvent, StepEvent, TrainConfig, train
+from alexnet_core.config import TrainConfig
+from alexnet_core.events import EndEvent, EpochEvent, StepEvent
+from alexnet_core.train import train
 from tests.helpers import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]

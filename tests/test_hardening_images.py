@@ -2,7 +2,7 @@
 serving. Odd modes, animation, EXIF rotation, 1x1 and 4000x12 are classified (tests/test_predict.py,
 tests/test_data.py; here once more through the live app's /predict); this file adds SVG, files that only
 pretend to be images, decompression bombs against both Pillow's guard and the stated caps
-(data.MAX_IMAGE_PIXELS, data.MAX_IMAGE_BYTES), and the live app answering after each of them.
+(images.MAX_IMAGE_PIXELS, images.MAX_IMAGE_BYTES), and the live app answering after each of them.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import pytest
 from PIL import Image, ImageFile
 
 import gradio_app
-from alexnet_core import data
-from alexnet_core.data import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, Preprocess
+from alexnet_core import data, images
+from alexnet_core.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError
 from alexnet_core.models import CIFAR10_MEAN, CIFAR10_STD
+from alexnet_core.transforms import Preprocess
 from tests.helpers import class_image
 from tests.test_predict import ODD_FILES
 
@@ -76,7 +77,7 @@ def test_files_that_only_pretend_to_be_images_get_one_sentence(tmp_path, name):
     path.write_bytes(PRETENDERS[name])
     for source in (path, PRETENDERS[name]):
         with pytest.raises(ImageError) as error:
-            data.decode_image(source, PRE)
+            images.decode_image(source, PRE)
         one_sentence(error.value, "empty" if name.startswith("empty") else "not an image")
 
 
@@ -90,10 +91,10 @@ def test_a_bomb_under_pillows_guard_is_stopped_by_the_stated_pixel_cap(tmp_path)
     path.write_bytes(bomb)
     for source in (bomb, path, Image.open(path)):
         with pytest.raises(ImageError) as error:
-            data.decode_image(source, PRE)
+            images.decode_image(source, PRE)
         one_sentence(error.value, f"{side:,}x{side:,} pixels", "64 megapixels")
     # a large but allowed image (16 megapixels) is decoded as usual
-    assert data.decode_image(png_bomb(4000, 4000), PRE).shape == (3, 32, 32)
+    assert images.decode_image(png_bomb(4000, 4000), PRE).shape == (3, 32, 32)
 
 
 def test_a_bomb_over_pillows_own_guard_gets_the_same_sentence():
@@ -102,7 +103,7 @@ def test_a_bomb_over_pillows_own_guard_gets_the_same_sentence():
     with pytest.raises(Image.DecompressionBombError):
         Image.open(io.BytesIO(bomb))
     with pytest.raises(ImageError) as error:
-        data.decode_image(bomb, PRE)
+        images.decode_image(bomb, PRE)
     one_sentence(error.value, "decompression", "64 megapixels")
 
 
@@ -116,10 +117,10 @@ def test_files_over_the_byte_cap_are_refused_before_they_are_opened(tmp_path, mo
     monkeypatch.setattr(data.Image, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
     for source in (padded, path):
         with pytest.raises(ImageError) as error:
-            data.decode_image(source, PRE)
+            images.decode_image(source, PRE)
         one_sentence(error.value, "64 MiB")
     assert not opened
-    assert data.decode_image(photo, PRE).shape == (3, 32, 32)
+    assert images.decode_image(photo, PRE).shape == (3, 32, 32)
 
 
 def test_truncated_images_are_not_silently_padded():

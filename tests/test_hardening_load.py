@@ -74,7 +74,8 @@ def test_fifty_concurrent_predictions_during_a_training_run_all_complete(live_ap
 def test_the_training_thread_runs_at_a_lower_priority_than_serving(tmp_path):
     """What keeps training from starving prediction: the runner's thread, and the threads it starts (OpenMP's,
     data workers), have a higher nice value than the threads that serve requests."""
-    from alexnet_core.train import StartEvent, TrainConfig
+    from alexnet_core.config import TrainConfig
+    from alexnet_core.events import StartEvent
     from tests.helpers import make_image_folder
 
     seen = {}

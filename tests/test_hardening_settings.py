@@ -74,7 +74,7 @@ def test_the_train_tab_refuses_a_bad_setting_before_any_work(folder, runs, setti
 def test_the_train_tab_refuses_a_batch_too_large_for_the_memory_and_names_the_largest_that_fits(folder, runs,
                                                                                                   monkeypatch):
     from alexnet_core import memory
-    from alexnet_core.train import TrainConfig, check_memory
+    from alexnet_core.config import TrainConfig, check_memory
 
     settings = {**TRAIN_DEFAULTS, "model": "alexnet", "data": str(folder), "batch_size": 8192}
     monkeypatch.setenv(memory.BUDGET_ENV, "1T")
@@ -230,7 +230,7 @@ def test_the_command_line_refuses_the_paper_net_at_batch_8192_on_the_flowers_bef
     import sys
 
     from alexnet_core import memory
-    from alexnet_core.train import TrainConfig, check_memory
+    from alexnet_core.config import TrainConfig, check_memory
 
     argv = ["train", "--model", "alexnet", "--data", str(flowers_dir), "--batch-size", "8192", "--device", "cpu",
             "--out", str(tmp_path / "run")]

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from alexnet_core import data, memory
-from alexnet_core.train import ConfigError, TrainConfig, check_memory, train
+from alexnet_core.config import ConfigError, TrainConfig, check_memory
+from alexnet_core.train import train
 from tests.helpers import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ def test_the_estimate_is_within_a_sane_factor_of_a_measured_step():
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("measuring a step's peak resident set needs Linux's /proc/self/clear_refs")
     # One real step (alexnet_cifar_small, batch 128, fp32) in a fresh process: the rise of its peak resident set.
-    out = subprocess.run([sys.executable, "bench/memory_estimate.py", "--child", "alexnet_cifar_small", "128",
+    out = subprocess.run([sys.executable, "-m", "bench.memory_estimate", "--child", "alexnet_cifar_small", "128",
                           "--device", "cpu", "--amp", "off"], capture_output=True, text=True, cwd=REPO,
                          timeout=300, check=True).stdout
     step = json.loads(out.strip().splitlines()[-1])

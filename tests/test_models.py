@@ -258,7 +258,7 @@ def test_whitening_refuses_a_grouped_conv():
 def test_the_layer_order_bench_times_both_orders():
     """bench/layer_order.py, which measures alexnet_cifar_fast's speed-up, runs and reports both models."""
     out = subprocess.run(
-        [sys.executable, "bench/layer_order.py", "--batch-size", "4", "--rounds", "1", "--steps", "1", "--device", "cpu", "--json"],
+        [sys.executable, "-m", "bench.layer_order", "--batch-size", "4", "--rounds", "1", "--steps", "1", "--device", "cpu", "--json"],
         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120, check=True,
     ).stdout
     result = json.loads(out)

@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as nnf
 from PIL import Image
 
-from alexnet_core import data, predict
+from alexnet_core import data, images, predict, transforms
 from alexnet_core.checkpoints import CheckpointError
-from alexnet_core.data import ImageError, Preprocess
 from alexnet_core.evaluate import evaluate
+from alexnet_core.images import ImageError
 from alexnet_core.models import CIFAR10_MEAN, CIFAR10_STD
-from alexnet_core.predict import Predictor, get_predictor, network_view, tta_views
+from alexnet_core.predict import Predictor, get_predictor, network_view
+from alexnet_core.transforms import Preprocess, tta_views
 from tests.helpers import class_image, make_image_folder
 from tests.predict_helpers import train_tiny_checkpoint
 
@@ -55,7 +56,7 @@ def test_predict_feeds_the_tensor_that_evaluation_feeds(tiny, predictor, tmp_pat
     p = Predictor(predictor.model, predictor.classes, pre, predictor.meta)
     split = data.load_split(str(folder), "val", pre, cache_dir=tmp_path / "cache")
     assert split.paths and len(split) == 6
-    batch = data.eval_transform(split.images, pre)      # what evaluate() feeds the network, a batch at a time
+    batch = transforms.eval_transform(split.images, pre)      # what evaluate() feeds the network, a batch at a time
     for i, path in enumerate(split.paths):
         prediction = p.predict(path)
         assert torch.equal(prediction.network_input, batch[i]), path
@@ -170,7 +171,7 @@ def test_ten_crop_takes_the_corners_and_centre_of_the_stored_photo_and_their_mir
     assert torch.equal(top_left, stored[:, :4, :4]) and torch.equal(top_right, stored[:, :4, 2:])
     assert torch.equal(bottom_left, stored[:, 2:, :4]) and torch.equal(bottom_right, stored[:, 2:, 2:])
     assert torch.equal(centre, stored[:, 1:5, 1:5])
-    assert torch.equal(centre, _pixels(data.eval_transform(stored, pre)))  # the plain view
+    assert torch.equal(centre, _pixels(transforms.eval_transform(stored, pre)))  # the plain view
     # the second five are the crops of the mirrored photo: each is a mirrored crop of the first five
     mirrored = [top_right, top_left, bottom_right, bottom_left, centre]
     for view, original in zip(views[5:], mirrored):
@@ -180,7 +181,7 @@ def test_ten_crop_takes_the_corners_and_centre_of_the_stored_photo_and_their_mir
 @pytest.mark.parametrize("pad", [None, 2])
 def test_ten_crop_of_a_small_image_crops_from_a_reflect_padding(pad):
     pre = Preprocess(input_size=32, store_size=32, **IDENTITY_GREY)
-    p = predict.small_image_pad(32) if pad is None else pad
+    p = transforms.small_image_pad(32) if pad is None else pad
     assert p == (2 if pad is None else pad) and p < 32 // 8       # shifts smaller than training's crops
     stored = torch.randint(0, 256, (1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     padded = nnf.pad(stored[None].float(), (p, p, p, p), mode="reflect")[0].to(torch.uint8)
@@ -199,11 +200,11 @@ def test_flip_and_none_views():
     assert flip.shape == (2, 1, 8, 8) and torch.equal(flip[1], stored.flip(-1))
 
 
-@pytest.mark.parametrize("tta", predict.TTA_CHOICES)
+@pytest.mark.parametrize("tta", transforms.TTA_CHOICES)
 def test_tta_averages_the_softmax_of_its_views(predictor, tiny, tta):
     path = next((tiny[1] / "val" / "red").iterdir())
     prediction = predictor.predict(path, k=3, tta=tta)
-    views = tta_views(data.decode_image(path, predictor.pre), predictor.pre, tta)
+    views = tta_views(images.decode_image(path, predictor.pre), predictor.pre, tta)
     with torch.inference_mode():
         expected = nnf.softmax(predictor.model(views), dim=1).mean(0)
     got = torch.tensor([prediction.probabilities[c] for c in predictor.classes])
@@ -245,7 +246,7 @@ def test_network_view_shows_the_decoded_pixels_large_enough_to_see(predictor, ti
     path = next((tiny[1] / "val" / "blue").iterdir())
     view = network_view(predictor.predict(path), predictor.pre)
     assert view.mode == "RGB" and view.size == (224, 224)  # 32 x 7
-    stored = data.decode_image(path, predictor.pre).permute(1, 2, 0).numpy().astype(int)
+    stored = images.decode_image(path, predictor.pre).permute(1, 2, 0).numpy().astype(int)
     every_seventh = np.asarray(view)[::7, ::7].astype(int)
     assert np.abs(every_seventh - stored).max() <= 1  # only rounding of the normalisation round trip
     grey = Preprocess(input_size=300, store_size=300, **IDENTITY_GREY)

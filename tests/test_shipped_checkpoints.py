@@ -56,7 +56,7 @@ def test_a_shipped_checkpoint_loads_and_classifies_real_images(path, request):
 def test_the_tta_shift_bench_measures_every_padding(cifar10_dir):
     """bench/tta_shift.py (which chose ten-crop's 2-pixel shift on validation) runs and reports each mode."""
     out = subprocess.run(
-        [sys.executable, "bench/tta_shift.py", "--checkpoint", str(SHIPPED_DIR / "cifar10.safetensors"),
+        [sys.executable, "-m", "bench.tta_shift", "--checkpoint", str(SHIPPED_DIR / "cifar10.safetensors"),
          "--data", str(cifar10_dir), "--split", "test", "--limit", "300", "--pads", "1", "4", "--json"],
         cwd=SHIPPED_DIR.parent, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

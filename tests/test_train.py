@@ -13,8 +13,10 @@ import torch
 
 from alexnet_core import checkpoints, cli
 from alexnet_core.evaluate import evaluate_checkpoint
-from alexnet_core.train import (ConfigError, EndEvent, EpochEvent, StepEvent, TrainConfig, lr_factor,
-                                train)
+from alexnet_core.config import ConfigError, TrainConfig
+from alexnet_core.events import EndEvent, EpochEvent, StepEvent
+from alexnet_core.optim import lr_factor
+from alexnet_core.train import train
 from tests.helpers import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -291,7 +293,7 @@ def test_whitened_conv1_is_the_whitening_and_stays_frozen_while_the_rest_learns_
 
 
 def test_alternating_flip_shows_every_image_once_each_way_in_two_epochs():
-    from alexnet_core import data
+    from alexnet_core import data, transforms
     from alexnet_core.models import get_spec
     from alexnet_core.train import _epoch_flip, _half_mirrored
 
@@ -309,10 +311,10 @@ def test_alternating_flip_shows_every_image_once_each_way_in_two_epochs():
     assert _epoch_flip("random", 1) == _epoch_flip("random", 2) == "random"
     # train_transform's "all" is its "none" mirrored: the same crops, drawn from the same generator.
     pre = data.preprocess_for(get_spec("alexnet_cifar_small"))
-    none = data.train_transform(images, pre, torch.Generator().manual_seed(0), flip="none")
-    assert torch.equal(data.train_transform(images, pre, torch.Generator().manual_seed(0), flip="all"), none.flip(-1))
+    none = transforms.train_transform(images, pre, torch.Generator().manual_seed(0), flip="none")
+    assert torch.equal(transforms.train_transform(images, pre, torch.Generator().manual_seed(0), flip="all"), none.flip(-1))
     with pytest.raises(ValueError, match="flip"):
-        data.train_transform(images, pre, flip="sideways")
+        transforms.train_transform(images, pre, flip="sideways")
 
 
 def test_resumed_run_keeps_its_own_epochs_unless_the_command_overrides_them(tiny_folder, tmp_path):
@@ -342,7 +344,7 @@ def test_resumed_run_keeps_its_own_epochs_unless_the_command_overrides_them(tiny
 
 
 def test_resumed_run_refuses_to_change_what_its_state_depends_on(tiny_folder, tmp_path):
-    from alexnet_core.train import resumed_config
+    from alexnet_core.config import resumed_config
 
     end, _ = run(tiny_config(tiny_folder, tmp_path / "run", epochs=1))
     saved = checkpoints.read_train_extra(tmp_path / "run" / "last.safetensors")["config"]

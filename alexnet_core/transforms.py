@@ -17,15 +17,12 @@ result does not depend on where the images live) and applied in a few batched te
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as nnf
 from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as F
-
-if TYPE_CHECKING:
-    from .data import Preprocess
 
 # At or below this input side, augment the CIFAR way (pad and crop); above it, the ImageNet way.
 SMALL_INPUT = 64
@@ -41,6 +38,55 @@ PCA_EIGENVECTORS = (
 LUMA = (0.299, 0.587, 0.114)
 
 
+
+# --- What the network expects -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Everything needed to turn an image into the network's input; saved in checkpoints."""
+
+    input_size: int  # the network's input side (32, 224, 227 ...)
+    store_size: int  # side at which images are decoded and kept as uint8
+    in_channels: int  # 1 or 3
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __post_init__(self):
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"Images must have 1 or 3 channels, not {self.in_channels}.")
+        if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+            raise ValueError(f"mean and std need one value per channel ({self.in_channels}).")
+        if self.input_size < 1 or self.store_size < 1:
+            raise ValueError("input_size and store_size must be positive.")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        """From to_dict()'s output; store_size and in_channels may be left out (the defaults for input_size
+        and one channel per mean), as in checkpoints that name only what the network needs."""
+        size = int(d["input_size"])
+        return cls(size, int(d.get("store_size", default_store_size(size))), int(d.get("in_channels", len(d["mean"]))),
+                   tuple(float(m) for m in d["mean"]), tuple(float(s) for s in d["std"]))
+
+
+def default_store_size(input_size: int) -> int:
+    """Small inputs are kept at their own size; photos at 256/224 of it (AlexNet: resize 256, crop 224)."""
+    return input_size if input_size <= SMALL_INPUT else round(input_size * 256 / 224)
+
+
+def per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """Adapts RGB statistics to one channel (their average) or one-channel statistics to RGB (repeated)."""
+    if len(values) == channels:
+        return tuple(values)
+    if channels == 1:
+        return (sum(values) / len(values),)
+    return tuple(values) * channels if len(values) == 1 else tuple(values[:channels])
+
+
+# --- From stored images to the network's input -------------------------------------------------------
+
 def eval_transform(images_uint8: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     """[B,C,S,S] (or [C,S,S]) uint8 → float32 normalised [B,C,input,input], on the same device.
 
@@ -53,7 +99,8 @@ def eval_transform(images_uint8: torch.Tensor, pre: Preprocess) -> torch.Tensor:
     return x[0] if single else x
 
 
-# What train_transform's flip takes per batch (train.FLIPS are the per-run choices built on these).
+# What train_transform's flip does to a batch: the training setting ``flip`` (config.FLIPS: random or
+# alternating) picks one of these per epoch (train._epoch_flip).
 BATCH_FLIPS = ("random", "all", "none")
 
 
@@ -86,6 +133,66 @@ def train_transform(images_uint8: torch.Tensor, pre: Preprocess, generator: torc
         x = random_cutout(x, cutout, generator)
     return x
 
+
+# --- Test-time augmentation ---------------------------------------------------------------------------
+
+# Evaluation's and prediction's choices: the plain view, it and its mirror image, or the paper's ten crops.
+TTA_CHOICES = ("none", "flip", "ten-crop")
+# Validation after each training epoch: ten-crop would make every epoch's validation ten times as long.
+VALIDATION_TTA = ("none", "flip")
+TTA_VIEWS = {"none": 1, "flip": 2, "ten-crop": 10}   # views per image
+
+
+def check_tta(tta: str) -> str:
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"Test-time augmentation must be one of: {', '.join(TTA_CHOICES)} (not {tta!r}).")
+    return tta
+
+
+def small_image_pad(input_size: int) -> int:
+    """How far ten-crop pads an image stored at its input size: the corner crops shift by this much."""
+    return input_size // 16
+
+
+def tta_views(stored: torch.Tensor, pre: Preprocess, tta: str, *, pad: int | None = None) -> torch.Tensor:
+    """uint8 [C, store, store] (decode_image's output), or a batch [B, C, store, store] of them → the
+    normalised views [V, C, input, input], or [B * V, ...] with each image's V views consecutive
+    (V = TTA_VIEWS[tta]); ``average_views`` averages the network's answers over them.
+
+    View 0 of each image is always the plain view, ``eval_transform``. Flip adds the mirror image. Ten-crop
+    gives torchvision's order: top-left, top-right, bottom-left, bottom-right and centre crops, then the same
+    five of the mirrored image. ``pad`` overrides ``small_image_pad`` for images stored at their input size
+    (bench/tta_shift.py tries several).
+    """
+    batch = stored if stored.ndim == 4 else stored[None]
+    plain = eval_transform(batch, pre)
+    if check_tta(tta) == "none":
+        return plain
+    if tta == "flip":
+        return torch.stack([plain, plain.flip(-1)], dim=1).flatten(0, 1)
+    return torch.cat([_ten_crop(image, view, pre, pad) for image, view in zip(batch, plain)])
+
+
+def _ten_crop(stored: torch.Tensor, plain: torch.Tensor, pre: Preprocess, pad: int | None) -> torch.Tensor:
+    size = [pre.input_size, pre.input_size]
+    if stored.shape[-1] > pre.input_size:
+        crops = F.ten_crop(stored, size)  # uint8 crops of the input's size: eval_transform only normalises them
+        return eval_transform(torch.stack(crops), pre)
+    # Stored at (or below) the input size: crop from the reflect-padded plain view (training pads so too).
+    # Padding commutes with the per-channel normalisation, so padding the normalised view is the same.
+    pad = small_image_pad(pre.input_size) if pad is None else pad
+    padded = nnf.pad(plain[None], (pad, pad, pad, pad), mode="reflect")[0] if pad else plain
+    return torch.stack(F.ten_crop(padded, size))  # the margin is even, so the centre crop is the plain view
+
+
+def average_views(logits: torch.Tensor, tta: str) -> torch.Tensor:
+    """The network's logits for ``tta_views``' views [B * V, K] → class probabilities per image [B, K]: the
+    softmax averaged over each image's views."""
+    probabilities = nnf.softmax(logits.float(), dim=1)
+    return probabilities.view(-1, TTA_VIEWS[tta], probabilities.shape[1]).mean(1)
+
+
+# --- Augmentation, per sample ------------------------------------------------------------------------
 
 def random_crop_with_padding(x: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Pads each image by ``pad`` pixels (reflection) and crops it back to its size at a random offset."""
