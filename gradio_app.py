@@ -577,6 +577,16 @@ async def follow_training(visitor: str | None = None, request: gr.Request = None
         await asyncio.sleep(FOLLOW_SECONDS)
 
 
+async def follow_stopping(visitor: str | None = None, request: gr.Request = None):
+    """After Stop: the visitor's run followed to its end; no change when none was going, so that Stop's own
+    sentence ("No run of yours is going.") stays on the page."""
+    if not RUNNER.snapshot(owner_of(visitor, request)).active:
+        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return
+    async for view in follow_training(visitor, request):
+        yield view
+
+
 def queue_notice(visitor: str | None = None, request: gr.Request = None) -> str | dict:
     """Runs before Start's queued event: refuses a second run of one's own, and tells a visitor plainly that
     their run waits, and where they are in line, when the server's runs are all taken."""
@@ -737,7 +747,7 @@ def _train_tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tup
     following = visited.then(follow_training, inputs=visitor, outputs=outputs, api_name=False,
                              show_progress="hidden", concurrency_limit=None)
     stop.click(stop_training, inputs=visitor, outputs=status, api_name="train_stop", cancels=[training, following]
-               ).then(follow_training, inputs=visitor, outputs=outputs, api_name=False, show_progress="hidden",
+               ).then(follow_stopping, inputs=visitor, outputs=outputs, api_name=False, show_progress="hidden",
                       concurrency_limit=None)
     gr.on([], training_status, inputs=visitor, outputs=outputs, api_name="train_status")
     return data, zip_file, upload_note
