@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
-from PIL import Image
-
 from helpers import class_image, client_owner
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 ENDPOINTS = {"/summary", "/train", "/train_status", "/train_stop", "/predict", "/explain", "/evaluate"}
