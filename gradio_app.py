@@ -10,15 +10,15 @@ import asyncio
 import dataclasses
 import functools
 import hashlib
-import io
 import html
+import io
 import os
 import re
 import secrets
 import shutil
-from dataclasses import dataclass
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from alexnet_core.data import default_home
@@ -30,26 +30,26 @@ STUDIO_HOME = default_home()
 os.environ.setdefault("GRADIO_TEMP_DIR", str(STUDIO_HOME / "gradio"))
 os.environ.setdefault("TORCH_HOME", str(STUDIO_HOME / "torch"))
 
-import gradio as gr  # noqa: E402
-import torch  # noqa: E402
+import gradio as gr
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
-
 from PIL import Image, ImageOps
 
 from alexnet_core import data as studio_data
-from alexnet_core import images, imagenet
+from alexnet_core import imagenet, images
 from alexnet_core.checkpoints import list_checkpoints, read_metadata
+from alexnet_core.config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
 from alexnet_core.devices import available_devices, resolve_device
-from alexnet_core.transforms import TTA_CHOICES as EVAL_TTA_CHOICES, Preprocess
 from alexnet_core.evaluate import EvalResult, evaluate_checkpoint
+from alexnet_core.geometry import SizeError
 from alexnet_core.models import MODELS, get_spec
 from alexnet_core.plots import confusion_plot, shape_plot
 from alexnet_core.predict import Prediction, get_predictor, network_view
 from alexnet_core.runner import LOCAL, RUNNER, BusyError, RunSnapshot, ServerBusyError
-from alexnet_core.geometry import SizeError
 from alexnet_core.summary import TABLE_COLUMNS, summarize, table_rows
-from alexnet_core.config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
+from alexnet_core.transforms import TTA_CHOICES as EVAL_TTA_CHOICES
+from alexnet_core.transforms import Preprocess
 from alexnet_core.uploads import MAX_TOTAL_BYTES, UploadError, check_dataset, dataset_root, extract_zip
 
 REPO = Path(__file__).resolve().parent
@@ -250,7 +250,7 @@ class TrainingCaps:
     SPACE_DEFAULTS = {"epochs": 30, "minutes": 15, "images": 5000}
 
     @classmethod
-    def from_env(cls, env=os.environ) -> "TrainingCaps":
+    def from_env(cls, env=os.environ) -> TrainingCaps:
         on_space = bool(env.get("SPACE_ID"))
 
         def cap(name: str, key: str, kind):
@@ -312,7 +312,7 @@ class SharingLimits:
                       "upload_mb_per_server": 20 * 1024}
 
     @classmethod
-    def from_env(cls, env=os.environ) -> "SharingLimits":
+    def from_env(cls, env=os.environ) -> SharingLimits:
         on_space = bool(env.get("SPACE_ID"))
         values = {}
         for key in ("runs_at_once", "runs_per_visitor", "runs_per_server", "upload_mb_per_visitor",
@@ -835,7 +835,8 @@ def _listed_checkpoint(checkpoint: str | None, owner: str, choices: list[tuple[s
     A direct call from Python (LOCAL) may name any file, as the command line may."""
     if not checkpoint:
         return default_checkpoint()
-    if owner != LOCAL and checkpoint not in {path for _, path in (choices if choices is not None else checkpoint_choices(owner))}:
+    listed = choices if choices is not None else checkpoint_choices(owner)
+    if owner != LOCAL and checkpoint not in {path for _, path in listed}:
         raise gr.Error(NOT_LISTED)
     return checkpoint
 
@@ -909,7 +910,8 @@ def photo_input(**options) -> gr.Image:
         _check_image_header(source, name)
         try:
             return gradio_preprocess(payload)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # Pillow's errors for what is not an image
+        # Pillow's errors for what is not an image
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             return source
 
     image.preprocess = preprocess
@@ -1382,17 +1384,13 @@ def visitor_lists(visitor: str | None, predict: str | None, evaluate: str | None
     uploaded checkpoints (selections kept where they still exist)."""
     owner = owner_of(visitor)
     data = data_choices(owner)
-    checkpoints = checkpoint_choices(owner)
-    paths = {path for _, path in checkpoints}
 
-    def keep(current: str | None) -> str | None:
-        return current if current in paths else default_checkpoint()
+    def listed(choices: list[tuple[str, str]], current: str | None) -> gr.Dropdown:
+        kept = current if current in {path for _, path in choices} else default_checkpoint()
+        return gr.Dropdown(choices=choices, value=kept)
 
-    inside_list = inside_choices(owner)
-    predict_list = model_choices(owner)
-    return (gr.Dropdown(choices=data), gr.Dropdown(choices=data),
-            gr.Dropdown(choices=predict_list, value=predict if predict in {p for _, p in predict_list} else keep(predict)), gr.Dropdown(choices=checkpoints, value=keep(evaluate)),
-            gr.Dropdown(choices=inside_list, value=inside if inside in {p for _, p in inside_list} else keep(inside)))
+    return (gr.Dropdown(choices=data), gr.Dropdown(choices=data), listed(model_choices(owner), predict),
+            listed(checkpoint_choices(owner), evaluate), listed(inside_choices(owner), inside))
 
 
 # How many requests of one event may run at once. Predict and Inside answer in milliseconds to a second on a

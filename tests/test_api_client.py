@@ -2,7 +2,7 @@
 
 Every api_name is called over HTTP the way a user's script calls it, with real content checked (the layer
 table's numbers, the class of a real photo, PNGs that exist and are not blank, a run that starts, reports,
-stops and keeps its checkpoint); and the README's API examples are run as written, against this app.
+stops and keeps its checkpoint); and the examples of docs/api.md are run as written, against this app.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
-from PIL import Image
-
 from helpers import class_image, client_owner
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 ENDPOINTS = {"/summary", "/train", "/train_status", "/train_stop", "/predict", "/explain", "/evaluate"}
 ACTIVE = ("**Preparing", "**Running", "**Stopping")  # how /train_status's text starts while a run is going
-README_URL = "http://127.0.0.1:7860/"
+DOC_URL = "http://127.0.0.1:7860/"
 # Test images of the CIFAR-10 copy in ../shared/data that the shipped checkpoint gets right (the app's examples).
 CIFAR_IMAGES = {"ship": "test/ship/0000.jpg", "cat": "test/cat/0000.jpg", "automobile": "test/automobile/0000.jpg"}
 FLOWER_IMAGE = ("daisy", "val/daisy/10437929963_bc13eebe0c.jpg")
@@ -368,18 +367,19 @@ def test_explain_can_explain_a_class_the_caller_names(client, tmp_path):
 
 
 
-# --- the README's API section ---------------------------------------------------------------------------
+# --- the API reference, docs/api.md --------------------------------------------------------------------
 
 
-def _readme_api() -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    match = re.search(r"^## API\n(.*?)(?=^## )", text, re.S | re.M)
-    assert match, "README.md has no '## API' section"
-    return match.group(1)
+def _api_doc() -> str:
+    """docs/api.md below its title (the API reference moved there from the README)."""
+    text = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    title, _, body = text.partition("\n")
+    assert title.startswith("# ") and "## `/predict`" in body, "docs/api.md has lost its endpoints"
+    return body
 
 
-def test_the_readme_documents_every_endpoint_with_the_apps_inputs_and_defaults(client):
-    section = " ".join(_readme_api().split())
+def test_the_api_doc_documents_every_endpoint_with_the_apps_inputs_and_defaults(client):
+    section = " ".join(_api_doc().split())
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     signatures = dict(re.findall(r"`(\w+)\(([^`]*)\)` →", section))
     assert {f"/{name}" for name in signatures} == ENDPOINTS
@@ -395,15 +395,15 @@ def test_the_readme_documents_every_endpoint_with_the_apps_inputs_and_defaults(c
 
 
 @pytest.mark.shared_data
-def test_the_readme_api_examples_run_against_the_app(live_app, client, cifar10_dir, idle_runner):
+def test_the_api_doc_examples_run_against_the_app(live_app, client, cifar10_dir, idle_runner):
     """Runs the section's python blocks in order, in one namespace, as a reader would paste them: only the
     address, the photo, and the data and sizes (CIFAR-10 is a download; here the tiny and shared folders) change."""
-    section = _readme_api()
+    section = _api_doc()
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) >= 6
     photo = str(cifar10_dir / CIFAR_IMAGES["ship"])
     replacements = [
-        (README_URL, live_app.url),
+        (DOC_URL, live_app.url),
         ('"photo.jpg"', repr(photo)),
         ('data="cifar10", limit=2000, epochs=2, batch_size=64', f"data={str(live_app.tiny_data)!r}, limit=16, "
                                                                  "epochs=2, batch_size=8"),
@@ -412,12 +412,12 @@ def test_the_readme_api_examples_run_against_the_app(live_app, client, cifar10_d
     ]
     code = "\n".join(blocks)
     for old, new in replacements:
-        assert old in code, f"the README's API examples no longer contain {old!r}: update this test"
+        assert old in code, f"docs/api.md's examples no longer contain {old!r}: update this test"
         code = code.replace(old, new)
     namespace: dict = {"__name__": "readme_api"}
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(code, "README.md (API section)", "exec"), namespace)
+        exec(compile(code, "docs/api.md", "exec"), namespace)
     out = printed.getvalue()
     assert "61,100,840 parameters" in out and "'conv1', 'Conv2d', '[1, 64, 55, 55]'" in out
     assert "⚠️ alexnet cannot take 224x224 inputs" in out

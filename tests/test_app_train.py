@@ -7,8 +7,8 @@ import gradio as gr
 import pytest
 
 import gradio_app
-from alexnet_core.runner import RUNNER, BusyError, RunRegistry, ServerBusyError, TrainingRunner
 from alexnet_core.config import TrainConfig
+from alexnet_core.runner import RUNNER, BusyError, RunRegistry, ServerBusyError, TrainingRunner
 from tests.helpers import make_image_folder
 
 
@@ -87,7 +87,8 @@ def test_bad_settings_get_a_sentence(folder, overrides, words):
 
 
 def test_whitened_conv1_reaches_the_run(folder):
-    assert gradio_app.start_training(**settings(folder, model="alexnet_cifar_hires", whiten=True, epochs=1)).startswith("Started")
+    started = gradio_app.start_training(**settings(folder, model="alexnet_cifar_hires", whiten=True, epochs=1))
+    assert started.startswith("Started")
     assert wait_for(lambda: RUNNER.snapshot().status == "finished", timeout=60), RUNNER.snapshot().message
     from alexnet_core import checkpoints
     assert checkpoints.read_metadata(RUNNER.snapshot().best_path)["config"]["whiten"] is True

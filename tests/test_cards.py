@@ -8,8 +8,8 @@ import pytest
 
 from alexnet_core import checkpoints
 from alexnet_core.cli import main
-from alexnet_core.evaluate import evaluate_checkpoint
 from alexnet_core.config import TrainConfig
+from alexnet_core.evaluate import evaluate_checkpoint
 from alexnet_core.events import EpochEvent
 from alexnet_core.train import train
 from tests.helpers import make_image_folder

@@ -57,5 +57,5 @@ def test_amp_only_where_it_pays(monkeypatch):
     assert devices.supports_amp(torch.device("cuda")) is True
     assert devices.supports_amp(torch.device("mps")) is False
     for native in (False, True):
-        monkeypatch.setattr(devices, "cpu_has_bf16", lambda: native)
+        monkeypatch.setattr(devices, "cpu_has_bf16", lambda native=native: native)
         assert devices.supports_amp(torch.device("cpu")) is native

@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import gradio as gr
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -24,8 +24,8 @@ from safetensors.torch import save_file
 import gradio_app
 from alexnet_core import checkpoints, predict
 from alexnet_core.checkpoints import CheckpointError, load_model, read_metadata
-from alexnet_core.models import build_model
 from alexnet_core.config import TrainConfig
+from alexnet_core.models import build_model
 from alexnet_core.train import train
 from tests.helpers import class_image, make_image_folder
 

@@ -14,16 +14,16 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from alexnet_core import checkpoints, data, train as train_module
-from alexnet_core.models import AlexNetCifarSmall
+from alexnet_core import checkpoints, data
+from alexnet_core import train as train_module
 from alexnet_core.config import TrainConfig
 from alexnet_core.events import EndEvent, EpochEvent, StepEvent
+from alexnet_core.models import AlexNetCifarSmall
 from alexnet_core.train import train
 from tests.helpers import make_image_folder
 
@@ -179,11 +179,11 @@ def test_a_real_out_of_memory_on_the_cpu_is_one_sentence_from_the_command_line(t
 
 
 def test_the_live_app_keeps_serving_after_a_run_fails(live_app, tmp_path, monkeypatch):
+    import numpy as np
     from gradio_client import Client, handle_file
 
     from alexnet_core.runner import RUNNER
     from tests.helpers import class_image
-    import numpy as np
 
     client = Client(live_app.url, verbose=False)
     photo = tmp_path / "photo.png"

@@ -12,8 +12,8 @@ import struct
 import zlib
 from pathlib import Path
 
-import numpy as np
 import gradio as gr
+import numpy as np
 import pytest
 from PIL import Image, ImageFile
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import gradio as gr
+import numpy as np
 import pytest
 
 import gradio_app
@@ -237,17 +237,21 @@ def test_the_command_line_refuses_the_paper_net_at_batch_8192_on_the_flowers_bef
     monkeypatch.delenv(memory.BUDGET_ENV, raising=False)
     available = memory.available_bytes("cpu")[0] or 0
     monkeypatch.setenv(memory.BUDGET_ENV, "1T")
-    needed = check_memory(TrainConfig(model="alexnet", data=str(flowers_dir), batch_size=8192, device="cpu")).total(2934)
+    config = TrainConfig(model="alexnet", data=str(flowers_dir), batch_size=8192, device="cpu")
+    needed = check_memory(config).total(2934)
     env = {k: v for k, v in os.environ.items() if k != memory.BUDGET_ENV}
     if available >= needed:   # a host that could train it (over 60 GiB free): be the 8 GB one instead
         env[memory.BUDGET_ENV] = "8G"
     # The command runs in a fresh process whose children's peak resident set is then read (the run's alone).
-    wrapper = ("import json, resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-               "print(json.dumps([p.returncode, p.stdout, p.stderr, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
+    wrapper = ("import json, resource, subprocess, sys; "
+               "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+               "print(json.dumps([p.returncode, p.stdout, p.stderr, "
+               "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))")
     out = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "alexnet_core", *argv], cwd=REPO,
                          capture_output=True, text=True, timeout=300, env=env, check=True).stdout
     code, stdout, stderr, max_rss_kib = json.loads(out)
-    assert code == 2 and stderr.startswith("error: Training alexnet on batches of 2,934") and stderr.count("\n") == 1, stderr
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith("error: Training alexnet on batches of 2,934"), stderr
     clear(stderr.strip(), "the largest batch that fits is")
     assert not (tmp_path / "run").exists()
     assert max_rss_kib * 1024 < 6 * 2**30, f"peak {max_rss_kib / 2**20:.1f} GiB"

@@ -3,6 +3,7 @@
 import numpy as np
 from PIL import Image
 
+
 def test_cli_explain_writes_the_files(tmp_path):
     from alexnet_core.cli import main
     photo = tmp_path / "photo.png"

@@ -125,6 +125,7 @@ def test_split_sizes_count_what_load_split_gives(tmp_path, layout):
     root = make_image_folder(tmp_path, 3, 7, size=8, splits=splits)
     kwargs = dict(val_fraction=0.2, test_fraction=0.1 if layout == "test-fraction" else 0.0, seed=1)
     pre = data.Preprocess(8, 8, 3, (0.5,) * 3, (0.25,) * 3)
-    loaded = tuple(len(data.load_split(str(root), s, pre, cache_dir=tmp_path / "c", **kwargs)) for s in ("train", "val"))
+    loaded = tuple(len(data.load_split(str(root), s, pre, cache_dir=tmp_path / "c", **kwargs))
+                   for s in ("train", "val"))
     assert data.split_sizes(str(root), **kwargs) == loaded
     assert data.split_sizes(str(root), limit=5, **kwargs) == tuple(min(5, n) for n in loaded)

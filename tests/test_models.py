@@ -236,7 +236,8 @@ def test_whitening_decorrelates_conv1_outputs_and_keeps_the_other_filters():
 
     torch.manual_seed(0)
     # Smooth, correlated images: upsampled noise, so neighbouring pixels and channels covary strongly.
-    images = nn.functional.interpolate(torch.randn(64, 3, 8, 8), size=32, mode="bilinear") + 0.3 * torch.randn(64, 1, 32, 32)
+    smooth = nn.functional.interpolate(torch.randn(64, 3, 8, 8), size=32, mode="bilinear")
+    images = smooth + 0.3 * torch.randn(64, 1, 32, 32)
     conv = first_conv(build_model("alexnet_cifar_hires"))
     before = conv.weight.detach().clone()
     assert whiten_conv_(conv, images, eps=1e-8) == 54          # 3x3x3 = 27 directions, each with both signs
@@ -258,7 +259,8 @@ def test_whitening_refuses_a_grouped_conv():
 def test_the_layer_order_bench_times_both_orders():
     """bench/layer_order.py, which measures alexnet_cifar_fast's speed-up, runs and reports both models."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.layer_order", "--batch-size", "4", "--rounds", "1", "--steps", "1", "--device", "cpu", "--json"],
+        [sys.executable, "-m", "bench.layer_order", "--batch-size", "4", "--rounds", "1", "--steps", "1",
+         "--device", "cpu", "--json"],
         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120, check=True,
     ).stdout
     result = json.loads(out)

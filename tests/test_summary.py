@@ -7,7 +7,7 @@ import pytest
 
 from alexnet_core import summary as summary_module
 from alexnet_core.geometry import SizeError, check_fit, fitting_sizes
-from alexnet_core.models import MODELS, get_spec
+from alexnet_core.models import MODELS
 from alexnet_core.plots import shape_plot
 from alexnet_core.summary import format_table, summarize, to_json
 

@@ -1,7 +1,6 @@
 """The training engine: it learns, stops, resumes, repeats with a seed, refuses bad settings early."""
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -12,8 +11,8 @@ import pytest
 import torch
 
 from alexnet_core import checkpoints, cli
-from alexnet_core.evaluate import evaluate_checkpoint
 from alexnet_core.config import ConfigError, TrainConfig
+from alexnet_core.evaluate import evaluate_checkpoint
 from alexnet_core.events import EndEvent, EpochEvent, StepEvent
 from alexnet_core.optim import lr_factor
 from alexnet_core.train import train
@@ -267,7 +266,8 @@ def test_weight_average_is_validated_saved_and_resumed(tiny_folder, tmp_path):
     assert [e.epoch for e in events if isinstance(e, EpochEvent)] == [2]
 
 
-def test_whitened_conv1_is_the_whitening_and_stays_frozen_while_the_rest_learns_and_after_a_resume(tiny_folder, tmp_path):
+def test_whitened_conv1_is_the_whitening_and_stays_frozen_while_the_rest_learns_and_after_a_resume(tiny_folder,
+                                                                                                  tmp_path):
     from safetensors.torch import load_file
 
     from alexnet_core import data
@@ -312,7 +312,8 @@ def test_alternating_flip_shows_every_image_once_each_way_in_two_epochs():
     # train_transform's "all" is its "none" mirrored: the same crops, drawn from the same generator.
     pre = data.preprocess_for(get_spec("alexnet_cifar_small"))
     none = transforms.train_transform(images, pre, torch.Generator().manual_seed(0), flip="none")
-    assert torch.equal(transforms.train_transform(images, pre, torch.Generator().manual_seed(0), flip="all"), none.flip(-1))
+    mirrored = transforms.train_transform(images, pre, torch.Generator().manual_seed(0), flip="all")
+    assert torch.equal(mirrored, none.flip(-1))
     with pytest.raises(ValueError, match="flip"):
         transforms.train_transform(images, pre, flip="sideways")
 
