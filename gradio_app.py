@@ -577,10 +577,10 @@ async def follow_training(visitor: str | None = None, request: gr.Request = None
         await asyncio.sleep(FOLLOW_SECONDS)
 
 
-async def follow_stopping(visitor: str | None = None, request: gr.Request = None):
-    """After Stop: the visitor's run followed to its end; no change when none was going, so that Stop's own
-    sentence ("No run of yours is going.") stays on the page."""
-    if not RUNNER.snapshot(owner_of(visitor, request)).active:
+async def follow_stopping(said: str, visitor: str | None = None, request: gr.Request = None):
+    """After Stop: the visitor's run followed to its end (it may have ended already: then once); no change when
+    Stop found none going, so that its sentence stays on the page."""
+    if said == NO_RUN_GOING:
         yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return
     async for view in follow_training(visitor, request):
@@ -612,9 +612,12 @@ def _waiting_runs() -> int:
 
 
 
+NO_RUN_GOING = "No run of yours is going."
+
+
 def stop_training(visitor: str | None = None, request: gr.Request = None) -> str:
     """Stops the visitor's own run (nobody else's); its page's training event is cancelled with it."""
-    return "Stopping after this step…" if RUNNER.stop(owner_of(visitor, request)) else "No run of yours is going."
+    return "Stopping after this step…" if RUNNER.stop(owner_of(visitor, request)) else NO_RUN_GOING
 
 
 def _duration(seconds: float | None) -> str:
@@ -747,8 +750,8 @@ def _train_tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tup
     following = visited.then(follow_training, inputs=visitor, outputs=outputs, api_name=False,
                              show_progress="hidden", concurrency_limit=None)
     stop.click(stop_training, inputs=visitor, outputs=status, api_name="train_stop", cancels=[training, following]
-               ).then(follow_stopping, inputs=visitor, outputs=outputs, api_name=False, show_progress="hidden",
-                      concurrency_limit=None)
+               ).then(follow_stopping, inputs=[status, visitor], outputs=outputs, api_name=False,
+                      show_progress="hidden", concurrency_limit=None)
     gr.on([], training_status, inputs=visitor, outputs=outputs, api_name="train_status")
     return data, zip_file, upload_note
 

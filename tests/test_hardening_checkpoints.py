@@ -357,7 +357,8 @@ def test_kill_9_of_a_training_run_leaves_a_loadable_best_and_a_resumable_last(tm
     model, best = load_model(out / "best.safetensors")
     assert best["epochs"] >= 1 and best["best_val_acc"] is not None
     epoch = checkpoints.read_train_extra(out / "last.safetensors")["epoch"]
-    end = train(TrainConfig(resume=str(out), epochs=epoch + 1, device="cpu"))
+    # given: epochs is an override even where it equals TrainConfig's default (10), which alone cannot tell
+    end = train(TrainConfig(resume=str(out), epochs=epoch + 1, device="cpu"), given={"epochs", "device"})
     assert end.status == "finished", end.message
     assert checkpoints.read_train_extra(out / "last.safetensors")["epoch"] == epoch + 1
     assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"best.safetensors", "last.safetensors"}
