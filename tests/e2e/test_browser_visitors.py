@@ -25,7 +25,7 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WAIT_MS = 90_000
 STEP = re.compile(r"Step [\d,]+ / [\d,]+")
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 DEPLOY = REPO / "docs" / "deploy.md"
 HUB_FILE_LIMIT = 10 * 10 ** 6  # the Hub refuses files over 10 MB that are not stored with LFS (or Xet)
@@ -90,7 +90,7 @@ def test_every_file_over_the_hubs_limit_is_stored_with_lfs_as_deploy_md_says():
     assert block, "docs/deploy.md should show the .gitattributes lines for the Space"
     lfs = [line.split()[0] for line in block.group(1).splitlines() if "filter=lfs" in line]
     large = [path for path in _tracked_files() if path.is_file() and path.stat().st_size > HUB_FILE_LIMIT]
-    assert large, "no file over 10 MB? then the shipped checkpoints are gone (tests/test_shipped_checkpoints.py)"
+    assert large, "no file over 10 MB? then the shipped checkpoints are gone (tests/unit/test_shipped_checkpoints.py)"
     for path in large:
         relative = path.relative_to(REPO).as_posix()
         assert any(fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(path.name, pattern) for pattern in lfs), (

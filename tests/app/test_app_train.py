@@ -1,4 +1,4 @@
-"""The Train tab's handlers and the background runner behind them (no browser: see test_browser.py)."""
+"""The Train tab's handlers and the background runner behind them (no browser: see tests/e2e/test_browser.py)."""
 
 import asyncio
 import time
@@ -9,7 +9,7 @@ import pytest
 import gradio_app
 from alexnet_core.config import TrainConfig
 from alexnet_core.runner import RUNNER, BusyError, RunRegistry, ServerBusyError, TrainingRunner
-from tests.helpers import make_image_folder
+from tests.helpers import make_image_folder, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +29,6 @@ def app_home(tmp_path, monkeypatch):
     RUNNER.wait_all(60)
 
 
-def wait_for(condition, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def settings(folder, **overrides):
