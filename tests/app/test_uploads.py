@@ -18,6 +18,7 @@ import pytest
 
 import gradio_app
 from alexnet_core import uploads
+from alexnet_core.caps import SharingLimits
 from alexnet_core.uploads import MAX_ZIP_BYTES, UploadError, extract_zip
 from tests.helpers import assert_one_sentence, class_image
 
@@ -249,7 +250,7 @@ def test_a_refused_zip_leaves_no_folder_and_no_data_choice(tmp_path, visitors, m
 def test_uploads_are_bounded_per_visitor(tmp_path, visitors, monkeypatch):
     import gradio as gr
 
-    monkeypatch.setattr(gradio_app, "SHARING", gradio_app.SharingLimits(upload_mb_per_visitor=1))
+    monkeypatch.setattr(gradio_app, "SHARING", SharingLimits(upload_mb_per_visitor=1))
     visitor = "a" * 32
     big = make_zip(tmp_path / "big.zip", {f"c/{k}/{i}.png": os.urandom(1 << 17) for k in "ab" for i in range(3)},
                    compression=zipfile.ZIP_STORED)  # 768 KiB... and a second one does not fit any more

@@ -283,3 +283,16 @@ def test_a_checkpoint_that_is_not_one_gets_one_sentence(tmp_path):
     with pytest.raises(CheckpointError) as err:
         get_predictor(fake)
     assert_one_sentence(err.value, "fake.safetensors")
+
+
+def test_eval_result_counts_per_class_agree_with_its_confusion_matrix_and_accuracies():
+    from alexnet_core.evaluate import EvalResult
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    predictions = torch.tensor([0, 1, 0, 1, 1, 0])
+    result = EvalResult(classes=["a", "b", "c", "d"], labels=labels, predictions=predictions,
+                        confidences=torch.ones(6), loss=0.0)
+    assert result.class_counts() == {"a": (2, 3), "b": (2, 2), "c": (0, 1)}  # "d" has no images: left out
+    counts = result.class_counts()
+    assert result.per_class() == pytest.approx({c: right / total for c, (right, total) in counts.items()})
+    assert sum(right for right, _ in result.class_counts().values()) == round(result.accuracy * result.n)
