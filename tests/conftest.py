@@ -6,15 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import skip_or_fail
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ALEXNET_STUDIO_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skips with ``reason``; under CI (ALEXNET_STUDIO_REQUIRE=1) fails instead, so nothing is silently skipped."""
-    if os.environ.get("ALEXNET_STUDIO_REQUIRE") == "1":
-        pytest.fail(f"required in CI: {reason}")
-    pytest.skip(reason)
 
 
 def _shared(name: str) -> Path:

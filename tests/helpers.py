@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import time
@@ -14,6 +15,11 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+# The browser the e2e tests drive (Debian's; Playwright downloads none).
+CHROMIUM = os.environ.get("ALEXNET_STUDIO_CHROMIUM", "/usr/bin/chromium")
+# Headless, and nothing that reaches for the network or a GPU.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # One clearly different dominant colour per class (up to ten classes).
 CLASS_COLOURS = [
@@ -57,6 +63,13 @@ def make_image_folder(root: str | Path, classes: list[str] | int = 3, n_per_clas
 def client_owner(client) -> str:
     """Whose runs a gradio_client.Client's calls make: an API client is a visitor by its session."""
     return f"session-{client.session_hash}"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skips with ``reason``; under CI (ALEXNET_STUDIO_REQUIRE=1) fails instead, so nothing is silently skipped."""
+    if os.environ.get("ALEXNET_STUDIO_REQUIRE") == "1":
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
 
 
 def assert_one_sentence(message, *words: str, end: str | tuple[str, ...] = (".", ")"), exact: bool = False) -> str:

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
-from helpers import class_image, client_owner
 from PIL import Image
+
+from tests.helpers import class_image, client_owner
 
 REPO = Path(__file__).resolve().parents[2]
 ENDPOINTS = {"/summary", "/train", "/train_status", "/train_stop", "/predict", "/explain", "/evaluate"}

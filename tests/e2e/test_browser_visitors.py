@@ -19,9 +19,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import skip_or_fail
-from helpers import class_image, make_image_folder
-from test_browser import CHROMIUM, CHROMIUM_ARGS
+
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, class_image, make_image_folder, skip_or_fail
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as nnf
-from helpers import make_image_folder
 from PIL import Image
 
 from alexnet_core import data as D
@@ -27,7 +26,7 @@ from alexnet_core.data import (
 from alexnet_core.images import ImageError, decode_image
 from alexnet_core.models import CIFAR10_MEAN, CIFAR10_STD, get_spec
 from alexnet_core.transforms import Preprocess, eval_transform, random_resized_crop, train_transform
-from tests.helpers import assert_one_sentence
+from tests.helpers import assert_one_sentence, make_image_folder
 
 RGB16 = Preprocess(16, 16, 3, CIFAR10_MEAN, CIFAR10_STD)
 GREY16 = Preprocess(16, 16, 1, (0.5,), (0.25,))

@@ -126,7 +126,8 @@ def test_the_app_starts_as_a_space_starts_it_and_caps_training(tmp_path):
     Space's default training caps."""
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
-    from helpers import class_image
+
+    from tests.helpers import class_image
 
     port = _free_port()
     env = {**os.environ, "SYSTEM": "spaces", "SPACE_ID": "tester/alexnet-studio", "GRADIO_SERVER_NAME": "127.0.0.1",
