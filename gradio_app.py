@@ -7,7 +7,6 @@ module-level functions that call alexnet_core, so tests and the API can call the
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import hashlib
 import html
@@ -18,7 +17,6 @@ import secrets
 import shutil
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from alexnet_core.data import default_home
@@ -38,11 +36,12 @@ from PIL import Image, ImageOps
 
 from alexnet_core import data as studio_data
 from alexnet_core import imagenet, images
+from alexnet_core.caps import SharingLimits, TrainingCaps
 from alexnet_core.checkpoints import list_checkpoints, read_metadata
 from alexnet_core.config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
 from alexnet_core.devices import available_devices, resolve_device
 from alexnet_core.evaluate import EvalResult, evaluate_checkpoint
-from alexnet_core.geometry import SizeError
+from alexnet_core.geometry import MAX_INPUT_SIZE, SizeError
 from alexnet_core.models import MODELS, get_spec
 from alexnet_core.plots import confusion_plot, shape_plot
 from alexnet_core.predict import Prediction, get_predictor, network_view
@@ -186,7 +185,7 @@ def _architecture_tab(app: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown, gr.Butt
             )
             batch_norm = gr.Checkbox(label="BatchNorm", value=False, scale=1)
             custom_size = gr.Number(value=DEFAULT_CUSTOM_SIZE, label="Custom size",
-                                    precision=0, minimum=1, maximum=1024, scale=1)
+                                    precision=0, minimum=1, maximum=MAX_INPUT_SIZE, scale=1)
         variant_text = gr.Markdown(label="Variant")
         with gr.Row():
             layer = gr.Dropdown(label="Layer", scale=1)
@@ -235,111 +234,9 @@ HYPER_FIELDS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_d
                 "label_smoothing", "batch_norm", "whiten")
 
 
-@dataclass(frozen=True)
-class TrainingCaps:
-    """Limits on training runs started from the app, for a server that many people share (a Space).
-
-    Set by ALEXNET_STUDIO_MAX_EPOCHS, ALEXNET_STUDIO_MAX_TRAIN_MINUTES and ALEXNET_STUDIO_MAX_IMAGES (images per
-    split); "0" or unset means no cap, except on a Hugging Face Space (SPACE_ID is set), where the defaults
-    below keep one visitor from holding the shared CPU for long. The command line is never capped."""
-
-    epochs: int | None = None
-    minutes: float | None = None
-    images: int | None = None
-
-    SPACE_DEFAULTS = {"epochs": 30, "minutes": 15, "images": 5000}
-
-    @classmethod
-    def from_env(cls, env=os.environ) -> TrainingCaps:
-        on_space = bool(env.get("SPACE_ID"))
-
-        def cap(name: str, key: str, kind):
-            raw = env.get(name)
-            if raw is None:
-                return cls.SPACE_DEFAULTS[key] if on_space else None
-            value = kind(raw)
-            if value < 0:
-                raise ValueError(f"{name} must be 0 (no cap) or a positive number, not {raw}.")
-            return value or None
-
-        return cls(epochs=cap("ALEXNET_STUDIO_MAX_EPOCHS", "epochs", int),
-                   minutes=cap("ALEXNET_STUDIO_MAX_TRAIN_MINUTES", "minutes", float),
-                   images=cap("ALEXNET_STUDIO_MAX_IMAGES", "images", int))
-
-    def describe(self) -> str:
-        parts = [f"at most {self.epochs} epochs" if self.epochs else "",
-                 f"{self.minutes:g} minutes a run" if self.minutes else "",
-                 f"{self.images:,} images per split" if self.images else ""]
-        parts = [p for p in parts if p]
-        return ("This server caps training: " + ", ".join(parts) + ". A run that reaches the time cap stops "
-                "and keeps its best checkpoint. No caps apply to the command line.") if parts else ""
-
-    def apply(self, config: TrainConfig) -> TrainConfig:
-        """The config within the caps: too many epochs is refused (say so, do not train something else);
-        the image count and the time are capped quietly, as the Train tab states."""
-        if self.epochs and config.epochs > self.epochs:
-            raise ValueError(f"This server allows at most {self.epochs} epochs a run; you asked for "
-                             f"{config.epochs}. Train longer with the command line on your own machine.")
-        changes = {}
-        if self.images:
-            changes["limit"] = min(config.limit or self.images, self.images)
-        if self.minutes:
-            changes["time_limit"] = min(config.time_limit or self.minutes * 60, self.minutes * 60)
-        return dataclasses.replace(config, **changes)
-
-
 TRAINING_CAPS = TrainingCaps.from_env()
 # A Hugging Face Space sets SPACE_ID: the server is public, and strangers share it.
 ON_SPACE = bool(os.environ.get("SPACE_ID"))
-
-
-@dataclass(frozen=True)
-class SharingLimits:
-    """What one visitor, and all of them together, may take of a shared server: runs training at once (the
-    training event's concurrency limit), runs kept, and the disk their uploads fill. ``None``: no bound.
-
-    Set by ALEXNET_STUDIO_RUNS_AT_ONCE, ALEXNET_STUDIO_MAX_RUNS_PER_VISITOR, ALEXNET_STUDIO_MAX_RUNS_PER_SERVER,
-    ALEXNET_STUDIO_MAX_UPLOAD_MB_PER_VISITOR and ALEXNET_STUDIO_MAX_UPLOAD_MB_PER_SERVER ("0": no bound); on a
-    Space the defaults below apply, elsewhere only one run trains at a time."""
-
-    runs_at_once: int = 1
-    runs_per_visitor: int | None = None
-    runs_per_server: int | None = None
-    upload_mb_per_visitor: int | None = None
-    upload_mb_per_server: int | None = None
-
-    SPACE_DEFAULTS = {"runs_per_visitor": 5, "runs_per_server": 200, "upload_mb_per_visitor": 1024,
-                      "upload_mb_per_server": 20 * 1024}
-
-    @classmethod
-    def from_env(cls, env=os.environ) -> SharingLimits:
-        on_space = bool(env.get("SPACE_ID"))
-        values = {}
-        for key in ("runs_at_once", "runs_per_visitor", "runs_per_server", "upload_mb_per_visitor",
-                    "upload_mb_per_server"):
-            name = "ALEXNET_STUDIO_" + ("RUNS_AT_ONCE" if key == "runs_at_once" else "MAX_" + key.upper())
-            raw = env.get(name)
-            if raw is None:
-                if on_space and key in cls.SPACE_DEFAULTS:
-                    values[key] = cls.SPACE_DEFAULTS[key]
-                continue
-            if not raw.isdigit():
-                raise ValueError(f"{name} must be 0 (no bound) or a whole positive number, not {raw}.")
-            values[key] = int(raw) or (1 if key == "runs_at_once" else None)
-        return cls(**values)
-
-    def describe(self) -> str:
-        parts = [f"{self.runs_at_once} training run{'s' * (self.runs_at_once != 1)} at a time (others wait in "
-                 f"line)"]
-        if self.runs_per_visitor:
-            parts.append(f"{self.runs_per_visitor} runs per visitor")
-        if self.runs_per_server:
-            parts.append(f"{self.runs_per_server} runs on the server")
-        if self.upload_mb_per_visitor:
-            parts.append(f"{self.upload_mb_per_visitor:,} MB of uploads per visitor")
-        if self.upload_mb_per_server:
-            parts.append(f"{self.upload_mb_per_server:,} MB of uploads on the server")
-        return "This server shares itself: " + ", ".join(parts) + "."
 
 
 SHARING = SharingLimits.from_env()
@@ -1071,7 +968,7 @@ def _predict_tab(app: gr.Blocks, visitor: gr.State) -> gr.Dropdown:
                 view = gr.Image(label="What the network sees (after preprocessing)", format="png",
                                 interactive=False, height=260)
         # Inside the Tab: a component left directly under gr.Tabs shifts the browser's tab order by one,
-        # and a later tab then takes the place of the one after it (tests/test_app_layout.py).
+        # and a later tab then takes the place of the one after it (tests/app/test_app_layout.py).
         shown = gr.State()
 
     tab.select(refresh_predict_choices, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
@@ -1098,10 +995,7 @@ def _gallery_image(image: Image.Image) -> Image.Image:
     image = ImageOps.exif_transpose(image).convert("RGB")
     if max(image.size) > GALLERY_MAX_SIDE:
         image.thumbnail((GALLERY_MAX_SIDE, GALLERY_MAX_SIDE))
-    elif max(image.size) < GALLERY_MIN_SIDE:
-        factor = -(-GALLERY_MIN_SIDE // max(image.size))
-        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
-    return image
+    return images.enlarge(image, GALLERY_MIN_SIDE)
 
 
 def _mistake_images(result: EvalResult, indices: list[int], checkpoint: str, data: str, split: str,
@@ -1143,11 +1037,11 @@ def evaluate_view(checkpoint: str | None, data: str | None, split: str = "test",
         images = _mistake_images(result, mistakes, checkpoint, data, split, limit)
     except ValueError as error:  # wrong data for the checkpoint, a missing split, a damaged file: one sentence
         raise gr.Error(for_the_page(str(error))) from None
-    confusion = result.confusion()
-    correct, totals = confusion.diag().tolist(), confusion.sum(1).tolist()
-    table = pd.DataFrame([{"class": c, "accuracy": f"{correct[i] / totals[i]:.1%}", "correct": correct[i],
-                           "images": totals[i]} for i, c in enumerate(result.classes) if totals[i]])
-    summary = (f"### {result.accuracy:.1%} correct\n\n{int(sum(correct)):,} of {result.n:,} images measured "
+    counts = result.class_counts()
+    table = pd.DataFrame([{"class": c, "accuracy": f"{correct / total:.1%}", "correct": correct, "images": total}
+                          for c, (correct, total) in counts.items()])
+    correct = sum(correct for correct, _ in counts.values())
+    summary = (f"### {result.accuracy:.1%} correct\n\n{correct:,} of {result.n:,} images measured "
                f"({for_the_page(result.measured)}) · mean loss {result.loss:.3f} · test-time augmentation: {tta}")
     captions = [f"true: {result.classes[result.labels[i]]} · predicted: {result.classes[result.predictions[i]]} "
                 f"{result.confidences[i]:.0%}" for i in mistakes]
@@ -1403,7 +1297,7 @@ CONCURRENCY = int(os.environ.get("ALEXNET_STUDIO_CONCURRENCY", "2"))
 MAX_UPLOAD = os.environ.get("ALEXNET_STUDIO_MAX_UPLOAD", "200mb")
 
 
-# Phones and dark pages (tests/test_browser.py looks at both):
+# Phones and dark pages (tests/e2e/test_browser.py looks at both):
 # - matplotlib draws on white; on a dark page its figures are inverted (hue kept), so they are dark too;
 # - tables wrap long cells instead of pushing the page sideways; a figure never grows wider than its box.
 CSS = """

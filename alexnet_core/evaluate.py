@@ -40,6 +40,12 @@ class EvalResult:
         k = len(self.classes)
         return torch.bincount(self.labels * k + self.predictions, minlength=k * k).reshape(k, k)
 
+    def class_counts(self) -> dict[str, tuple[int, int]]:
+        """(correct, images) per true class, from the confusion matrix; classes without images are left out."""
+        cm = self.confusion()
+        totals = cm.sum(1)
+        return {c: (int(cm[i, i]), int(totals[i])) for i, c in enumerate(self.classes) if totals[i] > 0}
+
     def per_class(self) -> dict[str, float]:
         """Accuracy per true class (recall); classes without images are left out."""
         cm = self.confusion()

@@ -21,7 +21,7 @@ from .transforms import Preprocess
 MODEL = "alexnet_torchvision"  # torchvision.models.alexnet, layer for layer, with our layer names
 WEIGHTS = "IMAGENET1K_V1"
 DOWNLOAD_MB = 233
-TOP1 = 56.5  # % on ImageNet's validation set: weights.meta["_metrics"], rounded (tests/test_imagenet.py checks)
+TOP1 = 56.5  # % on ImageNet's validation set: weights.meta["_metrics"], rounded (tests/app/test_imagenet.py checks)
 
 
 class ImageNetUnavailable(CheckpointError):

@@ -1,19 +1,15 @@
-"""Fixtures shared by the tests: where ../shared/data is, and skips that CI turns into failures."""
+"""Fixtures shared by the tests (tests/unit, tests/app, tests/e2e): where ../shared/data is, skips that CI turns into
+failures, the tiny trained checkpoint, and the live app. Shared assertions and utilities are in tests/helpers.py."""
 
 import os
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import skip_or_fail
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ALEXNET_STUDIO_SHARED_DATA", REPO.parent / "shared" / "data"))
-
-
-def skip_or_fail(reason: str) -> None:
-    """Skips with ``reason``; under CI (ALEXNET_STUDIO_REQUIRE=1) fails instead, so nothing is silently skipped."""
-    if os.environ.get("ALEXNET_STUDIO_REQUIRE") == "1":
-        pytest.fail(f"required in CI: {reason}")
-    pytest.skip(reason)
 
 
 def _shared(name: str) -> Path:
@@ -33,6 +29,29 @@ def flowers_dir() -> Path:
     return _shared("flowers5")
 
 
+TINY_CLASSES = ["red", "green", "blue"]  # ImageFolder sorts them: blue, green, red
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """One tiny trained checkpoint for the whole session (prediction in the library, the app and the CLI):
+    alexnet_cifar_small, two short epochs on generated 32x32 colour classes, a few seconds on one core.
+
+    Returns (best.safetensors, the data folder with train/ and val/). Tests only read them.
+    """
+    from alexnet_core.config import TrainConfig
+    from alexnet_core.train import train
+    from tests.helpers import make_image_folder
+
+    root = tmp_path_factory.mktemp("tiny")
+    folder = make_image_folder(root / "data", TINY_CLASSES, n_per_class=24, size=32, splits=("train", "val"))
+    config = TrainConfig(model="alexnet_cifar_small", data=str(folder), epochs=2, batch_size=16, lr=0.02,
+                         optimizer="sgd", schedule="onecycle", device="cpu", out=str(root / "run"), half=True)
+    end = train(config)
+    assert end.status == "finished" and end.best_path, end.message
+    return Path(end.best_path), folder
+
+
 @pytest.fixture(scope="session")
 def live_app(tmp_path_factory):
     """The real app, served on a free local port for the whole session (browser and API-client tests).
@@ -44,7 +63,7 @@ def live_app(tmp_path_factory):
     import socket
     import types
 
-    from helpers import make_image_folder
+    from tests.helpers import make_image_folder
 
     home = tmp_path_factory.mktemp("studio-home")
     with pytest.MonkeyPatch.context() as mp:

@@ -1,11 +1,25 @@
-"""Small shared test utilities: generated image folders whose classes a network can learn."""
+"""Shared test utilities: generated image folders whose classes a network can learn, odd image files, the one
+"one sentence" assertion, the command line in a fresh process, and polling until something happens."""
 
 from __future__ import annotations
 
+import io
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+# The browser the e2e tests drive (Debian's; Playwright downloads none).
+CHROMIUM = os.environ.get("ALEXNET_STUDIO_CHROMIUM", "/usr/bin/chromium")
+# Headless, and nothing that reaches for the network or a GPU.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # One clearly different dominant colour per class (up to ten classes).
 CLASS_COLOURS = [
@@ -49,3 +63,81 @@ def make_image_folder(root: str | Path, classes: list[str] | int = 3, n_per_clas
 def client_owner(client) -> str:
     """Whose runs a gradio_client.Client's calls make: an API client is a visitor by its session."""
     return f"session-{client.session_hash}"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skips with ``reason``; under CI (ALEXNET_STUDIO_REQUIRE=1) fails instead, so nothing is silently skipped."""
+    if os.environ.get("ALEXNET_STUDIO_REQUIRE") == "1":
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+def assert_one_sentence(message, *words: str, end: str | tuple[str, ...] = (".", ")"), exact: bool = False) -> str:
+    """Asserts the project's rule for refused input: one line, no traceback, no bare "exception", ending like a
+    sentence (``end``), naming each of ``words`` (any case unless ``exact``). ``message`` is the text, an exception
+    or a pytest.ExceptionInfo. Returns the text."""
+    if isinstance(message, pytest.ExceptionInfo):
+        message = message.value
+    text = str(message)
+    assert "\n" not in text and "Traceback" not in text and "exception" not in text.lower(), text
+    assert text.rstrip().endswith(end), text
+    for word in words:
+        word = str(word)
+        assert (word in text) if exact else (word.lower() in text.lower()), text
+    return text
+
+
+def run_cli(*args, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m alexnet_core …`` in a fresh process from the repo root, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "alexnet_core", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def wait_for(condition, timeout: float = 120.0, every: float = 0.05) -> bool:
+    """Polls ``condition()`` until it is true (True) or ``timeout`` seconds pass (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return False
+
+
+# --- files a phone or browser may send as a photo ---------------------------------------------------------------
+
+
+def encoded(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def animated() -> bytes:
+    frames = [class_image(0, 40, np.random.default_rng(1)), Image.new("RGB", (40, 40), "blue")]
+    return encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+
+
+def palette() -> bytes:
+    image = class_image(2, 40, np.random.default_rng(2)).quantize(16)
+    return encoded(image, "PNG", transparency=0)
+
+
+def half_transparent(mode: str, colour) -> bytes:
+    image = Image.new(mode, (40, 40), colour)
+    image.paste(Image.new(mode, (20, 40), (0,) * len(colour)), (20, 0))
+    return encoded(image, "PNG")
+
+
+ODD_FILES = {
+    "RGBA.png": lambda: half_transparent("RGBA", (200, 30, 30, 255)),
+    "LA.png": lambda: half_transparent("LA", (128, 255)),
+    "P.png": palette,
+    "I16.png": lambda: encoded(Image.fromarray(np.linspace(0, 65535, 1600).astype(np.uint16).reshape(40, 40)), "PNG"),
+    "F.tiff": lambda: encoded(Image.fromarray(np.linspace(0, 1, 1600, dtype=np.float32).reshape(40, 40)), "TIFF"),
+    "CMYK.jpg": lambda: encoded(Image.new("CMYK", (40, 40), (0, 200, 200, 0)), "JPEG"),
+    "animated.gif": animated,
+    "1x1.png": lambda: encoded(Image.new("RGB", (1, 1), "orange"), "PNG"),
+    "4000x12.png": lambda: encoded(Image.new("RGB", (4000, 12), "purple"), "PNG"),
+    "12x4000.jpg": lambda: encoded(Image.new("RGB", (12, 4000), "purple"), "JPEG"),
+    "grey.webp": lambda: encoded(Image.new("L", (50, 30), 90), "WEBP"),
+}

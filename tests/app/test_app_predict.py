@@ -13,16 +13,9 @@ from PIL import Image
 
 import gradio_app
 from alexnet_core.evaluate import evaluate_checkpoint
-from tests.helpers import class_image, make_image_folder
-from tests.predict_helpers import train_tiny_checkpoint
-from tests.test_predict import ODD_FILES
+from tests.helpers import ODD_FILES, class_image, make_image_folder
 
 CLASSES = ["blue", "green", "red"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    return train_tiny_checkpoint(tmp_path_factory.mktemp("app-predict"))
 
 
 @pytest.fixture(autouse=True)

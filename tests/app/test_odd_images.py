@@ -1,6 +1,6 @@
 """Hardening, images: whatever arrives as a photo is classified or refused with one sentence, and the app keeps
-serving. Odd modes, animation, EXIF rotation, 1x1 and 4000x12 are classified (tests/test_predict.py,
-tests/test_data.py; here once more through the live app's /predict); this file adds SVG, files that only
+serving. Odd modes, animation, EXIF rotation, 1x1 and 4000x12 are classified (tests/unit/test_predict.py,
+tests/unit/test_data.py; here once more through the live app's /predict); this file adds SVG, files that only
 pretend to be images, decompression bombs against both Pillow's guard and the stated caps
 (images.MAX_IMAGE_PIXELS, images.MAX_IMAGE_BYTES), and the live app answering after each of them.
 """
@@ -22,19 +22,12 @@ from alexnet_core import data, images
 from alexnet_core.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError
 from alexnet_core.models import CIFAR10_MEAN, CIFAR10_STD
 from alexnet_core.transforms import Preprocess
-from tests.helpers import class_image
-from tests.test_predict import ODD_FILES
+from tests.helpers import ODD_FILES, assert_one_sentence, class_image
 
 PRE = Preprocess(32, 32, 3, CIFAR10_MEAN, CIFAR10_STD)
 CIFAR10 = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"}
 
 
-def one_sentence(error: Exception | str, *words: str) -> str:
-    text = str(error)
-    assert "\n" not in text and "Traceback" not in text and text.rstrip().endswith((".", ")")), text
-    for word in words:
-        assert word.lower() in text.lower(), text
-    return text
 
 
 def png_bomb(width: int, height: int) -> bytes:
@@ -78,7 +71,7 @@ def test_files_that_only_pretend_to_be_images_get_one_sentence(tmp_path, name):
     for source in (path, PRETENDERS[name]):
         with pytest.raises(ImageError) as error:
             images.decode_image(source, PRE)
-        one_sentence(error.value, "empty" if name.startswith("empty") else "not an image")
+        assert_one_sentence(error.value, "empty" if name.startswith("empty") else "not an image")
 
 
 def test_a_bomb_under_pillows_guard_is_stopped_by_the_stated_pixel_cap(tmp_path):
@@ -92,7 +85,7 @@ def test_a_bomb_under_pillows_guard_is_stopped_by_the_stated_pixel_cap(tmp_path)
     for source in (bomb, path, Image.open(path)):
         with pytest.raises(ImageError) as error:
             images.decode_image(source, PRE)
-        one_sentence(error.value, f"{side:,}x{side:,} pixels", "64 megapixels")
+        assert_one_sentence(error.value, f"{side:,}x{side:,} pixels", "64 megapixels")
     # a large but allowed image (16 megapixels) is decoded as usual
     assert images.decode_image(png_bomb(4000, 4000), PRE).shape == (3, 32, 32)
 
@@ -104,7 +97,7 @@ def test_a_bomb_over_pillows_own_guard_gets_the_same_sentence():
         Image.open(io.BytesIO(bomb))
     with pytest.raises(ImageError) as error:
         images.decode_image(bomb, PRE)
-    one_sentence(error.value, "decompression", "64 megapixels")
+    assert_one_sentence(error.value, "decompression", "64 megapixels")
 
 
 def test_files_over_the_byte_cap_are_refused_before_they_are_opened(tmp_path, monkeypatch):
@@ -118,7 +111,7 @@ def test_files_over_the_byte_cap_are_refused_before_they_are_opened(tmp_path, mo
     for source in (padded, path):
         with pytest.raises(ImageError) as error:
             images.decode_image(source, PRE)
-        one_sentence(error.value, "64 MiB")
+        assert_one_sentence(error.value, "64 MiB")
     assert not opened
     assert images.decode_image(photo, PRE).shape == (3, 32, 32)
 
@@ -139,7 +132,7 @@ def test_the_predict_handler_answers_a_sentence_named_after_the_upload(tmp_path,
         gradio_app.predict_image(str(path))
     info = refused.value.message
     assert info.startswith(f"{name} is not an image") and str(tmp_path) not in info
-    one_sentence(info)
+    assert_one_sentence(info)
 
 
 def _predict(client, path: Path):
@@ -169,9 +162,9 @@ def test_the_live_app_refuses_each_bad_upload_in_a_sentence_and_keeps_serving(li
         assert not (label or {}).get("confidences"), name
         assert label is None, (name, info)  # refused: AppError, whose message is the sentence
         if "SVG" in info:  # Gradio may refuse an .svg name itself, before the handler
-            one_sentence(info)
+            assert_one_sentence(info)
         else:
-            one_sentence(info, name)
+            assert_one_sentence(info, name)
         label, info = _predict(client, good)  # and the next photo is classified as usual
         assert label["label"] in CIFAR10 and "ms on cpu" in info, (name, info)
 
@@ -221,7 +214,7 @@ def test_a_data_url_over_the_pixel_cap_is_refused_before_it_is_decoded(tmp_path,
     placeholder.write_bytes(b"")
     url = "data:image/png;base64," + base64.b64encode(bomb).decode()
     message = _refused_from_the_header(FileData(path=str(placeholder), url=url, orig_name="huge.png"), monkeypatch)
-    one_sentence(message, "huge.png", "13,000x13,000 pixels", "64 megapixels")
+    assert_one_sentence(message, "huge.png", "13,000x13,000 pixels", "64 megapixels")
     # ... and one under the cap still goes through (Gradio then decodes it, as it decodes any data: URL)
     small = "data:image/png;base64," + base64.b64encode(png(Image.new("RGB", (40, 30), "red"))).decode()
     image = gradio_app.photo_input().preprocess(FileData(path=str(placeholder), url=small, orig_name="ok.png"))
@@ -234,5 +227,5 @@ def test_an_uploaded_file_over_the_pixel_cap_is_refused_before_gradio_decodes_it
     path = tmp_path / "huge.png"
     path.write_bytes(png_bomb(9000, 9000))  # 81 megapixels: under Pillow's own guard, over the app's cap
     message = _refused_from_the_header(FileData(path=str(path), orig_name="holiday.png"), monkeypatch)
-    one_sentence(message, "holiday.png", "9,000x9,000 pixels")
+    assert_one_sentence(message, "holiday.png", "9,000x9,000 pixels")
     assert str(tmp_path) not in message

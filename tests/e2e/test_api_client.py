@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gradio_client.exceptions import AppError
-from helpers import class_image, client_owner
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import class_image, client_owner
+
+REPO = Path(__file__).resolve().parents[2]
 ENDPOINTS = {"/summary", "/train", "/train_status", "/train_stop", "/predict", "/explain", "/evaluate"}
 ACTIVE = ("**Preparing", "**Running", "**Stopping")  # how /train_status's text starts while a run is going
 DOC_URL = "http://127.0.0.1:7860/"

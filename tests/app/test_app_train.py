@@ -1,4 +1,4 @@
-"""The Train tab's handlers and the background runner behind them (no browser: see test_browser.py)."""
+"""The Train tab's handlers and the background runner behind them (no browser: see tests/e2e/test_browser.py)."""
 
 import asyncio
 import time
@@ -7,9 +7,10 @@ import gradio as gr
 import pytest
 
 import gradio_app
+from alexnet_core.caps import SharingLimits, TrainingCaps
 from alexnet_core.config import TrainConfig
 from alexnet_core.runner import RUNNER, BusyError, RunRegistry, ServerBusyError, TrainingRunner
-from tests.helpers import make_image_folder
+from tests.helpers import make_image_folder, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +30,6 @@ def app_home(tmp_path, monkeypatch):
     RUNNER.wait_all(60)
 
 
-def wait_for(condition, timeout=120.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def settings(folder, **overrides):
@@ -207,7 +201,7 @@ def test_the_registry_bounds_runs_at_once(folder, tmp_path):
 
 
 def test_runs_per_visitor_are_bounded_and_the_train_tab_says_so(folder, monkeypatch):
-    limits = gradio_app.SharingLimits(runs_per_visitor=1, upload_mb_per_visitor=5)
+    limits = SharingLimits(runs_per_visitor=1, upload_mb_per_visitor=5)
     monkeypatch.setattr(gradio_app, "SHARING", limits)
     assert "1 runs per visitor" in limits.describe() and "5 MB of uploads per visitor" in limits.describe()
     assert gradio_app.start_training(**settings(folder, epochs=1), visitor=A).startswith("Started")
@@ -218,12 +212,12 @@ def test_runs_per_visitor_are_bounded_and_the_train_tab_says_so(folder, monkeypa
 
 
 def test_sharing_limits_from_the_environment():
-    assert gradio_app.SharingLimits.from_env({}) == gradio_app.SharingLimits()
-    space = gradio_app.SharingLimits.from_env({"SPACE_ID": "x/y"})
+    assert SharingLimits.from_env({}) == SharingLimits()
+    space = SharingLimits.from_env({"SPACE_ID": "x/y"})
     assert space.runs_at_once == 1 and space.runs_per_visitor == 5 and space.upload_mb_per_server == 20 * 1024
-    assert gradio_app.SharingLimits.from_env({"ALEXNET_STUDIO_RUNS_AT_ONCE": "3"}).runs_at_once == 3
+    assert SharingLimits.from_env({"ALEXNET_STUDIO_RUNS_AT_ONCE": "3"}).runs_at_once == 3
     with pytest.raises(ValueError, match="ALEXNET_STUDIO_MAX_RUNS_PER_VISITOR"):
-        gradio_app.SharingLimits.from_env({"ALEXNET_STUDIO_MAX_RUNS_PER_VISITOR": "-1"})
+        SharingLimits.from_env({"ALEXNET_STUDIO_MAX_RUNS_PER_VISITOR": "-1"})
 
 
 def test_a_visitor_keeps_their_id_across_reloads_and_a_forged_one_is_replaced():
@@ -246,7 +240,7 @@ def test_run_messages_name_files_not_server_paths_and_give_no_command_line_advic
 def test_a_cap_that_cuts_the_images_warns_and_the_run_goes_on(folder, monkeypatch):
     import warnings
 
-    monkeypatch.setattr(gradio_app, "TRAINING_CAPS", gradio_app.TrainingCaps(images=20))
+    monkeypatch.setattr(gradio_app, "TRAINING_CAPS", TrainingCaps(images=20))
     with warnings.catch_warnings(record=True) as caught:  # gr.Warning outside a request: a Python warning
         warnings.simplefilter("always")
         assert gradio_app.start_training(**settings(folder, epochs=1), visitor=A).startswith("Started")

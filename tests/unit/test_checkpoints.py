@@ -36,8 +36,9 @@ from alexnet_core.checkpoints import (
     save_train_state,
 )
 from alexnet_core.models import build_model
+from tests.helpers import assert_one_sentence
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL = "alexnet_cifar_small"
 CIFAR_PREPROCESS = {"input_size": 32, "store_size": 32, "in_channels": 3, "mean": [0.4914, 0.4822, 0.4465],
                     "std": [0.2470, 0.2435, 0.2616]}
@@ -67,12 +68,6 @@ def write_with_header(path: Path, tensors: dict, meta_json: str, **header) -> Pa
     return path
 
 
-def assert_one_sentence(err: CheckpointError, *fragments: str) -> None:
-    message = str(err)
-    assert "\n" not in message and "Traceback" not in message
-    assert message.endswith("."), message
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 # --- metadata -----------------------------------------------------------------------------------
@@ -239,7 +234,8 @@ def test_truncated_file_gives_a_sentence(tmp_path, good_checkpoint):
         for load in (read_metadata, load_checkpoint, load_model):
             with pytest.raises(CheckpointError) as err:
                 load(bad)
-            assert_one_sentence(err.value, "truncated.safetensors", "not a complete safetensors file")
+            assert_one_sentence(err.value, "truncated.safetensors", "not a complete safetensors file",
+                                end=".", exact=True)
 
 
 def test_random_bytes_and_missing_file_give_a_sentence(tmp_path):
@@ -247,10 +243,10 @@ def test_random_bytes_and_missing_file_give_a_sentence(tmp_path):
     noise.write_bytes(os.urandom(4096))
     with pytest.raises(CheckpointError) as err:
         load_model(noise)
-    assert_one_sentence(err.value, "noise.safetensors", "not a complete safetensors file")
+    assert_one_sentence(err.value, "noise.safetensors", "not a complete safetensors file", end=".", exact=True)
     with pytest.raises(CheckpointError) as err:
         load_model(tmp_path / "absent.safetensors")
-    assert_one_sentence(err.value, "There is no checkpoint file")
+    assert_one_sentence(err.value, "There is no checkpoint file", end=".", exact=True)
 
 
 def test_safetensors_without_our_metadata_gives_a_sentence(tmp_path):
@@ -258,13 +254,13 @@ def test_safetensors_without_our_metadata_gives_a_sentence(tmp_path):
     save_file(build_model(SMALL).state_dict(), str(plain))
     with pytest.raises(CheckpointError) as err:
         load_model(plain)
-    assert_one_sentence(err.value, "plain.safetensors", "not an AlexNet Studio checkpoint")
+    assert_one_sentence(err.value, "plain.safetensors", "not an AlexNet Studio checkpoint", end=".", exact=True)
 
     other = tmp_path / "other.safetensors"
     save_file({"w": torch.zeros(2)}, str(other), metadata={"format": "pt"})
     with pytest.raises(CheckpointError) as err:
         read_metadata(other)
-    assert_one_sentence(err.value, "not an AlexNet Studio checkpoint")
+    assert_one_sentence(err.value, "not an AlexNet Studio checkpoint", end=".", exact=True)
 
 
 def test_forged_metadata_gives_a_sentence(tmp_path):
@@ -283,7 +279,7 @@ def test_forged_metadata_gives_a_sentence(tmp_path):
         path = write_with_header(tmp_path / f"{label.replace(' ', '_')}.safetensors", weights, meta_json, **header)
         with pytest.raises(CheckpointError) as err:
             load_model(path)
-        assert_one_sentence(err.value, path.name, fragment)
+        assert_one_sentence(err.value, path.name, fragment, end=".", exact=True)
 
 
 def test_weights_that_do_not_fit_the_described_model_name_what_differs(tmp_path):
@@ -292,19 +288,20 @@ def test_weights_that_do_not_fit_the_described_model_name_what_differs(tmp_path)
     with pytest.raises(CheckpointError) as err:
         load_model(path)
     assert_one_sentence(err.value, "forged.safetensors does not fit alexnet_cifar_small",
-                        "its classifier.fc5.weight is 5x192 but alexnet_cifar_small builds 10x192")
+                        "its classifier.fc5.weight is 5x192 but alexnet_cifar_small builds 10x192", end=".", exact=True)
 
     path = write_with_header(tmp_path / "bn.safetensors", build_model(SMALL).state_dict(),
                              json.dumps(small_meta() | {"batch_norm": True}))
     with pytest.raises(CheckpointError) as err:
         load_model(path)
-    assert_one_sentence(err.value, "with BatchNorm", "it lacks features.bn1.weight and")
+    assert_one_sentence(err.value, "with BatchNorm", "it lacks features.bn1.weight and", end=".", exact=True)
 
     other_model = build_model("alexnet_cifar").state_dict()
     path = write_with_header(tmp_path / "arch.safetensors", other_model, json.dumps(small_meta()))
     with pytest.raises(CheckpointError) as err:
         load_model(path)
-    assert_one_sentence(err.value, "its features.conv1.weight is 96x3x7x7 but alexnet_cifar_small builds 64x3x5x5")
+    assert_one_sentence(err.value, "its features.conv1.weight is 96x3x7x7 but alexnet_cifar_small builds 64x3x5x5",
+                 end=".", exact=True)
 
 
 # --- weights a user brings ----------------------------------------------------------------------
@@ -334,7 +331,7 @@ def test_pickled_code_in_a_user_file_never_runs(tmp_path):
     for path in (torch_file, raw_file):
         with pytest.raises(CheckpointError) as err:
             load_user_weights(path)
-        assert_one_sentence(err.value, path.name, "refuses to load")
+        assert_one_sentence(err.value, path.name, "refuses to load", end=".", exact=True)
     assert not marker.exists()
 
 
@@ -353,11 +350,11 @@ def test_user_weights_are_unwrapped_and_come_back_as_float32(tmp_path):
     (tmp_path / "weights.h5").write_bytes(b"HDF")
     with pytest.raises(CheckpointError) as err:
         load_user_weights(tmp_path / "weights.h5")
-    assert_one_sentence(err.value, "weights.h5 is not a weights file")
+    assert_one_sentence(err.value, "weights.h5 is not a weights file", end=".", exact=True)
     torch.save({"lr": 0.1}, tmp_path / "settings.pt")
     with pytest.raises(CheckpointError) as err:
         load_user_weights(tmp_path / "settings.pt")
-    assert_one_sentence(err.value, "does not hold a state dict")
+    assert_one_sentence(err.value, "does not hold a state dict", end=".", exact=True)
 
 
 # --- resumable training state -------------------------------------------------------------------
@@ -426,28 +423,29 @@ def test_training_state_refuses_what_does_not_fit_and_changes_nothing(tmp_path):
     other = build_model(SMALL)
     with pytest.raises(CheckpointError) as err:
         load_train_state(path, other, torch.optim.Adam(other.parameters()))
-    assert_one_sentence(err.value, "holds SGD state but this run uses Adam")
+    assert_one_sentence(err.value, "holds SGD state but this run uses Adam", end=".", exact=True)
 
     wider = build_model(SMALL, num_classes=5)
     before = {k: v.clone() for k, v in wider.state_dict().items()}
     with pytest.raises(CheckpointError) as err:
         load_train_state(path, wider, sgd_with_cosine(wider)[0])
-    assert_one_sentence(err.value, "its classifier.fc5.weight is 10x192 but this run's model builds 5x192")
+    assert_one_sentence(err.value, "its classifier.fc5.weight is 10x192 but this run's model builds 5x192",
+                 end=".", exact=True)
     assert all(torch.equal(before[k], v) for k, v in wider.state_dict().items())
 
     with pytest.raises(CheckpointError) as err:
         load_model(path)
-    assert_one_sentence(err.value, "is a resumable training state, not a model checkpoint")
+    assert_one_sentence(err.value, "is a resumable training state, not a model checkpoint", end=".", exact=True)
     best = save_checkpoint(tmp_path / "best.safetensors", model.state_dict(), small_meta())
     forged = write_with_header(tmp_path / "forged.safetensors", {"w": torch.zeros(1)}, json.dumps({"extra": {}}),
                                kind="train_state")
     for read in (read_train_extra, lambda p: load_train_state(p, model, optimizer)):
         with pytest.raises(CheckpointError) as err:
             read(best)
-        assert_one_sentence(err.value, "not a training state")
+        assert_one_sentence(err.value, "not a training state", end=".", exact=True)
         with pytest.raises(CheckpointError) as err:
             read(forged)
-        assert_one_sentence(err.value, "forged.safetensors has incomplete training-state metadata")
+        assert_one_sentence(err.value, "forged.safetensors has incomplete training-state metadata", end=".", exact=True)
 
 
 # --- finding checkpoints ------------------------------------------------------------------------
@@ -490,7 +488,7 @@ def test_a_checkpoint_with_a_model_card_is_labelled_by_its_test_accuracy(tmp_pat
 
 
 def test_the_shipped_checkpoints_have_labels_a_person_reads():
-    labels = {info.path.name: info.name for info in list_checkpoints(Path(__file__).parents[1] / "checkpoints")}
+    labels = {info.path.name: info.name for info in list_checkpoints(Path(__file__).parents[2] / "checkpoints")}
     if not labels:
         pytest.skip("no shipped checkpoints in this checkout")
     assert re.fullmatch(r"CIFAR-10 · 10 classes · \d\d\.\d+% test", labels["cifar10.safetensors"]), labels

@@ -18,14 +18,9 @@ import pytest
 
 import gradio_app
 from alexnet_core import uploads
+from alexnet_core.caps import SharingLimits
 from alexnet_core.uploads import MAX_ZIP_BYTES, UploadError, extract_zip
-from tests.helpers import class_image
-
-
-def one_sentence(text: str, *words: str) -> None:
-    assert "\n" not in text and "Traceback" not in text and text.rstrip().endswith((".", ")")), text
-    for word in words:
-        assert word.lower() in text.lower(), text
+from tests.helpers import assert_one_sentence, class_image
 
 
 def png_bytes(label: int = 0) -> bytes:
@@ -56,7 +51,7 @@ def nothing_escaped(tmp_path: Path) -> None:
 def refused(zip_path: Path, dest: Path, *words: str, **caps) -> str:
     with pytest.raises(UploadError) as error:
         extract_zip(zip_path, dest, **caps)
-    one_sentence(str(error.value), *words)
+    assert_one_sentence(str(error.value), *words)
     return str(error.value)
 
 
@@ -178,7 +173,7 @@ def _refused_upload(zip_path: Path, visitor: str | None = None) -> str:
 
     with pytest.raises(gr.Error) as error:  # a toast on the page
         gradio_app.upload_dataset(str(zip_path), visitor)
-    one_sentence(error.value.message, zip_path.name)  # named as the user named it, no server path
+    assert_one_sentence(error.value.message, zip_path.name)  # named as the user named it, no server path
     assert str(zip_path.parent) not in error.value.message
     return error.value.message
 
@@ -255,7 +250,7 @@ def test_a_refused_zip_leaves_no_folder_and_no_data_choice(tmp_path, visitors, m
 def test_uploads_are_bounded_per_visitor(tmp_path, visitors, monkeypatch):
     import gradio as gr
 
-    monkeypatch.setattr(gradio_app, "SHARING", gradio_app.SharingLimits(upload_mb_per_visitor=1))
+    monkeypatch.setattr(gradio_app, "SHARING", SharingLimits(upload_mb_per_visitor=1))
     visitor = "a" * 32
     big = make_zip(tmp_path / "big.zip", {f"c/{k}/{i}.png": os.urandom(1 << 17) for k in "ab" for i in range(3)},
                    compression=zipfile.ZIP_STORED)  # 768 KiB... and a second one does not fit any more

@@ -1,5 +1,5 @@
 """Hardening, checkpoints: no untrusted unpickling anywhere in the code, and forged or damaged checkpoints beyond
-those of tests/test_checkpoints.py (sizes that would crash the first forward pass or make every photo decode
+those of tests/unit/test_checkpoints.py (sizes that would crash the first forward pass or make every photo decode
 huge, headers that lie) get one sentence wherever they are loaded: the library, the predictor, the app.
 kill -9 of a real training run leaves best.safetensors loadable and last.safetensors resumable."""
 
@@ -27,16 +27,12 @@ from alexnet_core.checkpoints import CheckpointError, load_model, read_metadata
 from alexnet_core.config import TrainConfig
 from alexnet_core.models import build_model
 from alexnet_core.train import train
-from tests.helpers import class_image, make_image_folder
+from tests.helpers import assert_one_sentence, class_image, make_image_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = "alexnet_cifar_small"
 
 
-def one_sentence(text: str, *words: str) -> None:
-    assert "\n" not in text and "Traceback" not in text and text.rstrip().endswith((".", ")")), text
-    for word in words:
-        assert word.lower() in text.lower(), text
 
 
 # --- no untrusted unpickling anywhere -------------------------------------------------------------------------
@@ -72,7 +68,7 @@ def test_no_code_in_the_project_unpickles_untrusted_data():
             elif name in UNPICKLERS or (name[0] is None and name[1] in ("loads", "Unpickler")):
                 found.append(f"{where} {name[0]}.{name[1]}")
     assert not found, found
-    assert REPO != Path(__file__).resolve().parents[1] or len(_python_files()) > 15  # it did look at the code
+    assert REPO != Path(__file__).resolve().parents[2] or len(_python_files()) > 15  # it did look at the code
 
 
 def test_the_scan_would_catch_an_unsafe_load(tmp_path, monkeypatch):
@@ -117,7 +113,7 @@ def test_forged_sizes_get_one_sentence_in_the_library_the_predictor_and_the_app(
     for load in (read_metadata, load_model, predict.get_predictor):
         with pytest.raises(CheckpointError) as error:
             load(path)
-        one_sentence(str(error.value), "forged.safetensors", words)
+        assert_one_sentence(str(error.value), "forged.safetensors", words)
     photo = tmp_path / "photo.png"
     class_image(0, 32, np.random.default_rng(0)).save(photo)
     with pytest.raises(gr.Error) as refused:  # the page's toast, the API's AppError
@@ -162,7 +158,7 @@ def test_safetensors_headers_that_lie_get_one_sentence(tmp_path, case):
     for load in (read_metadata, load_model, predict.get_predictor, checkpoints.load_user_weights):
         with pytest.raises(CheckpointError) as error:
             load(path)
-        one_sentence(str(error.value), "liar.safetensors")
+        assert_one_sentence(str(error.value), "liar.safetensors")
 
 
 # --- checkpoints that lie about their model: refused before they cost anything -------------------------------
@@ -224,13 +220,13 @@ def test_a_lying_checkpoint_is_refused_before_any_model_is_built(tmp_path, case,
     for load in loaders:
         with pytest.raises(CheckpointError) as error:
             load(path)
-        one_sentence(str(error.value), "liar.safetensors", words)
+        assert_one_sentence(str(error.value), "liar.safetensors", words)
     assert all(device == "meta" for _, device in built), built
     photo = tmp_path / "photo.png"
     class_image(0, 32, np.random.default_rng(0)).save(photo)
     with pytest.raises(gr.Error) as refused:  # the app's toast, AppError for an API client
         gradio_app.predict_image(str(photo), str(path))
-    one_sentence(refused.value.message, "liar.safetensors", words)
+    assert_one_sentence(refused.value.message, "liar.safetensors", words)
 
 
 def test_metadata_nested_32_levels_is_read_and_33_refused(tmp_path):
@@ -247,7 +243,7 @@ def test_a_header_too_big_for_any_checkpoint_is_refused_unread(tmp_path):
     for load in (read_metadata, load_model, predict.get_predictor):
         with pytest.raises(CheckpointError) as error:
             load(path)
-        one_sentence(str(error.value), "huge.safetensors", "more than the 16 MiB")
+        assert_one_sentence(str(error.value), "huge.safetensors", "more than the 16 MiB")
     assert checkpoints.list_checkpoints(tmp_path) == []
 
 
@@ -282,7 +278,7 @@ def test_every_lying_checkpoint_is_one_sentence_and_exit_2_from_the_command_line
         assert cli.main([command, "--checkpoint", str(path), *cli_args(command, tmp_path)]) == 2
         out, err = capsys.readouterr()
         assert out == "" and err.startswith("error: ")
-        one_sentence(err.strip(), "liar.safetensors", LYING[case][1])
+        assert_one_sentence(err.strip(), "liar.safetensors", LYING[case][1])
 
 
 @pytest.mark.parametrize("case", CLI_CASES)
@@ -300,7 +296,7 @@ def test_the_command_line_refuses_a_lying_checkpoint_in_one_sentence_and_little_
     *message, peak_kb = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     assert len(message) == 1 and message[0].startswith("error: "), message
-    one_sentence(message[0], "liar.safetensors", words)
+    assert_one_sentence(message[0], "liar.safetensors", words)
     assert result.stdout == ""
     assert int(peak_kb) < PEAK_RSS_LIMIT_KB, f"{command} peaked at {int(peak_kb) / 2**20:.2f} GB"
 

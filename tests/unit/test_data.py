@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as nnf
-from helpers import make_image_folder
 from PIL import Image
 
 from alexnet_core import data as D
@@ -27,15 +26,12 @@ from alexnet_core.data import (
 from alexnet_core.images import ImageError, decode_image
 from alexnet_core.models import CIFAR10_MEAN, CIFAR10_STD, get_spec
 from alexnet_core.transforms import Preprocess, eval_transform, random_resized_crop, train_transform
+from tests.helpers import assert_one_sentence, make_image_folder
 
 RGB16 = Preprocess(16, 16, 3, CIFAR10_MEAN, CIFAR10_STD)
 GREY16 = Preprocess(16, 16, 1, (0.5,), (0.25,))
 
 
-def one_sentence(error: pytest.ExceptionInfo) -> str:
-    message = str(error.value)
-    assert "\n" not in message and message.endswith("."), message
-    return message
 
 
 def load(source, split, pre=RGB16, **kw):
@@ -166,7 +162,7 @@ def test_clear_errors(tmp_path, make, kwargs, words):
     split = kwargs.pop("split", "train")
     with pytest.raises(DataError) as error:
         load(source, split, cache=tmp_path / "c", **kwargs)
-    assert words in one_sentence(error)
+    assert words in assert_one_sentence(error, end=".")
 
 
 def test_val_classes_must_exist_in_train(tmp_path):
@@ -174,7 +170,7 @@ def test_val_classes_must_exist_in_train(tmp_path):
     make_image_folder(tmp_path, ["a", "zebra"], 1, splits=("val",))
     with pytest.raises(DataError) as error:
         load(tmp_path, "val", cache=tmp_path / "c")
-    assert "zebra" in one_sentence(error)
+    assert "zebra" in assert_one_sentence(error, end=".")
 
 
 def test_a_broken_file_names_itself(tmp_path):
@@ -182,7 +178,7 @@ def test_a_broken_file_names_itself(tmp_path):
     (folder / "train" / "class0" / "broken.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(DataError) as error:
         load(folder, "train", cache=tmp_path / "c")
-    assert "broken.jpg" in one_sentence(error)
+    assert "broken.jpg" in assert_one_sentence(error, end=".")
 
 
 # --- Cache ------------------------------------------------------------------------------------------
@@ -301,7 +297,7 @@ def test_flowers_split_nine_to_one_and_no_test(tmp_path):
     assert train.classes == class_names("flowers")
     with pytest.raises(DataError) as error:
         load_split("flowers", "test", RGB16, root=tmp_path)
-    assert "no test split" in one_sentence(error)
+    assert "no test split" in assert_one_sentence(error, end=".")
 
 
 def _tgz(path, members: dict[str, bytes]):
@@ -435,17 +431,17 @@ def test_decode_image_rejects_non_images(tmp_path, content, words):
     for source in (path, str(path), content):
         with pytest.raises(ImageError) as error:
             decode_image(source, RGB16)
-        assert words in one_sentence(error)
+        assert words in assert_one_sentence(error, end=".")
     with pytest.raises(ImageError) as error:
         decode_image(tmp_path / "missing.png", RGB16)
-    one_sentence(error)
+    assert_one_sentence(error, end=".")
 
 
 def test_decode_image_rejects_a_truncated_jpeg():
     jpeg = _png_bytes(Image.effect_noise((64, 64), 50).convert("RGB"), "JPEG")
     with pytest.raises(ImageError) as error:
         decode_image(jpeg[: len(jpeg) // 2], RGB16)
-    one_sentence(error)
+    assert_one_sentence(error, end=".")
 
 
 # --- eval_transform -----------------------------------------------------------------------------------

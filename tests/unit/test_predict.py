@@ -19,25 +19,12 @@ from alexnet_core.images import ImageError
 from alexnet_core.models import CIFAR10_MEAN, CIFAR10_STD
 from alexnet_core.predict import Predictor, get_predictor, network_view
 from alexnet_core.transforms import Preprocess, tta_views
-from tests.helpers import class_image, make_image_folder
-from tests.predict_helpers import train_tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    return train_tiny_checkpoint(tmp_path_factory.mktemp("predict"))
+from tests.helpers import ODD_FILES, animated, assert_one_sentence, class_image, encoded, make_image_folder
 
 
 @pytest.fixture(scope="module")
 def predictor(tiny) -> Predictor:
     return get_predictor(tiny[0])
-
-
-def assert_one_sentence(error: Exception, *words: str) -> None:
-    text = str(error)
-    assert "\n" not in text and "Traceback" not in text and text.endswith((".", ")")), text
-    for word in words:
-        assert word.lower() in text.lower(), text
 
 
 # --- the same tensor in training, evaluation and prediction --------------------------------------------
@@ -75,43 +62,6 @@ def test_predict_feeds_the_tensor_that_evaluation_feeds(tiny, predictor, tmp_pat
 # --- any image a phone or a browser makes ----------------------------------------------------------------
 
 
-def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def _animated() -> bytes:
-    frames = [class_image(0, 40, np.random.default_rng(1)), Image.new("RGB", (40, 40), "blue")]
-    return _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
-
-
-def _palette() -> bytes:
-    image = class_image(2, 40, np.random.default_rng(2)).quantize(16)
-    return _encoded(image, "PNG", transparency=0)
-
-
-def _half_transparent(mode: str, colour) -> bytes:
-    image = Image.new(mode, (40, 40), colour)
-    image.paste(Image.new(mode, (20, 40), (0,) * len(colour)), (20, 0))
-    return _encoded(image, "PNG")
-
-
-ODD_FILES = {
-    "RGBA.png": lambda: _half_transparent("RGBA", (200, 30, 30, 255)),
-    "LA.png": lambda: _half_transparent("LA", (128, 255)),
-    "P.png": _palette,
-    "I16.png": lambda: _encoded(Image.fromarray(np.linspace(0, 65535, 1600).astype(np.uint16).reshape(40, 40)), "PNG"),
-    "F.tiff": lambda: _encoded(Image.fromarray(np.linspace(0, 1, 1600, dtype=np.float32).reshape(40, 40)), "TIFF"),
-    "CMYK.jpg": lambda: _encoded(Image.new("CMYK", (40, 40), (0, 200, 200, 0)), "JPEG"),
-    "animated.gif": _animated,
-    "1x1.png": lambda: _encoded(Image.new("RGB", (1, 1), "orange"), "PNG"),
-    "4000x12.png": lambda: _encoded(Image.new("RGB", (4000, 12), "purple"), "PNG"),
-    "12x4000.jpg": lambda: _encoded(Image.new("RGB", (12, 4000), "purple"), "JPEG"),
-    "grey.webp": lambda: _encoded(Image.new("L", (50, 30), 90), "WEBP"),
-}
-
-
 @pytest.mark.parametrize("name", ODD_FILES)
 def test_any_image_a_browser_sends_is_classified(predictor, tmp_path, name):
     content = ODD_FILES[name]()
@@ -125,8 +75,8 @@ def test_any_image_a_browser_sends_is_classified(predictor, tmp_path, name):
 
 
 def test_animated_images_are_classified_by_their_first_frame(predictor):
-    first_frame_alone = _encoded(class_image(0, 40, np.random.default_rng(1)), "GIF")
-    assert torch.equal(predictor.prepare(_animated()), predictor.prepare(first_frame_alone))
+    first_frame_alone = encoded(class_image(0, 40, np.random.default_rng(1)), "GIF")
+    assert torch.equal(predictor.prepare(animated()), predictor.prepare(first_frame_alone))
 
 
 def test_exif_rotated_photos_are_turned_upright(predictor, tmp_path):
@@ -140,7 +90,7 @@ def test_exif_rotated_photos_are_turned_upright(predictor, tmp_path):
 
 
 @pytest.mark.parametrize("content, words", [
-    (b"", "empty"), (b"%PDF-1.4 not a picture", "not an image"), (_encoded(Image.new("RGB", (64, 64)), "PNG")[:60],
+    (b"", "empty"), (b"%PDF-1.4 not a picture", "not an image"), (encoded(Image.new("RGB", (64, 64)), "PNG")[:60],
                                                                   "not an image"),
 ])
 def test_a_file_that_is_not_an_image_gets_one_sentence(predictor, tmp_path, content, words):
@@ -333,3 +283,16 @@ def test_a_checkpoint_that_is_not_one_gets_one_sentence(tmp_path):
     with pytest.raises(CheckpointError) as err:
         get_predictor(fake)
     assert_one_sentence(err.value, "fake.safetensors")
+
+
+def test_eval_result_counts_per_class_agree_with_its_confusion_matrix_and_accuracies():
+    from alexnet_core.evaluate import EvalResult
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    predictions = torch.tensor([0, 1, 0, 1, 1, 0])
+    result = EvalResult(classes=["a", "b", "c", "d"], labels=labels, predictions=predictions,
+                        confidences=torch.ones(6), loss=0.0)
+    assert result.class_counts() == {"a": (2, 3), "b": (2, 2), "c": (0, 1)}  # "d" has no images: left out
+    counts = result.class_counts()
+    assert result.per_class() == pytest.approx({c: right / total for c, (right, total) in counts.items()})
+    assert sum(right for right, _ in result.class_counts().values()) == round(result.accuracy * result.n)

@@ -25,9 +25,9 @@ from alexnet_core.config import TrainConfig
 from alexnet_core.events import EndEvent, EpochEvent, StepEvent
 from alexnet_core.models import AlexNetCifarSmall
 from alexnet_core.train import train
-from tests.helpers import make_image_folder
+from tests.helpers import assert_one_sentence, make_image_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 FAULTS = {
     "cuda out of memory": lambda: torch.OutOfMemoryError(
@@ -59,10 +59,6 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def one_sentence(text: str, *words: str) -> None:
-    assert "\n" not in text and "Traceback" not in text and text.endswith("."), text
-    for word in words:
-        assert word.lower() in text.lower(), text
 
 
 def fail_training_forward(monkeypatch, after: int, make_error) -> list[int]:
@@ -105,7 +101,7 @@ def test_a_fault_mid_run_ends_it_with_a_sentence_and_keeps_the_best_checkpoint(f
     watcher = BestWatcher(out)
     end = train(config(folder, out), watcher)
     assert end.status == "failed" and calls[0] == 5
-    one_sentence(end.message, WORDS[fault], "best checkpoint so far is kept")
+    assert_one_sentence(end.message, WORDS[fault], "best checkpoint so far is kept", end=".")
     if "out of memory" in fault:
         assert "smaller batch size" in end.message
     assert isinstance(watcher.events[-1], EndEvent) and watcher.events[-1].status == "failed"
@@ -140,7 +136,8 @@ def test_the_data_folder_removed_mid_run_ends_a_streaming_run_with_a_sentence(tm
     end = train(config(folder, out), watcher)
     assert not folder.exists()
     assert end.status == "failed"
-    one_sentence(end.message, "data could not be read", "does not exist", "best checkpoint so far is kept")
+    assert_one_sentence(end.message, "data could not be read", "does not exist", "best checkpoint so far is kept",
+                        end=".")
     assert digest(out / "best.safetensors") == watcher.best_after_epoch[1]
     assert checkpoints.load_model(out / "best.safetensors")[1]["epochs"] == 1
 

@@ -18,7 +18,7 @@ from alexnet_core.optim import lr_factor
 from alexnet_core.train import train
 from tests.helpers import make_image_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,15 @@
 """The command line, run the way a user runs it: ``python -m alexnet_core …`` in a fresh process."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from alexnet_core.cli import main
 from alexnet_core.models import MODELS
+from tests.helpers import run_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alexnet_core", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_summary_json_parses():

@@ -33,7 +33,7 @@ EXPECTED_PARAMS = {
 #   13x13x384, 13x13x256, the pools between, 6x6x256 = 9,216 into a 4096-4096-1000 classifier).
 # - alexnet_torchvision: torchvision's alexnet at 224 (torchinfo's table: 64x55x55 … 256x6x6 after avgpool).
 # - alexnet_flowers: the flowers tutorial's model.py comments (input[3, 224, 224] output[48, 55, 55] …).
-# - alexnet_cifar: the Paddle tutorial's paddle.summary at 32 (also in tests/test_summary.py).
+# - alexnet_cifar: the Paddle tutorial's paddle.summary at 32 (also in tests/unit/test_summary.py).
 # - alexnet_cifar_small: the sides models.py documents, 32 → 28 → 13 → 9 → 4, widths 64, 64, FC 384-192.
 # - alexnet_cifar_npu: the Ascend tutorial's comments: 64x15x15, pool 64x14x14, 256x14x14, pool 256x7x7,
 #   conv3–conv5 at 7x7, pool 256x6x6, 9,216.
@@ -261,7 +261,7 @@ def test_the_layer_order_bench_times_both_orders():
     out = subprocess.run(
         [sys.executable, "-m", "bench.layer_order", "--batch-size", "4", "--rounds", "1", "--steps", "1",
          "--device", "cpu", "--json"],
-        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120, check=True,
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120, check=True,
     ).stdout
     result = json.loads(out)
     assert set(result["images_per_s"]) == {"alexnet_cifar_hires", "alexnet_cifar_fast"}

@@ -17,7 +17,7 @@ from alexnet_core.config import ConfigError, TrainConfig, check_memory
 from alexnet_core.train import train
 from tests.helpers import make_image_folder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LARGE = "1T"   # a budget everything fits in, to read an estimate back
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 DEPLOY = REPO / "docs" / "deploy.md"
 HUB_FILE_LIMIT = 10 * 10 ** 6  # the Hub refuses files over 10 MB that are not stored with LFS (or Xet)
@@ -90,7 +90,7 @@ def test_every_file_over_the_hubs_limit_is_stored_with_lfs_as_deploy_md_says():
     assert block, "docs/deploy.md should show the .gitattributes lines for the Space"
     lfs = [line.split()[0] for line in block.group(1).splitlines() if "filter=lfs" in line]
     large = [path for path in _tracked_files() if path.is_file() and path.stat().st_size > HUB_FILE_LIMIT]
-    assert large, "no file over 10 MB? then the shipped checkpoints are gone (tests/test_shipped_checkpoints.py)"
+    assert large, "no file over 10 MB? then the shipped checkpoints are gone (tests/unit/test_shipped_checkpoints.py)"
     for path in large:
         relative = path.relative_to(REPO).as_posix()
         assert any(fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(path.name, pattern) for pattern in lfs), (
@@ -126,7 +126,8 @@ def test_the_app_starts_as_a_space_starts_it_and_caps_training(tmp_path):
     Space's default training caps."""
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
-    from helpers import class_image
+
+    from tests.helpers import class_image
 
     port = _free_port()
     env = {**os.environ, "SYSTEM": "spaces", "SPACE_ID": "tester/alexnet-studio", "GRADIO_SERVER_NAME": "127.0.0.1",

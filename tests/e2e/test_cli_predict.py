@@ -1,28 +1,24 @@
 """``python -m alexnet_core predict``: a line or a JSON entry per image; bad input is one sentence and exit 2."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from alexnet_core.cli import main
-from tests.predict_helpers import train_tiny_checkpoint
+from tests.helpers import run_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, list[Path]]:
-    checkpoint, folder = train_tiny_checkpoint(tmp_path_factory.mktemp("cli-predict"))
+def tiny(tiny) -> tuple[Path, list[Path]]:
+    """The session's tiny checkpoint (conftest.py) and one validation image per class."""
+    checkpoint, folder = tiny
     images = sorted((folder / "val").glob("*/0000.png"))
     return checkpoint, images
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alexnet_core", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_json_lists_every_image_with_its_top_k(tiny):

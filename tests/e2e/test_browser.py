@@ -14,15 +14,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail
-from helpers import class_image
+
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, class_image, skip_or_fail
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = os.environ.get("ALEXNET_STUDIO_CHROMIUM", "/usr/bin/chromium")
-# Headless, and nothing that reaches for the network or a GPU.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TABS = ("Predict", "Architecture", "Inside", "Train", "Evaluate")
 # Generous: on a busy 2-core machine a first model load or Grad-CAM can take several seconds.
 WAIT_MS = 60_000

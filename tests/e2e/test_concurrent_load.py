@@ -12,18 +12,11 @@ import numpy as np
 import pytest
 
 from alexnet_core.runner import RUNNER, TrainingRunner
-from tests.helpers import class_image
+from tests.helpers import class_image, wait_for
 
 CIFAR10 = {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"}
 
 
-def wait_for(condition, timeout=120.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.slow

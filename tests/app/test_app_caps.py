@@ -6,8 +6,8 @@ import gradio as gr
 import pytest
 
 import gradio_app
+from alexnet_core.caps import TrainingCaps
 from alexnet_core.config import TrainConfig
-from gradio_app import TrainingCaps
 
 
 def test_no_caps_by_default_and_space_defaults_on_a_space():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "alexnet_core"
+PACKAGE = Path(__file__).resolve().parents[2] / "alexnet_core"
 MODULES = {path.stem: ast.parse(path.read_text(encoding="utf-8"), str(path)) for path in PACKAGE.glob("*.py")}
 MAX_TRAIN_LINES = 100
 MAX_FUNCTION_LINES = 150

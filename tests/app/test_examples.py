@@ -15,7 +15,7 @@ from PIL import Image
 
 import gradio_app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FLOWERS = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -27,7 +27,7 @@ def no_shared(tmp_path, monkeypatch):
 
 def _shipped():
     if not (gradio_app.SHIPPED_DIR / "flowers.safetensors").is_file() or not gradio_app.DEFAULT_CHECKPOINT.is_file():
-        pytest.skip("the shipped checkpoints are not in this checkout (tests/test_shipped_checkpoints.py says so)")
+        pytest.skip("the shipped checkpoints are not in this checkout (tests/unit/test_shipped_checkpoints.py says so)")
 
 
 def test_the_examples_are_committed_photos_credited_in_the_readme():

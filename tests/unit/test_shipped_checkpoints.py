@@ -14,7 +14,7 @@ import pytest
 from alexnet_core.data import CIFAR10_CLASSES, FLOWERS_CLASSES
 from alexnet_core.predict import get_predictor
 
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 EXPECTED = ("cifar10.safetensors", "flowers.safetensors")
 SHIPPED = sorted(SHIPPED_DIR.glob("*.safetensors"))
 IMAGES_PER_CLASS = 5

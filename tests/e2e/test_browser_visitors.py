@@ -19,13 +19,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import skip_or_fail
-from helpers import class_image, make_image_folder
-from test_browser import CHROMIUM, CHROMIUM_ARGS
+
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, class_image, make_image_folder, skip_or_fail
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WAIT_MS = 90_000
 STEP = re.compile(r"Step [\d,]+ / [\d,]+")
 
