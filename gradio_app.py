@@ -1267,7 +1267,7 @@ def build_app() -> gr.Blocks:
         look.click(show_layer_inside, inputs=[model, layer, checkpoint, image, visitor],
                    outputs=[tabs, checkpoint, image, focus], api_name=False)
         # Then the visitor's own lists (a reload included), and their run if one is going.
-        visited.then(visitor_lists, inputs=[visitor, predict_checkpoint, evaluate_checkpoint_, checkpoint],
+        visited.then(visitor_lists, inputs=visitor,
                      outputs=[train_data, evaluate_data, predict_checkpoint, evaluate_checkpoint_, checkpoint],
                      api_name=False, show_progress="hidden")
         zip_file.upload(upload_dataset, inputs=[zip_file, visitor], outputs=[train_data, evaluate_data, upload_note],
@@ -1276,18 +1276,14 @@ def build_app() -> gr.Blocks:
     return app
 
 
-def visitor_lists(visitor: str | None, predict: str | None, evaluate: str | None, inside: str | None):
+def visitor_lists(visitor: str | None):
     """The lists a visitor sees, on page load: data sets with their uploads, checkpoints with their runs and
-    uploaded checkpoints (selections kept where they still exist)."""
+    uploaded checkpoints. Choices only: the selections stay as they are, since a visitor may have picked an
+    example (and with it a checkpoint) before this answer came."""
     owner = owner_of(visitor)
     data = data_choices(owner)
-
-    def listed(choices: list[tuple[str, str]], current: str | None) -> gr.Dropdown:
-        kept = current if current in {path for _, path in choices} else default_checkpoint()
-        return gr.Dropdown(choices=choices, value=kept)
-
-    return (gr.Dropdown(choices=data), gr.Dropdown(choices=data), listed(model_choices(owner), predict),
-            listed(checkpoint_choices(owner), evaluate), listed(inside_choices(owner), inside))
+    return (gr.Dropdown(choices=data), gr.Dropdown(choices=data), gr.Dropdown(choices=model_choices(owner)),
+            gr.Dropdown(choices=checkpoint_choices(owner)), gr.Dropdown(choices=inside_choices(owner)))
 
 
 # How many requests of one event may run at once. Predict and Inside answer in milliseconds to a second on a

@@ -61,8 +61,6 @@ def main() -> None:
             except Exception:
                 time.sleep(0.5)
         page.get_by_text("Examples: click one").first.wait_for()
-        page.wait_for_timeout(2000)  # the page's load events settle before the first click (a click before
-        # them once left the example's checkpoint unselected)
 
         def shot(name: str) -> None:
             page.wait_for_timeout(2000)
