@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -141,3 +144,43 @@ ODD_FILES = {
     "12x4000.jpg": lambda: encoded(Image.new("RGB", (12, 4000), "purple"), "JPEG"),
     "grey.webp": lambda: encoded(Image.new("L", (50, 30), 90), "WEBP"),
 }
+
+
+@contextlib.contextmanager
+def space_app(home: Path, **settings: str):
+    """`python gradio_app.py` as a Hugging Face Space starts it (SYSTEM=spaces, SPACE_ID, the server's address),
+    on a free local port, with ``home`` as its data folder and ``settings`` as extra environment variables (the
+    Space's own defaults otherwise: the caller's ALEXNET_STUDIO_MAX_* are dropped). Yields (url, log path) once
+    the app answers; stops it afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {name: value for name, value in os.environ.items() if not name.startswith("ALEXNET_STUDIO_MAX_")}
+    env.update({"SYSTEM": "spaces", "SPACE_ID": "tester/alexnet-studio", "GRADIO_SERVER_NAME": "127.0.0.1",
+                "GRADIO_SERVER_PORT": str(port), "ALEXNET_STUDIO_HOME": str(home),
+                "GRADIO_ANALYTICS_ENABLED": "False", **settings})
+    Path(home).mkdir(parents=True, exist_ok=True)
+    log_path = Path(home) / "app.log"
+    url = f"http://127.0.0.1:{port}/"
+    with log_path.open("w") as log:
+        app = subprocess.Popen([sys.executable, "gradio_app.py"], cwd=REPO, env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                assert app.poll() is None, f"the app exited ({app.returncode}):\n{log_path.read_text()}"
+                try:
+                    if httpx.get(url + "config", timeout=5).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, f"no answer in 5 min:\n{log_path.read_text()}"
+                time.sleep(1)
+            yield url, log_path
+        finally:
+            app.terminate()
+            try:
+                app.wait(30)
+            except subprocess.TimeoutExpired:
+                app.kill()
+                app.wait()

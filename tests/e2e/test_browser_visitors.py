@@ -8,19 +8,14 @@ run of its own going sends no requests; a checkpoint trained in one browser down
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, class_image, make_image_folder, skip_or_fail
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, class_image, make_image_folder, skip_or_fail, space_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -36,36 +31,8 @@ def space(tmp_path_factory):
     other visitor looks; everything else is the Space's defaults."""
     home = tmp_path_factory.mktemp("space-home")
     make_image_folder(home / "uploads" / "tiny", classes=["red", "green"], n_per_class=12, size=40)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "SYSTEM": "spaces", "SPACE_ID": "tester/alexnet-studio", "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": str(port), "ALEXNET_STUDIO_HOME": str(home), "GRADIO_ANALYTICS_ENABLED": "False",
-           "ALEXNET_STUDIO_MAX_EPOCHS": "1000"}
-    log_path = home / "app.log"
-    log = log_path.open("w")
-    app = subprocess.Popen([sys.executable, "gradio_app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert app.poll() is None, f"the app exited:\n{log_path.read_text()}"
-            try:
-                if httpx.get(url + "config", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(1)
+    with space_app(home, ALEXNET_STUDIO_MAX_EPOCHS="1000") as (url, log_path):
         yield url, home, log_path
-    finally:
-        app.terminate()
-        try:
-            app.wait(30)
-        except subprocess.TimeoutExpired:
-            app.kill()
-            app.wait()
-        log.close()
 
 
 @pytest.fixture(scope="module")

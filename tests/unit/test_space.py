@@ -7,16 +7,11 @@ tests ran with. These must agree, or the Space runs a Gradio that nothing here w
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import gradio
-import httpx
 import numpy as np
 import pytest
 import yaml
@@ -113,12 +108,6 @@ def test_deploy_md_links_resolve():
         assert (DEPLOY.parent / target).exists(), f"docs/deploy.md links to {target}, which is not there"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_the_app_starts_as_a_space_starts_it_and_caps_training(tmp_path):
     """`python gradio_app.py` with the variables the Hub sets (SYSTEM=spaces, SPACE_ID, the server's address):
@@ -127,28 +116,9 @@ def test_the_app_starts_as_a_space_starts_it_and_caps_training(tmp_path):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    from tests.helpers import class_image
+    from tests.helpers import class_image, space_app
 
-    port = _free_port()
-    env = {**os.environ, "SYSTEM": "spaces", "SPACE_ID": "tester/alexnet-studio", "GRADIO_SERVER_NAME": "127.0.0.1",
-           "GRADIO_SERVER_PORT": str(port), "ALEXNET_STUDIO_HOME": str(tmp_path / "home"),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    for name in [name for name in env if name.startswith("ALEXNET_STUDIO_MAX_")]:
-        del env[name]  # the Space's defaults, not whatever the caller's shell sets
-    log = (tmp_path / "app.log").open("w")
-    app = subprocess.Popen([sys.executable, "gradio_app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 300
-        while True:
-            assert app.poll() is None, f"the app exited ({app.returncode}):\n{(tmp_path / 'app.log').read_text()}"
-            try:
-                if httpx.get(url + "config", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"no answer in 5 min:\n{(tmp_path / 'app.log').read_text()}"
-            time.sleep(1)
+    with space_app(tmp_path / "home") as (url, log_path):
         client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
         try:
             with pytest.raises(AppError, match="^This server allows at most 30 epochs a run; you asked for 31"):
@@ -158,16 +128,6 @@ def test_the_app_starts_as_a_space_starts_it_and_caps_training(tmp_path):
             top, info = client.predict(handle_file(str(photo)), api_name="/predict")
             assert len(top["confidences"]) == 5 and "cifar10.safetensors" in info
         except Exception as error:  # the server's traceback is in its log, not in the client's error
-            log.flush()
-            raise AssertionError(f"{error}\n--- the app's log ---\n{(tmp_path / 'app.log').read_text()[-6000:]}") \
-                from error
+            raise AssertionError(f"{error}\n--- the app's log ---\n{log_path.read_text()[-6000:]}") from error
         finally:
             client.close()
-    finally:
-        app.terminate()
-        try:
-            app.wait(30)
-        except subprocess.TimeoutExpired:
-            app.kill()
-            app.wait()
-        log.close()
