@@ -710,19 +710,20 @@ def knows_line(classes: list[str], shown: int = 12) -> str:
     return f"**Knows {len(classes):,} classes:** {names}; any other photo gets the nearest of them."
 
 
-def refresh_predict_choices(current: str | None, visitor: str | None = None, request: gr.Request = None
-                            ) -> gr.Dropdown:
-    """Predict's list as it is now (a run may have finished), keeping the selection where it still exists."""
-    choices = model_choices(owner_of(visitor, request))
+def _refreshed(choices: list[tuple[str, str]], current: str | None) -> gr.Dropdown:
+    """A checkpoint list as it is now (a run may have finished), keeping the selection where it still exists."""
     return gr.Dropdown(choices=choices, value=current if current in dict(choices).values() else default_checkpoint())
 
 
+def refresh_predict_choices(current: str | None, visitor: str | None = None, request: gr.Request = None
+                            ) -> gr.Dropdown:
+    """Predict's list: the visitor's checkpoints and the ImageNet AlexNet."""
+    return _refreshed(model_choices(owner_of(visitor, request)), current)
+
+
 def refresh_checkpoints(current: str | None, visitor: str | None = None, request: gr.Request = None) -> gr.Dropdown:
-    """The visitor's checkpoint list as it is now (a run may have finished), keeping the selection where it
-    still exists."""
-    choices = checkpoint_choices(owner_of(visitor, request))
-    paths = [path for _, path in choices]
-    return gr.Dropdown(choices=choices, value=current if current in paths else default_checkpoint())
+    """Evaluate's list: the visitor's checkpoints."""
+    return _refreshed(checkpoint_choices(owner_of(visitor, request)), current)
 
 
 NOT_LISTED = ("That checkpoint is not in the list of choices: pick one from the Checkpoint list (your runs and "
