@@ -36,6 +36,9 @@ import numpy as np
 from gradio_client import Client, handle_file
 
 import gradio_app
+import ui.choices
+import ui.photos
+import ui.settings
 from alexnet_core.devices import describe_device, resolve_device
 from alexnet_core.predict import get_predictor
 
@@ -64,9 +67,9 @@ def launch(app: gr.Blocks) -> Client:
 
 def photo_for(classes: list[str]) -> Path:
     """The example photo named after one of the checkpoint's classes, else the first example."""
-    examples = [Path(row[0]) for row in gradio_app._example_photos()]
+    examples = [Path(row[0]) for row in ui.photos.example_photos()]
     if not examples:
-        raise SystemExit(f"No example photos: put some in {gradio_app.EXAMPLES_DIR} or provide ../shared/data.")
+        raise SystemExit(f"No example photos: put some in {ui.settings.EXAMPLES_DIR} or provide ../shared/data.")
     # An example photo of one of the checkpoint's classes: its class is its folder (../shared/data) or the
     # part of its name after the dash (examples/cifar10-cat.png).
     return next((p for p in examples if p.parent.name in classes or p.stem.split("-", 1)[-1] in classes),
@@ -75,14 +78,14 @@ def photo_for(classes: list[str]) -> Path:
 
 def listed_checkpoints(asked: list[str] | None) -> list[str]:
     """The dropdown values of the checkpoints to measure (the shipped ones by default)."""
-    listed = {Path(path).resolve(): path for _, path in gradio_app.checkpoint_choices()}
-    wanted = [Path(p) for p in asked] if asked else sorted(gradio_app.SHIPPED_DIR.glob("*.safetensors"))
+    listed = {Path(path).resolve(): path for _, path in ui.choices.checkpoint_choices()}
+    wanted = [Path(p) for p in asked] if asked else sorted(ui.settings.SHIPPED_DIR.glob("*.safetensors"))
     if not wanted:
         raise SystemExit("No checkpoints to measure: checkpoints/ is empty and no --checkpoint was given.")
     missing = [str(p) for p in wanted if p.resolve() not in listed]
     if missing:
         raise SystemExit(f"The app does not list {', '.join(missing)}: measure shipped checkpoints, or runs "
-                         f"under ./runs or {gradio_app.RUNS_DIR}.")
+                         f"under ./runs or {ui.settings.RUNS_DIR}.")
     return [listed[p.resolve()] for p in wanted]
 
 
@@ -99,7 +102,7 @@ def measure(repeats: int, warmup: int, checkpoints: list[str], seed: int = 0) ->
         calls: dict[tuple, Callable[[], object]] = {}
         names = {}
         for path in checkpoints:
-            predictor = get_predictor(path, gradio_app.PREDICT_DEVICE)  # the app's own cached, warmed model
+            predictor = get_predictor(path, ui.choices.PREDICT_DEVICE)  # the app's own cached, warmed model
             photo = photo_for(predictor.classes)
             names[path] = Path(path).stem if Path(path).stem != "best" else Path(path).parent.name
             for tta in TTAS:
@@ -107,7 +110,7 @@ def measure(repeats: int, warmup: int, checkpoints: list[str], seed: int = 0) ->
                     handle_file(str(photo)), path, 5, tta, api_name="/predict"))
                 calls[("pipeline", path, tta)] = (lambda photo=photo, p=predictor, tta=tta:
                                                   p.predict(photo, k=5, tta=tta))
-        first_photo = photo_for(get_predictor(checkpoints[0], gradio_app.PREDICT_DEVICE).classes)
+        first_photo = photo_for(get_predictor(checkpoints[0], ui.choices.PREDICT_DEVICE).classes)
         calls[("floor",)] = lambda: floor_client.predict(handle_file(str(first_photo)), api_name="/predict")
 
         times: dict[tuple, list[float]] = {key: [] for key in calls}
@@ -128,7 +131,7 @@ def measure(repeats: int, warmup: int, checkpoints: list[str], seed: int = 0) ->
         "predict_ms": {names[p]: {tta: summary(times[("predict", p, tta)]) for tta in TTAS} for p in checkpoints},
         "pipeline_ms": {names[p]: {tta: summary(times[("pipeline", p, tta)]) for tta in TTAS} for p in checkpoints},
         "repeats": repeats,
-        "device": describe_device(resolve_device(gradio_app.PREDICT_DEVICE)),
+        "device": describe_device(resolve_device(ui.choices.PREDICT_DEVICE)),
         "photos": {names[p]: photo_for(get_predictor(p).classes).name for p in checkpoints},
     }
 

@@ -40,6 +40,9 @@ import torch
 from gradio_client import Client, handle_file
 
 import gradio_app
+import ui.choices
+import ui.photos
+import ui.settings
 from alexnet_core.devices import describe_machine
 from alexnet_core.runner import RUNNER
 from tests.helpers import class_image, make_image_folder
@@ -147,11 +150,11 @@ def main() -> None:
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="predict-under-load-"))
-    gradio_app.RUNS_DIR, gradio_app.UPLOADS_DIR = home / "runs", home / "uploads"
+    ui.settings.RUNS_DIR, ui.settings.UPLOADS_DIR = home / "runs", home / "uploads"
     per_class = args.images // 3
     data = make_image_folder(home / "uploads" / "bench", ["red", "green", "blue"],
                              n_per_class={"train": per_class, "val": 20}, size=32)
-    examples = [row[0] for row in gradio_app._example_photos() if "cifar10" in row[0]]
+    examples = [row[0] for row in ui.photos.example_photos() if "cifar10" in row[0]]
     if examples:
         args.photo = examples[0]
     else:
@@ -184,9 +187,9 @@ def main() -> None:
     report = {
         "command": "python -m bench.predict_under_load " + " ".join(sys.argv[1:]),
         "machine": describe_machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "checkpoint": Path(gradio_app.default_checkpoint() or "").name, "photo": Path(args.photo).name,
+        "checkpoint": Path(ui.choices.default_checkpoint() or "").name, "photo": Path(args.photo).name,
         "training_run": {"model": args.model, "images": 3 * per_class, "batch_size": BATCH, "device": "cpu"},
-        "predict_concurrency": getattr(gradio_app, "CONCURRENCY", 1),
+        "predict_concurrency": ui.settings.CONCURRENCY,
         "calls": args.calls, "burst": args.burst, "rounds": args.rounds, "phases": phases,
     }
     print(json.dumps(report, indent=2))

@@ -41,9 +41,10 @@ def main() -> None:
     # As a fresh clone or a Space sees it: no ../shared/data, nothing trained yet; a tiny generated data set (two
     # classes of coloured squares, as the tests use) is uploaded so that the Train tab can show a run.
     import gradio_app
+    import ui.settings
 
-    gradio_app.SHARED_DATA = home / "no-shared-data"
-    gradio_app.RUNS_DIR, gradio_app.UPLOADS_DIR = home / "runs", home / "uploads"
+    ui.settings.SHARED_DATA = home / "no-shared-data"
+    ui.settings.RUNS_DIR, ui.settings.UPLOADS_DIR = home / "runs", home / "uploads"
     from tests.helpers import make_image_folder
 
     make_image_folder(home / "uploads" / "squares", classes=["red", "green", "blue"], n_per_class=60, size=32)

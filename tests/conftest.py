@@ -68,10 +68,11 @@ def live_app(tmp_path_factory):
     home = tmp_path_factory.mktemp("studio-home")
     with pytest.MonkeyPatch.context() as mp:
         import gradio_app
+        import ui.settings
 
-        mp.setattr(gradio_app, "RUNS_DIR", home / "runs")
-        mp.setattr(gradio_app, "UPLOADS_DIR", home / "uploads")
-        mp.setattr(gradio_app, "VISITORS_DIR", home / "visitors")
+        mp.setattr(ui.settings, "RUNS_DIR", home / "runs")
+        mp.setattr(ui.settings, "UPLOADS_DIR", home / "uploads")
+        mp.setattr(ui.settings, "VISITORS_DIR", home / "visitors")
         tiny = make_image_folder(home / "uploads" / "tiny", classes=["red", "green"], n_per_class=12, size=40)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

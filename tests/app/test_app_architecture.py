@@ -4,10 +4,11 @@ import gradio as gr
 from matplotlib.figure import Figure
 
 import gradio_app
+import ui.architecture
 
 
 def test_fitting_custom_size_gives_tables_totals_and_plot():
-    variant, md224, table224, md32, table32, custom, plot = gradio_app.architecture(
+    variant, md224, table224, md32, table32, custom, plot = ui.architecture.architecture(
         "alexnet_torchvision", 100, False)
     assert "torchvision's AlexNet" in variant and "One weird trick" in variant
     assert "61,100,840 parameters" in md224 and "714,682,664 MACs" in md224
@@ -22,7 +23,7 @@ def test_fitting_custom_size_gives_tables_totals_and_plot():
 
 
 def test_non_fitting_custom_size_shows_the_sentence_and_plots_the_own_size():
-    variant, md224, table224, md32, table32, custom, plot = gradio_app.architecture("alexnet", 224, True)
+    variant, md224, table224, md32, table32, custom, plot = ui.architecture.architecture("alexnet", 224, True)
     assert "fc6 expects 9,216" in md224 and table224.visible is False
     assert "pool2" in md32 and table32.visible is False
     assert "fc6 expects 9,216" in custom and "227×227" in custom
@@ -30,7 +31,7 @@ def test_non_fitting_custom_size_shows_the_sentence_and_plots_the_own_size():
 
 
 def test_cifar_variant_fits_32_only():
-    _, md224, table224, md32, table32, _, _ = gradio_app.architecture("alexnet_cifar", None, False)
+    _, md224, table224, md32, table32, _, _ = ui.architecture.architecture("alexnet_cifar", None, False)
     assert "fc6 expects 2,304" in md224 and table224.visible is False
     assert table32.visible is True and "6,616,714 parameters" in md32
     shapes = {row[0]: row[2] for row in table32.value["data"]}
@@ -48,18 +49,19 @@ def test_build_app_wires_the_summary_endpoint():
 
 def test_the_first_view_puts_the_papers_alexnet_beside_its_cifar10_adaptation():
     # Issue 19: a variant made for 224/227 beside one made for 32, each at its own size, both with tables.
-    assert gradio_app.PAIR == ("alexnet", "alexnet_cifar")
-    large_heading, large_table, small_heading, small_table = gradio_app.compare(*gradio_app.PAIR)
+    assert ui.architecture.PAIR == ("alexnet", "alexnet_cifar")
+    large_heading, large_table, small_heading, small_table = ui.architecture.compare(*ui.architecture.PAIR)
     assert "at 227×227" in large_heading and "62,378,344 parameters" in large_heading
     assert "at 32×32" in small_heading and "6,616,714 parameters" in small_heading
     assert "<td class='name'>conv1</td><td class='shape'>96×55×55</td>" in large_table
     assert "(227 − 11 + 2·0) / 4 + 1 = 55" in large_table and "<td class='arith'>" in large_table
     assert "<td class='name'>pool2</td><td class='shape'>256×3×3</td>" in small_table
     assert "relu" not in large_table and "drop" not in small_table  # shape-preserving rows left out
-    assert set(gradio_app.SMALL_MODELS) >= {"alexnet_cifar", "alexnet_cifar_small", "alexnet_cifar_fast"}
-    assert "alexnet" in gradio_app.LARGE_MODELS and "alexnet_cifar" not in gradio_app.LARGE_MODELS
+    assert set(ui.architecture.SMALL_MODELS) >= {"alexnet_cifar", "alexnet_cifar_small", "alexnet_cifar_fast"}
+    assert "alexnet" in ui.architecture.LARGE_MODELS and "alexnet_cifar" not in ui.architecture.LARGE_MODELS
 
 
 def test_the_custom_size_starts_at_the_models_own_size():
-    assert gradio_app.DEFAULT_CUSTOM_SIZE == 227 == gradio_app.own_size("alexnet")
-    assert gradio_app.own_size("alexnet_cifar_fast") == 32 and gradio_app.own_size("alexnet_torchvision") == 224
+    assert ui.architecture.DEFAULT_CUSTOM_SIZE == 227 == ui.architecture.own_size("alexnet")
+    assert ui.architecture.own_size("alexnet_cifar_fast") == 32
+    assert ui.architecture.own_size("alexnet_torchvision") == 224

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
-import gradio_app
+import ui.settings
+import ui.train
 from alexnet_core.caps import TrainingCaps
 from alexnet_core.config import TrainConfig
 
@@ -36,9 +37,9 @@ def test_caps_refuse_too_many_epochs_and_cap_images_and_time():
 
 
 def test_the_train_handler_refuses_a_run_over_the_cap_before_starting(monkeypatch, tmp_path):
-    monkeypatch.setattr(gradio_app, "TRAINING_CAPS", TrainingCaps(epochs=3))
-    monkeypatch.setattr(gradio_app, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(ui.settings, "TRAINING_CAPS", TrainingCaps(epochs=3))
+    monkeypatch.setattr(ui.settings, "RUNS_DIR", tmp_path / "runs")
     with pytest.raises(gr.Error, match="at most 3 epochs"):  # a toast on the page, AppError for the API
-        gradio_app.start_training("alexnet_cifar_small", str(tmp_path), "cpu", None, 4, 8, 0.01, "sgd",
+        ui.train.start_training("alexnet_cifar_small", str(tmp_path), "cpu", None, 4, 8, 0.01, "sgd",
                                   0.9, 0.0, "constant", 0.0, False)
-    assert not gradio_app.RUNNER.snapshot().active and not (tmp_path / "runs").exists()
+    assert not ui.train.RUNNER.snapshot().active and not (tmp_path / "runs").exists()

@@ -12,6 +12,12 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import gradio_app
+import ui.choices
+import ui.evaluate
+import ui.photos
+import ui.predict
+import ui.settings
+import ui.train
 from alexnet_core.evaluate import evaluate_checkpoint
 from tests.helpers import ODD_FILES, class_image, make_image_folder
 
@@ -21,16 +27,16 @@ CLASSES = ["blue", "green", "red"]
 @pytest.fixture(autouse=True)
 def app_dirs(tmp_path, monkeypatch):
     """Nothing shipped and no runs, unless a test puts them there."""
-    monkeypatch.setattr(gradio_app, "SHIPPED_DIR", tmp_path / "checkpoints")
-    monkeypatch.setattr(gradio_app, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "cifar10.safetensors")
-    monkeypatch.setattr(gradio_app, "RUNS_DIR", tmp_path / "studio-runs")
-    monkeypatch.setattr(gradio_app, "UPLOADS_DIR", tmp_path / "uploads")
+    monkeypatch.setattr(ui.settings, "SHIPPED_DIR", tmp_path / "checkpoints")
+    monkeypatch.setattr(ui.settings, "DEFAULT_CHECKPOINT", tmp_path / "checkpoints" / "cifar10.safetensors")
+    monkeypatch.setattr(ui.settings, "RUNS_DIR", tmp_path / "studio-runs")
+    monkeypatch.setattr(ui.settings, "UPLOADS_DIR", tmp_path / "uploads")
     monkeypatch.chdir(tmp_path)  # ./runs is listed too
 
 
 def ship(checkpoint: Path, name: str = "cifar10.safetensors") -> Path:
-    gradio_app.SHIPPED_DIR.mkdir(exist_ok=True)
-    return Path(shutil.copyfile(checkpoint, gradio_app.SHIPPED_DIR / name))
+    ui.settings.SHIPPED_DIR.mkdir(exist_ok=True)
+    return Path(shutil.copyfile(checkpoint, ui.settings.SHIPPED_DIR / name))
 
 
 def red_photo(size=40) -> Image.Image:
@@ -42,65 +48,65 @@ def red_photo(size=40) -> Image.Image:
 
 def test_only_the_image_is_needed_and_the_cifar10_checkpoint_is_the_default(tiny):
     shipped = ship(tiny[0])
-    label, info, shown = gradio_app.predict_image(red_photo())
-    bars, view = gradio_app.prediction_details(shown)
+    label, info, shown = ui.predict.predict_image(red_photo())
+    bars, view = ui.predict.prediction_details(shown)
     assert set(label) == set(CLASSES) and sum(label.values()) == pytest.approx(1, abs=1e-5)
     assert list(bars["class"]) == sorted(label, key=label.get, reverse=True)
     assert bars["probability"].is_monotonic_decreasing and bars["probability"].sum() == pytest.approx(1, abs=1e-5)
     assert isinstance(view, Image.Image) and view.size == (224, 224)
     assert " ms on cpu" in info and "alexnet_cifar_small" in info and shipped.name in info
-    assert gradio_app.default_checkpoint() == str(shipped)
+    assert ui.choices.default_checkpoint() == str(shipped)
 
 
 @pytest.mark.parametrize("k, tta, shown", [(1, "none", 1), (2.0, "flip", 2), (10, "ten-crop", 3)])
 def test_k_and_tta_reach_the_prediction(tiny, k, tta, shown):
-    label, info, details = gradio_app.predict_image(red_photo(), str(tiny[0]), k, tta)
-    bars, _ = gradio_app.prediction_details(details)
+    label, info, details = ui.predict.predict_image(red_photo(), str(tiny[0]), k, tta)
+    bars, _ = ui.predict.prediction_details(details)
     assert len(label) == shown and len(bars) == 3  # the chart shows every class, the label the top k
-    assert gradio_app.TTA_LABELS[tta] in info
+    assert ui.predict.TTA_LABELS[tta] in info
 
 
 def test_without_any_checkpoint_the_answer_is_a_sentence():
-    assert gradio_app.default_checkpoint() is None
-    label, info, shown = gradio_app.predict_image(red_photo())
+    assert ui.choices.default_checkpoint() is None
+    label, info, shown = ui.predict.predict_image(red_photo())
     assert label is None and shown is None
     assert info.startswith("⚠️") and "no checkpoint yet" in info
-    bars, view = gradio_app.prediction_details(shown)
+    bars, view = ui.predict.prediction_details(shown)
     assert bars.empty and view is None
 
 
 def test_without_the_cifar10_checkpoint_the_first_listed_one_is_used(tiny):
-    run = gradio_app.RUNS_DIR / "my-run"
+    run = ui.settings.RUNS_DIR / "my-run"
     run.mkdir(parents=True)
     shutil.copyfile(tiny[0], run / "best.safetensors")
-    assert gradio_app.default_checkpoint() == str(run / "best.safetensors")
-    label, *_ = gradio_app.predict_image(red_photo())
+    assert ui.choices.default_checkpoint() == str(run / "best.safetensors")
+    label, *_ = ui.predict.predict_image(red_photo())
     assert set(label) == set(CLASSES)
 
 
 def test_checkpoints_are_listed_shipped_first_then_runs_from_both_places(tiny):
-    for folder in (gradio_app.RUNS_DIR / "app-run", Path.cwd() / "runs" / "cli-run"):
+    for folder in (ui.settings.RUNS_DIR / "app-run", Path.cwd() / "runs" / "cli-run"):
         folder.mkdir(parents=True)
         shutil.copyfile(tiny[0], folder / "best.safetensors")
     ship(tiny[0], "flowers.safetensors")
-    paths = [Path(path) for _, path in gradio_app.checkpoint_choices()]
+    paths = [Path(path) for _, path in ui.choices.checkpoint_choices()]
     assert paths[0].name == "flowers.safetensors" and len(paths) == 3
     assert {p.parent.name for p in paths[1:]} == {"app-run", "cli-run"}
     # the selection survives a refresh while its file exists; otherwise the default takes its place
-    kept = gradio_app.refresh_checkpoints(str(paths[2]))
+    kept = ui.choices.refresh_checkpoints(str(paths[2]))
     assert kept.value == str(paths[2]) and len(kept.choices) == 3
-    assert gradio_app.refresh_checkpoints("/gone.safetensors").value == str(paths[0])
+    assert ui.choices.refresh_checkpoints("/gone.safetensors").value == str(paths[0])
 
 
 def test_a_finished_training_run_appears_in_the_list(tiny):
-    before = gradio_app.checkpoint_choices()
-    message = gradio_app.start_training("alexnet_cifar_small", str(tiny[1]), "cpu", None, 1, 16, 0.02, "sgd", 0.9,
+    before = ui.choices.checkpoint_choices()
+    message = ui.train.start_training("alexnet_cifar_small", str(tiny[1]), "cpu", None, 1, 16, 0.02, "sgd", 0.9,
                                         5e-4, "onecycle", 0.0, False)
     assert message.startswith("Started")
-    assert gradio_app.RUNNER.wait(120) and gradio_app.RUNNER.snapshot().status == "finished"
-    after = gradio_app.refresh_checkpoints(None)
+    assert ui.train.RUNNER.wait(120) and ui.train.RUNNER.snapshot().status == "finished"
+    after = ui.choices.refresh_checkpoints(None)
     assert len(after.choices) == len(before) + 1
-    assert after.choices[0][1] == gradio_app.RUNNER.snapshot().best_path
+    assert after.choices[0][1] == ui.train.RUNNER.snapshot().best_path
 
 
 @pytest.mark.parametrize("name", ODD_FILES)
@@ -108,15 +114,15 @@ def test_any_image_a_browser_sends_gets_a_prediction(tiny, tmp_path, name):
     path = tmp_path / name
     path.write_bytes(ODD_FILES[name]())
     # The way the browser's upload reaches the handler: Gradio's own preprocessing, with the mode kept.
-    image = gradio_app.photo_input().preprocess(FileData(path=str(path), orig_name=name))
-    label, info, shown = gradio_app.predict_image(image, str(tiny[0]))
-    assert label and set(label) <= set(CLASSES) and gradio_app.prediction_details(shown)[1] is not None, info
+    image = ui.photos.photo_input().preprocess(FileData(path=str(path), orig_name=name))
+    label, info, shown = ui.predict.predict_image(image, str(tiny[0]))
+    assert label and set(label) <= set(CLASSES) and ui.predict.prediction_details(shown)[1] is not None, info
 
 
 def test_gradio_keeps_the_image_mode_for_decode_image(tmp_path):
     path = tmp_path / "16bit.png"
     path.write_bytes(ODD_FILES["I16.png"]())
-    image = gradio_app.photo_input().preprocess(FileData(path=str(path)))
+    image = ui.photos.photo_input().preprocess(FileData(path=str(path)))
     assert image.mode.startswith("I")  # not clipped to RGB by Gradio: decode_image scales it
 
 
@@ -124,9 +130,9 @@ def test_a_file_that_is_not_an_image_gets_one_sentence(tiny, tmp_path):
     upload = tmp_path / "gradio-cache" / "0123abcd" / "notes.jpg"
     upload.parent.mkdir(parents=True)
     upload.write_text("shopping list: eggs")
-    image = gradio_app.photo_input().preprocess(FileData(path=str(upload)))
+    image = ui.photos.photo_input().preprocess(FileData(path=str(upload)))
     with pytest.raises(gr.Error) as refused:  # a toast on the page, AppError for the API
-        gradio_app.predict_image(image, str(tiny[0]))
+        ui.predict.predict_image(image, str(tiny[0]))
     info = refused.value.message
     assert info.startswith("notes.jpg is not an image that can be read") and "\n" not in info
     assert "gradio-cache" not in info  # the user's file name, not the server's temporary path
@@ -144,7 +150,7 @@ def test_bad_settings_and_wrong_checkpoints_get_one_sentence(tiny, tmp_path, arg
     args = {"checkpoint": str(tiny[0]), **args}
     args["checkpoint"] = paths.get(args["checkpoint"], args["checkpoint"])
     with pytest.raises(gr.Error) as refused:
-        gradio_app.predict_image(red_photo(), **args)
+        ui.predict.predict_image(red_photo(), **args)
     info = refused.value.message
     assert words in info and "\n" not in info
 
@@ -154,7 +160,7 @@ def test_bad_settings_and_wrong_checkpoints_get_one_sentence(tiny, tmp_path, arg
 
 def test_evaluate_shows_accuracy_per_class_confusion_and_confident_mistakes(tiny):
     checkpoint, folder = tiny
-    summary, table, figure, gallery = gradio_app.evaluate_view(str(checkpoint), str(folder), "val", None)
+    summary, table, figure, gallery = ui.evaluate.evaluate_view(str(checkpoint), str(folder), "val", None)
     expected = evaluate_checkpoint(checkpoint, str(folder), "val")
     assert f"{expected.accuracy:.1%} correct" in summary and f"of {expected.n:,} images" in summary
     assert list(table["class"]) == CLASSES and table["images"].sum() == expected.n == 72
@@ -164,18 +170,18 @@ def test_evaluate_shows_accuracy_per_class_confusion_and_confident_mistakes(tiny
     assert cells == expected.confusion().flatten().tolist()
     assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == CLASSES
     wrong = int((expected.predictions != expected.labels).sum())
-    assert len(gallery) == min(wrong, gradio_app.MISTAKES_SHOWN)
+    assert len(gallery) == min(wrong, ui.evaluate.MISTAKES_SHOWN)
 
 
 def test_the_most_confidently_wrong_images_come_first_with_their_classes(tiny, tmp_path):
     # Folders named after the wrong colours: the red images sit in green/, and so on, so most answers are wrong.
     swapped = make_image_folder(tmp_path / "swapped", ["green", "blue", "red"], n_per_class=10, size=32,
                                 splits=("train", "val"), seed=9)
-    summary, table, _, gallery = gradio_app.evaluate_view(str(tiny[0]), str(swapped), "val", None)
-    assert list(table["class"]) == CLASSES and len(gallery) == gradio_app.MISTAKES_SHOWN, summary
+    summary, table, _, gallery = ui.evaluate.evaluate_view(str(tiny[0]), str(swapped), "val", None)
+    assert list(table["class"]) == CLASSES and len(gallery) == ui.evaluate.MISTAKES_SHOWN, summary
     confidences = []
     for image, caption in gallery:
-        assert isinstance(image, Image.Image) and min(image.size) >= gradio_app.GALLERY_MIN_SIDE
+        assert isinstance(image, Image.Image) and min(image.size) >= ui.evaluate.GALLERY_MIN_SIDE
         true, predicted = caption.removeprefix("true: ").split(" · predicted: ")
         name, percent = predicted.rsplit(" ", 1)
         assert true in CLASSES and name in CLASSES and true != name and percent.endswith("%")
@@ -184,13 +190,13 @@ def test_the_most_confidently_wrong_images_come_first_with_their_classes(tiny, t
 
 
 def test_evaluate_a_limited_look(tiny):
-    summary, table, _, _ = gradio_app.evaluate_view(str(tiny[0]), str(tiny[1]), "val", 10)
+    summary, table, _, _ = ui.evaluate.evaluate_view(str(tiny[0]), str(tiny[1]), "val", 10)
     assert "of 10 images" in summary and table["images"].sum() == 10
 
 
 def test_evaluate_a_folder_holding_only_test_photos_measures_all_of_them(tiny, tmp_path):
     mine = make_image_folder(tmp_path / "mine", ["red", "blue"], n_per_class=6, size=32, splits=("test",))
-    summary, table, _, _ = gradio_app.evaluate_view(str(tiny[0]), str(mine), "test", None)
+    summary, table, _, _ = ui.evaluate.evaluate_view(str(tiny[0]), str(mine), "test", None)
     assert f"of 12 images measured (every image in {mine / 'test'} (12))" in summary, summary
     assert sorted(table["class"]) == ["blue", "red"] and table["images"].sum() == 12
 
@@ -207,7 +213,7 @@ def test_evaluate_builtin_data_takes_gallery_images_from_the_decoded_split(tiny,
             self.targets = [i % 3 for i in range(30)]
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCifar)
-    summary, table, _, gallery = gradio_app.evaluate_view(str(tiny[0]), "cifar10", "test", None)
+    summary, table, _, gallery = ui.evaluate.evaluate_view(str(tiny[0]), "cifar10", "test", None)
     assert "of 30 images" in summary and gallery
     noise = FakeCifar(None, False, False).data
     shown = [np.asarray(image)[::4, ::4] for image, _ in gallery]  # 32 → 128 by repeating pixels
@@ -223,13 +229,13 @@ def test_evaluate_problems_get_one_sentence(tiny, tmp_path, data, split, words):
     folders = {"tiny": str(tiny[1]),
                "other": str(make_image_folder(tmp_path / "other", ["cat", "dog"], n_per_class=2, size=32))}
     with pytest.raises(gr.Error) as refused:
-        gradio_app.evaluate_view(str(tiny[0]), folders.get(data, data), split, None)
+        ui.evaluate.evaluate_view(str(tiny[0]), folders.get(data, data), split, None)
     summary = refused.value.message
     assert words in summary and "\n" not in summary
 
 
 def test_evaluate_without_a_checkpoint_is_a_sentence():
-    assert gradio_app.evaluate_view(None, "cifar10")[0].startswith("⚠️")
+    assert ui.evaluate.evaluate_view(None, "cifar10")[0].startswith("⚠️")
 
 
 # --- The app -------------------------------------------------------------------------------------------

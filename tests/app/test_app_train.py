@@ -6,7 +6,10 @@ import time
 import gradio as gr
 import pytest
 
-import gradio_app
+import ui.choices
+import ui.settings
+import ui.train
+import ui.visitors
 from alexnet_core.caps import SharingLimits, TrainingCaps
 from alexnet_core.config import TrainConfig
 from alexnet_core.runner import RUNNER, BusyError, RunRegistry, ServerBusyError, TrainingRunner
@@ -22,9 +25,9 @@ def folder(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def app_home(tmp_path, monkeypatch):
-    monkeypatch.setattr(gradio_app, "RUNS_DIR", tmp_path / "runs")
-    monkeypatch.setattr(gradio_app, "UPLOADS_DIR", tmp_path / "uploads")
-    monkeypatch.setattr(gradio_app, "VISITORS_DIR", tmp_path / "visitors")
+    monkeypatch.setattr(ui.settings, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(ui.settings, "UPLOADS_DIR", tmp_path / "uploads")
+    monkeypatch.setattr(ui.settings, "VISITORS_DIR", tmp_path / "visitors")
     yield
     RUNNER.stop_all()
     RUNNER.wait_all(60)
@@ -41,29 +44,29 @@ def settings(folder, **overrides):
 
 
 def test_start_runs_in_background_and_reports(folder):
-    message = gradio_app.start_training(**settings(folder))
+    message = ui.train.start_training(**settings(folder))
     assert message.startswith("Started")
     assert wait_for(lambda: RUNNER.snapshot().status == "finished"), RUNNER.snapshot().message
-    text, loss, accuracy, best = gradio_app.training_status()
+    text, loss, accuracy, best = ui.train.training_status()
     assert "Finished" in text and "Best validation accuracy" in text
-    assert best == RUNNER.snapshot().best_path and str(gradio_app.RUNS_DIR) not in text  # no server path shown
+    assert best == RUNNER.snapshot().best_path and str(ui.settings.RUNS_DIR) not in text  # no server path shown
     assert len(loss[loss.curve == "train (per step)"]) == RUNNER.snapshot().total_steps
     assert list(accuracy.epoch.unique()) == [1, 2]
     # the finished run's checkpoint is where the app lists runs
-    assert list(gradio_app.RUNS_DIR.glob("*/best.safetensors"))
+    assert list(ui.settings.RUNS_DIR.glob("*/best.safetensors"))
 
 
 def test_second_start_is_refused_and_stop_ends_the_run(folder):
-    assert gradio_app.start_training(**settings(folder, epochs=200)).startswith("Started")
+    assert ui.train.start_training(**settings(folder, epochs=200)).startswith("Started")
     assert wait_for(lambda: RUNNER.snapshot().step > 0)
     with pytest.raises(gr.Error, match="already going"):
-        gradio_app.start_training(**settings(folder))
+        ui.train.start_training(**settings(folder))
     asked = time.time()
-    assert gradio_app.stop_training().startswith("Stopping")
+    assert ui.train.stop_training().startswith("Stopping")
     assert wait_for(lambda: RUNNER.snapshot().status == "stopped", timeout=10)
     assert time.time() - asked < 5
     assert RUNNER.snapshot().best_path                      # the best checkpoint is kept
-    assert gradio_app.stop_training() == "No run of yours is going."
+    assert ui.train.stop_training() == "No run of yours is going."
 
 
 @pytest.mark.parametrize("overrides, words", [
@@ -74,14 +77,14 @@ def test_bad_settings_get_a_sentence(folder, overrides, words):
     # Every refused setting is a gr.Error (a toast on the page, AppError for the API); a missing data folder
     # too is refused at the start: the memory check counts the images before any work.
     with pytest.raises(gr.Error) as error:
-        gradio_app.start_training(**settings(folder, **overrides))
+        ui.train.start_training(**settings(folder, **overrides))
     message = error.value.message
     assert words.lower() in message.lower(), message
     assert not RUNNER.snapshot().active
 
 
 def test_whitened_conv1_reaches_the_run(folder):
-    started = gradio_app.start_training(**settings(folder, model="alexnet_cifar_hires", whiten=True, epochs=1))
+    started = ui.train.start_training(**settings(folder, model="alexnet_cifar_hires", whiten=True, epochs=1))
     assert started.startswith("Started")
     assert wait_for(lambda: RUNNER.snapshot().status == "finished", timeout=60), RUNNER.snapshot().message
     from alexnet_core import checkpoints
@@ -89,7 +92,7 @@ def test_whitened_conv1_reaches_the_run(folder):
 
 
 def test_recipes_fill_the_fields():
-    values = dict(zip(gradio_app.HYPER_FIELDS, gradio_app.recipe_values("paper")))
+    values = dict(zip(ui.train.HYPER_FIELDS, ui.train.recipe_values("paper")))
     assert values["lr"] == 0.01 and values["schedule"] == "plateau" and values["weight_decay"] == 5e-4
 
 
@@ -107,13 +110,13 @@ def test_runner_refuses_a_second_run_directly(folder, tmp_path):
 def test_upload_zip_becomes_a_data_choice(folder, tmp_path):
     import shutil
     archive = shutil.make_archive(str(tmp_path / "colours"), "zip", folder)
-    train_data, evaluate_data, note = gradio_app.upload_dataset(archive)
+    train_data, evaluate_data, note = ui.train.upload_dataset(archive)
     assert "3 classes" in note
-    assert any("Uploaded: colours" in label for label, _ in gradio_app.data_choices())
+    assert any("Uploaded: colours" in label for label, _ in ui.choices.data_choices())
     bad = tmp_path / "bad.zip"
     bad.write_bytes(b"not a zip")
     with pytest.raises(gr.Error, match="bad.zip is not a readable zip file"):
-        gradio_app.upload_dataset(str(bad))
+        ui.train.upload_dataset(str(bad))
 
 
 # --- many visitors at once --------------------------------------------------------------------------------
@@ -129,44 +132,44 @@ def drain(generator):
 
 
 def test_each_visitor_sees_and_stops_only_their_own_run(folder):
-    assert gradio_app.start_training(**settings(folder, epochs=200), visitor=A).startswith("Started")
+    assert ui.train.start_training(**settings(folder, epochs=200), visitor=A).startswith("Started")
     assert wait_for(lambda: RUNNER.snapshot(A).step > 0)
     assert RUNNER.snapshot(B).status == "idle"
-    assert gradio_app.training_status(B)[0].startswith("No run yet")
-    assert gradio_app.stop_training(B) == "No run of yours is going."      # B's Stop does not touch A's run
+    assert ui.train.training_status(B)[0].startswith("No run yet")
+    assert ui.train.stop_training(B) == "No run of yours is going."      # B's Stop does not touch A's run
     assert RUNNER.snapshot(A).active
     # One run at a time on this server: B's start waits (the queued event keeps trying), or is refused here.
     with pytest.raises(gr.Error, match="at a time"):
-        gradio_app.start_training(**settings(folder), visitor=B)
-    assert gradio_app.stop_training(A).startswith("Stopping")
+        ui.train.start_training(**settings(folder), visitor=B)
+    assert ui.train.stop_training(A).startswith("Stopping")
     assert RUNNER.wait(30, A) and RUNNER.snapshot(A).status == "stopped"
     # A's run is in A's folder and lists, not in B's nor in the server's runs/.
     best = RUNNER.snapshot(A).best_path
-    assert best.startswith(str(gradio_app.visitor_folder(A)))
-    assert best in dict(map(reversed, gradio_app.checkpoint_choices(A)))
-    assert best not in dict(map(reversed, gradio_app.checkpoint_choices(B)))
-    assert not gradio_app.RUNS_DIR.exists()
+    assert best.startswith(str(ui.visitors.visitor_folder(A)))
+    assert best in dict(map(reversed, ui.choices.checkpoint_choices(A)))
+    assert best not in dict(map(reversed, ui.choices.checkpoint_choices(B)))
+    assert not ui.settings.RUNS_DIR.exists()
 
 
 def test_the_train_event_streams_the_run_to_its_end_and_hands_over_the_checkpoint(folder):
-    outputs = drain(gradio_app.train(*settings(folder, epochs=2).values(), visitor=A))
+    outputs = drain(ui.train.train(*settings(folder, epochs=2).values(), visitor=A))
     assert outputs[0][0].startswith("**")
     text, loss, accuracy, best = outputs[-1]
     assert text.startswith("**Finished**") and best == RUNNER.snapshot(A).best_path
     assert loss.dtypes["loss"] == "float64" and loss.dtypes["step"] == "int64" and len(loss)
     # The stream ends with the run: a finished run's page follows nothing more.
-    assert len(drain(gradio_app.follow_training(A))) == 1
+    assert len(drain(ui.train.follow_training(A))) == 1
 
 
 def test_a_second_start_waits_for_a_place_and_is_told_where_it_is_in_line(folder, monkeypatch):
-    monkeypatch.setattr(gradio_app, "FOLLOW_SECONDS", 0.05)
-    assert gradio_app.start_training(**settings(folder, epochs=200), visitor=A).startswith("Started")
-    assert "number 1 in line" in gradio_app.queue_notice(B)
+    monkeypatch.setattr(ui.train, "FOLLOW_SECONDS", 0.05)
+    assert ui.train.start_training(**settings(folder, epochs=200), visitor=A).startswith("Started")
+    assert "number 1 in line" in ui.train.queue_notice(B)
     with pytest.raises(gr.Error, match="already going"):
-        gradio_app.queue_notice(A)
+        ui.train.queue_notice(A)
 
     async def first_outputs():
-        stream = gradio_app.train(*settings(folder, epochs=1).values(), visitor=B)
+        stream = ui.train.train(*settings(folder, epochs=1).values(), visitor=B)
         waiting = await anext(stream)
         RUNNER.stop(A)
         rest = [item async for item in stream]
@@ -177,7 +180,7 @@ def test_a_second_start_waits_for_a_place_and_is_told_where_it_is_in_line(folder
 
 
 def test_typed_empty_plots_before_any_run():
-    text, loss, accuracy, best = gradio_app.training_status("c" * 32)
+    text, loss, accuracy, best = ui.train.training_status("c" * 32)
     assert text.startswith("No run yet") and best is None
     # No values yet, but every curve named (one NaN row each, which the chart leaves out): Gradio's LinePlot
     # keeps the colours of the curves in its first data, so a curve missing then would never be drawn.
@@ -202,13 +205,13 @@ def test_the_registry_bounds_runs_at_once(folder, tmp_path):
 
 def test_runs_per_visitor_are_bounded_and_the_train_tab_says_so(folder, monkeypatch):
     limits = SharingLimits(runs_per_visitor=1, upload_mb_per_visitor=5)
-    monkeypatch.setattr(gradio_app, "SHARING", limits)
+    monkeypatch.setattr(ui.settings, "SHARING", limits)
     assert "1 runs per visitor" in limits.describe() and "5 MB of uploads per visitor" in limits.describe()
-    assert gradio_app.start_training(**settings(folder, epochs=1), visitor=A).startswith("Started")
+    assert ui.train.start_training(**settings(folder, epochs=1), visitor=A).startswith("Started")
     assert RUNNER.wait(60, A)
     with pytest.raises(gr.Error, match="as many as this server keeps per visitor"):
-        gradio_app.start_training(**settings(folder, epochs=1), visitor=A)
-    assert gradio_app.start_training(**settings(folder, epochs=1), visitor=B).startswith("Started")
+        ui.train.start_training(**settings(folder, epochs=1), visitor=A)
+    assert ui.train.start_training(**settings(folder, epochs=1), visitor=B).startswith("Started")
 
 
 def test_sharing_limits_from_the_environment():
@@ -221,18 +224,18 @@ def test_sharing_limits_from_the_environment():
 
 
 def test_a_visitor_keeps_their_id_across_reloads_and_a_forged_one_is_replaced():
-    first, kept = gradio_app.remember_visitor(None)
+    first, kept = ui.visitors.remember_visitor(None)
     assert first == kept and len(first) == 32
-    assert gradio_app.remember_visitor(first) == (first, first)
-    assert gradio_app.remember_visitor("../../etc")[0] != "../../etc"
+    assert ui.visitors.remember_visitor(first) == (first, first)
+    assert ui.visitors.remember_visitor("../../etc")[0] != "../../etc"
 
 
 def test_run_messages_name_files_not_server_paths_and_give_no_command_line_advice(monkeypatch, tmp_path):
-    uploads = gradio_app.visitor_folder(A) / "uploads" / "flowers-20261204" / "flowers"
-    page = gradio_app.for_the_page(f"Training stopped because the data could not be read: {uploads} has no class "
+    uploads = ui.visitors.visitor_folder(A) / "uploads" / "flowers-20261204" / "flowers"
+    page = ui.visitors.for_the_page(f"Training stopped because the data could not be read: {uploads} has no class "
                                    f"folders. The best checkpoint so far is kept.")
-    assert str(gradio_app.VISITORS_DIR) not in page and "flowers has no class folders" in page
-    stopped = gradio_app.for_the_page("Stopped. The best checkpoint is kept; --resume continues the run.")
+    assert str(ui.settings.VISITORS_DIR) not in page and "flowers has no class folders" in page
+    stopped = ui.visitors.for_the_page("Stopped. The best checkpoint is kept; --resume continues the run.")
     assert "--resume" not in stopped and stopped.endswith("download it below, or use it in Predict, Evaluate and "
                                                           "Inside.")
 
@@ -240,9 +243,9 @@ def test_run_messages_name_files_not_server_paths_and_give_no_command_line_advic
 def test_a_cap_that_cuts_the_images_warns_and_the_run_goes_on(folder, monkeypatch):
     import warnings
 
-    monkeypatch.setattr(gradio_app, "TRAINING_CAPS", TrainingCaps(images=20))
+    monkeypatch.setattr(ui.settings, "TRAINING_CAPS", TrainingCaps(images=20))
     with warnings.catch_warnings(record=True) as caught:  # gr.Warning outside a request: a Python warning
         warnings.simplefilter("always")
-        assert gradio_app.start_training(**settings(folder, epochs=1), visitor=A).startswith("Started")
+        assert ui.train.start_training(**settings(folder, epochs=1), visitor=A).startswith("Started")
     assert any("at most 20 images per split" in str(w.message) for w in caught), [str(w.message) for w in caught]
     assert RUNNER.wait(60, A) and RUNNER.snapshot(A).status == "finished"

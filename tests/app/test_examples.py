@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import gradio_app
+import ui.choices
+import ui.inside
+import ui.photos
+import ui.predict
+import ui.settings
 
 REPO = Path(__file__).resolve().parents[2]
 FLOWERS = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
@@ -22,11 +26,11 @@ CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 @pytest.fixture(autouse=True)
 def no_shared(tmp_path, monkeypatch):
-    monkeypatch.setattr(gradio_app, "SHARED_DATA", tmp_path / "no-shared-data")
+    monkeypatch.setattr(ui.settings, "SHARED_DATA", tmp_path / "no-shared-data")
 
 
 def _shipped():
-    if not (gradio_app.SHIPPED_DIR / "flowers.safetensors").is_file() or not gradio_app.DEFAULT_CHECKPOINT.is_file():
+    if not (ui.settings.SHIPPED_DIR / "flowers.safetensors").is_file() or not ui.settings.DEFAULT_CHECKPOINT.is_file():
         pytest.skip("the shipped checkpoints are not in this checkout (tests/unit/test_shipped_checkpoints.py says so)")
 
 
@@ -49,13 +53,13 @@ def test_the_examples_are_committed_photos_credited_in_the_readme():
 
 def test_each_example_goes_with_the_checkpoint_that_knows_its_class():
     _shipped()
-    rows = gradio_app._example_photos()
+    rows = ui.photos.example_photos()
     assert len(rows) >= 4
     for photo, checkpoint in rows:
         name = Path(photo).name
         expected = "flowers.safetensors" if name.startswith("flowers5-") else "cifar10.safetensors"
         assert Path(checkpoint).name == expected, (name, checkpoint)
-        label, info, _ = gradio_app.predict_image(Image.open(photo), checkpoint)
+        label, info, _ = ui.predict.predict_image(Image.open(photo), checkpoint)
         true_class = name.split("-")[1]
         classes = FLOWERS if expected.startswith("flowers") else CIFAR10
         assert set(label) <= set(classes) and true_class in classes
@@ -68,24 +72,24 @@ def test_clicking_an_example_selects_its_checkpoint():
     import gradio as gr
 
     _shipped()
-    rows = gradio_app._example_photos()
+    rows = ui.photos.example_photos()
     for index, (_, checkpoint) in enumerate(rows):
         event = gr.SelectData(None, {"index": index, "value": None})
-        assert gradio_app.example_checkpoint(event) == checkpoint
+        assert ui.photos.example_checkpoint(event) == checkpoint
 
 
 def test_a_thousand_classes_are_named_in_one_line():
-    line = gradio_app.knows_line([f"class {i}" for i in range(1000)])
+    line = ui.choices.knows_line([f"class {i}" for i in range(1000)])
     assert line.startswith("**Knows 1,000 classes:** class 0, class 1,") and "… and 988 more;" in line
     assert "\n" not in line
 
 
 def test_the_architecture_link_opens_a_photo_its_checkpoint_knows():
     _shipped()
-    _, checkpoint, image, _ = gradio_app.show_layer_inside("alexnet_flowers", "conv3", None, None)
+    _, checkpoint, image, _ = ui.inside.show_layer_inside("alexnet_flowers", "conv3", None, None)
     assert Path(checkpoint.value).name == "flowers.safetensors"
     assert image is not None and min(image.size) >= 200   # a flower photo, not a 32x32 image
-    _, checkpoint, image, _ = gradio_app.show_layer_inside("alexnet_cifar_fast", "conv3", None, None)
+    _, checkpoint, image, _ = ui.inside.show_layer_inside("alexnet_cifar_fast", "conv3", None, None)
     assert Path(checkpoint.value).name == "cifar10.safetensors" and image.size == (32, 32)
-    _, checkpoint, image, _ = gradio_app.show_layer_inside("alexnet", "conv1", None, None)
+    _, checkpoint, image, _ = ui.inside.show_layer_inside("alexnet", "conv1", None, None)
     assert checkpoint.value == "untrained:alexnet" and image is not None  # still a photo to look at

@@ -13,7 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-import gradio_app
+import ui.choices
+import ui.inside
+import ui.predict
 from alexnet_core import imagenet
 
 
@@ -48,7 +50,7 @@ def test_the_weights_description_gives_classes_preprocessing_and_accuracy():
 
 def test_predict_with_stand_in_weights_downloads_once_and_names_imagenet_classes(stand_in):
     photo = Image.new("RGB", (300, 200), "orange")
-    label, info, shown = gradio_app.predict_image(photo, gradio_app.IMAGENET, 5)
+    label, info, shown = ui.predict.predict_image(photo, ui.choices.IMAGENET, 5)
     categories = imagenet._weights().meta["categories"]
     assert len(label) == 5 and set(label) <= set(categories)
     assert "**Knows 1,000 classes:** tench, goldfish, great white shark" in info and "ImageNet weights" in info
@@ -61,16 +63,16 @@ def test_predict_with_stand_in_weights_downloads_once_and_names_imagenet_classes
     top = max(label, key=label.get)
     assert label[top] == pytest.approx(expected.max().item(), abs=1e-3)
     assert top == categories[expected.argmax().item()]
-    gradio_app.predict_image(photo, gradio_app.IMAGENET, 3)
+    ui.predict.predict_image(photo, ui.choices.IMAGENET, 3)
     assert len(stand_in) == 2  # the test's own call and the app's first one: the app downloaded once
 
 
 def test_inside_explains_with_the_imagenet_alexnet(stand_in):
-    top, gradcam, filters, gallery, info = gradio_app.explain_photo(Image.new("RGB", (240, 240), "green"),
-                                                                    gradio_app.IMAGENET)
+    top, gradcam, filters, gallery, info = ui.inside.explain_photo(Image.new("RGB", (240, 240), "green"),
+                                                                    ui.choices.IMAGENET)
     assert len(top) == 5 and gradcam is not None and len(gallery) == 5 and "Knows 1,000 classes" in info
-    assert gradio_app.IMAGENET in dict(gradio_app.inside_choices()).values()
-    assert gradio_app.IMAGENET in dict(gradio_app.model_choices()).values()
+    assert ui.choices.IMAGENET in dict(ui.choices.inside_choices()).values()
+    assert ui.choices.IMAGENET in dict(ui.choices.model_choices()).values()
 
 
 def test_without_internet_the_answer_is_one_sentence(monkeypatch):
@@ -79,12 +81,12 @@ def test_without_internet_the_answer_is_one_sentence(monkeypatch):
 
     monkeypatch.setattr(imagenet, "_download_state_dict", offline)
     with pytest.raises(gr.Error) as refused:  # the page's toast, AppError for an API client
-        gradio_app.predict_image(Image.new("RGB", (64, 64)), gradio_app.IMAGENET)
+        ui.predict.predict_image(Image.new("RGB", (64, 64)), ui.choices.IMAGENET)
     info = refused.value.message
     assert info.startswith("The ImageNet AlexNet needs a 233 MB download") and "\n" not in info
     assert info.count(". ") == 0 and info.endswith(".")
     with pytest.raises(gr.Error) as refused:
-        gradio_app.explain_photo(Image.new("RGB", (64, 64)), gradio_app.IMAGENET)
+        ui.inside.explain_photo(Image.new("RGB", (64, 64)), ui.choices.IMAGENET)
     assert refused.value.message.startswith("The ImageNet AlexNet needs")
 
 
@@ -97,8 +99,8 @@ def test_weights_of_the_wrong_shape_are_refused(monkeypatch):
 
 def test_the_architecture_link_opens_the_imagenet_alexnet_where_it_is_downloaded(monkeypatch):
     monkeypatch.setattr(imagenet, "is_downloaded", lambda: False)
-    _, checkpoint, _, _ = gradio_app.show_layer_inside("alexnet_torchvision", "conv1", None, None)
+    _, checkpoint, _, _ = ui.inside.show_layer_inside("alexnet_torchvision", "conv1", None, None)
     assert checkpoint.value == "untrained:alexnet_torchvision"  # never a download behind a link
     monkeypatch.setattr(imagenet, "is_downloaded", lambda: True)
-    _, checkpoint, _, _ = gradio_app.show_layer_inside("alexnet_torchvision", "conv1", None, None)
-    assert checkpoint.value == gradio_app.IMAGENET
+    _, checkpoint, _, _ = ui.inside.show_layer_inside("alexnet_torchvision", "conv1", None, None)
+    assert checkpoint.value == ui.choices.IMAGENET

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-import gradio_app
+import ui.photos
+import ui.predict
 from alexnet_core import data, images
 from alexnet_core.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError
 from alexnet_core.models import CIFAR10_MEAN, CIFAR10_STD
@@ -129,7 +130,7 @@ def test_the_predict_handler_answers_a_sentence_named_after_the_upload(tmp_path,
     path = tmp_path / name
     path.write_bytes(PRETENDERS[name])
     with pytest.raises(gr.Error) as refused:  # the page's toast, the API's AppError
-        gradio_app.predict_image(str(path))
+        ui.predict.predict_image(str(path))
     info = refused.value.message
     assert info.startswith(f"{name} is not an image") and str(tmp_path) not in info
     assert_one_sentence(info)
@@ -196,7 +197,7 @@ def _refused_from_the_header(payload, monkeypatch) -> str:
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size) or original(self))
     start = time.perf_counter()
     with pytest.raises(gr.Error) as refused:
-        gradio_app.photo_input().preprocess(payload)
+        ui.photos.photo_input().preprocess(payload)
     seconds = time.perf_counter() - start
     assert decoded == [], decoded
     assert seconds < 2, seconds  # decoding 169 megapixels takes several seconds and a gigabyte
@@ -217,7 +218,7 @@ def test_a_data_url_over_the_pixel_cap_is_refused_before_it_is_decoded(tmp_path,
     assert_one_sentence(message, "huge.png", "13,000x13,000 pixels", "64 megapixels")
     # ... and one under the cap still goes through (Gradio then decodes it, as it decodes any data: URL)
     small = "data:image/png;base64," + base64.b64encode(png(Image.new("RGB", (40, 30), "red"))).decode()
-    image = gradio_app.photo_input().preprocess(FileData(path=str(placeholder), url=small, orig_name="ok.png"))
+    image = ui.photos.photo_input().preprocess(FileData(path=str(placeholder), url=small, orig_name="ok.png"))
     assert image.size == (40, 30)
 
 

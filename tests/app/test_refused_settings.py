@@ -15,7 +15,10 @@ import gradio as gr
 import numpy as np
 import pytest
 
-import gradio_app
+import ui.architecture
+import ui.predict
+import ui.settings
+import ui.train
 from alexnet_core import cli
 from alexnet_core.runner import RUNNER
 from tests.helpers import assert_one_sentence, class_image, make_image_folder
@@ -43,7 +46,7 @@ def folder(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def runs(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setattr(gradio_app, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(ui.settings, "RUNS_DIR", tmp_path / "runs")
     yield tmp_path / "runs"
     RUNNER.stop()
     RUNNER.wait(60)
@@ -62,7 +65,7 @@ def no_work_started(runs: Path) -> None:
 @pytest.mark.parametrize("setting, value, words", BAD_TRAINING)
 def test_the_train_tab_refuses_a_bad_setting_before_any_work(folder, runs, setting, value, words):
     with pytest.raises(gr.Error) as refused:  # a toast on the page, AppError with the sentence for the API
-        gradio_app.start_training(**{**TRAIN_DEFAULTS, "data": str(folder), setting: value})
+        ui.train.start_training(**{**TRAIN_DEFAULTS, "data": str(folder), setting: value})
     assert_one_sentence(refused.value.message, words)
     no_work_started(runs)
 
@@ -77,7 +80,7 @@ def test_the_train_tab_refuses_a_batch_too_large_for_the_memory_and_names_the_la
     est = check_memory(TrainConfig(**{k: v for k, v in settings.items() if k != "batch_size"}, batch_size=16))
     monkeypatch.setenv(memory.BUDGET_ENV, str(est.total(5)))    # this server has room for batches of 5
     with pytest.raises(gr.Error) as refused:   # the page's toast, AppError for an API client
-        gradio_app.start_training(**settings)
+        ui.train.start_training(**settings)
     assert_one_sentence(refused.value.message, "alexnet", "the largest batch that fits is 5.")
     no_work_started(runs)
 
@@ -87,13 +90,13 @@ def test_the_predict_tab_refuses_a_bad_k(k, tmp_path):
     photo = tmp_path / "photo.png"
     class_image(0, 32, np.random.default_rng(0)).save(photo)
     with pytest.raises(gr.Error) as refused:
-        gradio_app.predict_image(str(photo), str(gradio_app.DEFAULT_CHECKPOINT), k)
+        ui.predict.predict_image(str(photo), str(ui.settings.DEFAULT_CHECKPOINT), k)
     assert_one_sentence(refused.value.message, "top classes (k)", "whole number from 1 to 1000")
 
 
 @pytest.mark.parametrize("size", [0, -3, 2.5, 5000, "big", math.nan, True, 2])
 def test_the_architecture_tab_says_why_an_input_size_cannot_be_used(size):
-    custom = gradio_app.architecture("alexnet", size, False)[5]
+    custom = ui.architecture.architecture("alexnet", size, False)[5]
     assert "⚠️" in custom and "227×227" in custom  # the sentence, and the plot falls back to the variant's size
     assert_one_sentence(custom.split("⚠️", 1)[1], "input")
 
@@ -147,7 +150,7 @@ def test_the_api_refuses_a_bad_k_and_input_size(live_app, tmp_path):
     client = Client(live_app.url, verbose=False)
     photo = tmp_path / "photo.png"
     class_image(0, 32, np.random.default_rng(0)).save(photo)
-    checkpoint = str(gradio_app.DEFAULT_CHECKPOINT)
+    checkpoint = str(ui.settings.DEFAULT_CHECKPOINT)
     for k, words in ((0, "minimum value 1"), (11, "maximum value 10"), (2.5, "whole number from 1 to 1000")):
         assert_one_sentence(_call(client, handle_file(str(photo)), checkpoint, k, api_name="/predict"), words)
     for size, words in ((0, "minimum value 1"), (5000, "maximum value 1024"), (3, "cannot take 3x3")):
@@ -156,7 +159,7 @@ def test_the_api_refuses_a_bad_k_and_input_size(live_app, tmp_path):
 
 @pytest.mark.xfail(strict=True, reason="Gradio's Number and Slider compare a string payload with their bounds and "
                    "fail with a generic error before any handler runs (gradio/components/number.py); the fix is "
-                   "a wrapped preprocess in gradio_app.py that names the field (see docs/security.md)")
+                   "a wrapped preprocess in ui/ that names the field (see docs/security.md)")
 def test_the_api_names_the_setting_when_a_number_comes_as_text(live_app):
     from gradio_client import Client
 
@@ -204,7 +207,7 @@ def test_the_command_line_names_a_flag_of_the_wrong_type(argv, flag, capsys):
 def test_the_command_line_refuses_a_bad_k(k, tmp_path, capsys):
     photo = tmp_path / "photo.png"
     class_image(0, 32, np.random.default_rng(0)).save(photo)
-    code = cli.main(["predict", str(photo), "--checkpoint", str(gradio_app.DEFAULT_CHECKPOINT), "--top-k", k])
+    code = cli.main(["predict", str(photo), "--checkpoint", str(ui.settings.DEFAULT_CHECKPOINT), "--top-k", k])
     captured = capsys.readouterr()
     assert code == 2 and not captured.out
     assert_one_sentence(captured.err.strip(), "top classes (k)", "1 to 1000")

@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import gradio_app
+import ui.choices
+import ui.settings
+import ui.train
+import ui.visitors
 from alexnet_core import uploads
 from alexnet_core.caps import SharingLimits
 from alexnet_core.uploads import MAX_ZIP_BYTES, UploadError, extract_zip
@@ -172,29 +175,29 @@ def _refused_upload(zip_path: Path, visitor: str | None = None) -> str:
     import gradio as gr
 
     with pytest.raises(gr.Error) as error:  # a toast on the page
-        gradio_app.upload_dataset(str(zip_path), visitor)
+        ui.train.upload_dataset(str(zip_path), visitor)
     assert_one_sentence(error.value.message, zip_path.name)  # named as the user named it, no server path
     assert str(zip_path.parent) not in error.value.message
     return error.value.message
 
 
 def test_the_upload_handler_says_why_and_writes_nothing_outside_its_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(gradio_app, "UPLOADS_DIR", tmp_path / "uploads")
-    before = gradio_app.data_choices()
+    monkeypatch.setattr(ui.settings, "UPLOADS_DIR", tmp_path / "uploads")
+    before = ui.choices.data_choices()
     slip = make_zip(tmp_path / "slip.zip", good_members() | {"../../evil.png": b"owned"})
     assert "outside" in _refused_upload(slip)
     bomb = make_zip(tmp_path / "bomb.zip", good_members() | {"colours/train/red/evil.png": bytes(30 << 20)})
     assert "zip bomb" in _refused_upload(bomb)
-    assert gradio_app.data_choices() == before
+    assert ui.choices.data_choices() == before
     assert not list(tmp_path.rglob("evil*"))
     assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())
 
 
 @pytest.fixture
 def visitors(tmp_path, monkeypatch):
-    monkeypatch.setattr(gradio_app, "UPLOADS_DIR", tmp_path / "uploads")
-    monkeypatch.setattr(gradio_app, "VISITORS_DIR", tmp_path / "visitors")
-    monkeypatch.setattr(gradio_app, "RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(ui.settings, "UPLOADS_DIR", tmp_path / "uploads")
+    monkeypatch.setattr(ui.settings, "VISITORS_DIR", tmp_path / "visitors")
+    monkeypatch.setattr(ui.settings, "RUNS_DIR", tmp_path / "runs")
     return tmp_path / "visitors"
 
 
@@ -214,16 +217,16 @@ def test_a_zip_r_zip_of_class_folders_in_one_top_folder_is_selected_listed_and_t
     visitor, other = "a" * 32, "b" * 32
     flowers = make_image_folder(tmp_path / "src" / "flowers", ["daisy", "tulip"], n_per_class=8, size=32, splits=None)
     (flowers / "daisy" / "broken.jpg").write_bytes(b"not a photo")
-    train_data, evaluate_data, note = gradio_app.upload_dataset(str(zip_r(flowers, tmp_path / "flowers.zip")), visitor)
+    train_data, evaluate_data, note = ui.train.upload_dataset(str(zip_r(flowers, tmp_path / "flowers.zip")), visitor)
     root = train_data.value
     assert Path(root).name == "flowers" and "2 classes: daisy, tulip" in note
     # The value is one of the choices (the Data box does not go blank), in Train and in Evaluate, after a reload
     # too (the lists are built again from the visitor's folder) and for that visitor only.
     assert root in [v for _, v in train_data.choices] and evaluate_data.value == root
-    assert root in [v for _, v in gradio_app.data_choices(visitor)]
-    assert root not in [v for _, v in gradio_app.data_choices(other)]
+    assert root in [v for _, v in ui.choices.data_choices(visitor)]
+    assert root not in [v for _, v in ui.choices.data_choices(other)]
     assert not (Path(root) / "daisy" / "broken.jpg").exists()  # checked whole: the unreadable file is left out
-    assert gradio_app.start_training("alexnet_cifar_small", root, "cpu", None, 1, 8, 0.02, "sgd", 0.9, 0.0,
+    assert ui.train.start_training("alexnet_cifar_small", root, "cpu", None, 1, 8, 0.02, "sgd", 0.9, 0.0,
                                      "constant", 0.0, False, visitor=visitor).startswith("Started")
     assert RUNNER.wait(120, visitor) and RUNNER.snapshot(visitor).status == "finished", RUNNER.snapshot(visitor).message
 
@@ -241,28 +244,28 @@ def test_a_refused_zip_leaves_no_folder_and_no_data_choice(tmp_path, visitors, m
         path.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: just the end-of-archive record
     else:
         make_zip(path, members)
-    before = gradio_app.data_choices(visitor)
+    before = ui.choices.data_choices(visitor)
     assert words in _refused_upload(path, visitor)
-    assert gradio_app.data_choices(visitor) == before
+    assert ui.choices.data_choices(visitor) == before
     assert not [p for p in visitors.rglob("*") if p.is_file() or p.name.startswith("refused")]
 
 
 def test_uploads_are_bounded_per_visitor(tmp_path, visitors, monkeypatch):
     import gradio as gr
 
-    monkeypatch.setattr(gradio_app, "SHARING", SharingLimits(upload_mb_per_visitor=1))
+    monkeypatch.setattr(ui.settings, "SHARING", SharingLimits(upload_mb_per_visitor=1))
     visitor = "a" * 32
     big = make_zip(tmp_path / "big.zip", {f"c/{k}/{i}.png": os.urandom(1 << 17) for k in "ab" for i in range(3)},
                    compression=zipfile.ZIP_STORED)  # 768 KiB... and a second one does not fit any more
     members = {f"c/{k}/{i}.png": png_bytes(i) for k in "ab" for i in range(2)}
-    gradio_app.upload_dataset(str(make_zip(tmp_path / "first.zip", members)), visitor)
+    ui.train.upload_dataset(str(make_zip(tmp_path / "first.zip", members)), visitor)
     with pytest.raises(gr.Error):
-        gradio_app.upload_dataset(str(big), visitor)
-    (gradio_app.visitor_folder(visitor) / "uploads" / "filler").write_bytes(bytes(10**6))
+        ui.train.upload_dataset(str(big), visitor)
+    (ui.visitors.visitor_folder(visitor) / "uploads" / "filler").write_bytes(bytes(10**6))
     with pytest.raises(gr.Error, match="no room for more uploads"):
-        gradio_app.upload_dataset(str(make_zip(tmp_path / "second.zip", members)), visitor)
+        ui.train.upload_dataset(str(make_zip(tmp_path / "second.zip", members)), visitor)
     # another visitor still has room
-    assert gradio_app.upload_dataset(str(make_zip(tmp_path / "third.zip", members)), "b" * 32)[0].value
+    assert ui.train.upload_dataset(str(make_zip(tmp_path / "third.zip", members)), "b" * 32)[0].value
 
 
 def _app_error(client, *args, api_name: str, **kwargs) -> str:
@@ -283,7 +286,7 @@ def test_the_live_app_reads_only_checkpoints_and_data_from_its_own_lists(live_ap
     photo.write_bytes(png_bytes())
     outside = tmp_path / "elsewhere" / "best.safetensors"  # a real checkpoint, but not one the app lists
     outside.parent.mkdir()
-    shutil.copyfile(gradio_app.DEFAULT_CHECKPOINT, outside)
+    shutil.copyfile(ui.settings.DEFAULT_CHECKPOINT, outside)
     for path in ("/etc/passwd", str(outside), "../checkpoints/cifar10.safetensors", "checkpoints/../../x"):
         assert "not in the list of choices" in _app_error(client, handle_file(str(photo)), path,
                                                           api_name="/predict")
@@ -298,7 +301,7 @@ def test_the_live_app_reads_only_checkpoints_and_data_from_its_own_lists(live_ap
 
 @pytest.mark.parametrize("target", ["/etc/passwd", "gradio_app.py", "checkpoints/cifar10.safetensors", "../x"])
 def test_the_live_app_serves_no_file_outside_gradios_cache(live_app, target):
-    path = str(Path(gradio_app.REPO, target).resolve()) if not target.startswith("/") else target
+    path = str(Path(ui.settings.REPO, target).resolve()) if not target.startswith("/") else target
     for url in (f"{live_app.url}gradio_api/file={path}", f"{live_app.url}file={path}"):
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(url, timeout=30).close()
@@ -311,7 +314,7 @@ def test_the_live_app_refuses_uploads_over_its_size_limit_and_keeps_serving(live
     from gradio import utils
     from gradio_client import Client, handle_file
 
-    assert live_app.app.max_file_size == utils._parse_file_size(gradio_app.MAX_UPLOAD) >= 100 * 10**6
+    assert live_app.app.max_file_size == utils._parse_file_size(ui.settings.MAX_UPLOAD) >= 100 * 10**6
     client = Client(live_app.url, verbose=False)
     big = tmp_path / "big.png"
     big.write_bytes(png_bytes() + os.urandom(128 << 10))  # a real PNG (Pillow ignores what follows it)

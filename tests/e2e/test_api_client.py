@@ -80,10 +80,11 @@ def _rows(table: dict) -> list[list]:
 
 def _shared_choice(name: str) -> str:
     """The app's data choice for a folder of ../shared/data (the value its dropdowns accept)."""
-    import gradio_app
+    import ui.choices
+    import ui.predict
 
-    paths = [value for _, value in gradio_app.data_choices() if Path(value).name == name and Path(value).is_dir()]
-    assert paths, f"the app does not list the shared {name} folder: {gradio_app.data_choices()}"
+    paths = [value for _, value in ui.choices.data_choices() if Path(value).name == name and Path(value).is_dir()]
+    assert paths, f"the app does not list the shared {name} folder: {ui.choices.data_choices()}"
     return paths[0]
 
 
@@ -143,6 +144,14 @@ def test_summary_gives_conv1s_55x55_maps_and_the_parameter_count(client):
     assert "Custom size 227×227" in custom and "62,378,344 parameters" in custom
 
 
+def _drawn(rows: list[list]) -> list[list]:
+    """A chart's rows with a value. A curve with no value yet has one empty row at x 0 (NaN, which JSON sends as
+    null), so that the chart knows every curve from its first frame (ui/train.py, _curves_frame)."""
+    empty = [row for row in rows if row[1] is None]
+    assert all(row[0] == 0 for row in empty), empty
+    return [row for row in rows if row[1] is not None]
+
+
 def test_train_streams_its_run_stops_on_train_stop_and_hands_over_its_checkpoint(client, live_app, idle_runner):
     from alexnet_core.checkpoints import read_metadata
     from alexnet_core.runner import RUNNER
@@ -154,7 +163,8 @@ def test_train_streams_its_run_stops_on_train_stop_and_hands_over_its_checkpoint
     step, total = (int(n.replace(",", "")) for n in re.search(r"Step ([\d,]+) / ([\d,]+)", text).groups())
     assert 1 <= step < total == 500 * 2, text         # 16 images, batches of 8: two steps an epoch
     assert loss["columns"] == ["step", "loss", "curve"]
-    assert all(curve in ("train (per step)", "validation") and value > 0 for _, value, curve in loss["data"])
+    assert {curve for _, _, curve in loss["data"]} == {"train (per step)", "validation"}
+    assert all(value > 0 for _, value, _ in _drawn(loss["data"])) and _drawn(loss["data"])
     assert best is None                                # no checkpoint to download while the run goes on
     assert RUNNER.snapshot(client_owner(client)).active
 
@@ -171,7 +181,7 @@ def test_train_streams_its_run_stops_on_train_stop_and_hands_over_its_checkpoint
     assert meta["model"] == "alexnet_cifar_small" and meta["classes"] == ["green", "red"]
     assert accuracy["columns"] == ["epoch", "accuracy", "curve"]
     assert {curve for _, _, curve in accuracy["data"]} == {"train", "validation"}
-    assert all(0 <= value <= 1 for _, value, _ in accuracy["data"])
+    assert all(0 <= value <= 1 for _, value, _ in _drawn(accuracy["data"]))
     assert job.outputs() and job.outputs()[0][0].startswith("**")   # what the stream had sent
     assert client.predict(api_name="/train_stop") == "No run of yours is going."
 
@@ -211,9 +221,10 @@ def test_two_api_clients_are_two_visitors_each_with_their_own_run(client, live_a
 
 
 def _endpoint_checkpoints(live_app, client) -> list[str]:
-    import gradio_app
+    import ui.choices
+    import ui.predict
 
-    return [path for _, path in gradio_app.checkpoint_choices(client_owner(client))]
+    return [path for _, path in ui.choices.checkpoint_choices(client_owner(client))]
 
 
 def test_train_refuses_settings_outside_their_range_before_starting(client, live_app, idle_runner):
@@ -337,25 +348,26 @@ def test_a_checkpoint_trained_through_the_api_downloads_and_predicts_for_whoever
     and predicts with it; a file that is not a checkpoint gets one sentence."""
     import gradio as gr
 
-    import gradio_app
+    import ui.choices
+    import ui.predict
 
     *_, best = client.predict(model="alexnet_cifar_small", data=str(live_app.tiny_data), device="cpu", limit=16,
                               epochs=1, batch_size=8, api_name="/train")
     assert Path(best).is_file() and Path(best).suffix == ".safetensors"
     other = "d" * 32
-    on_server = next(p for _, p in gradio_app.checkpoint_choices(client_owner(client)) if "visitors" in p)
+    on_server = next(p for _, p in ui.choices.checkpoint_choices(client_owner(client)) if "visitors" in p)
     with pytest.raises(gr.Error, match="not in the list of choices"):
-        gradio_app.predict_image(str(_photo(tmp_path)), on_server, visitor=other)
-    uploaded = gradio_app.upload_checkpoint(best, visitor=other)
+        ui.predict.predict_image(str(_photo(tmp_path)), on_server, visitor=other)
+    uploaded = ui.predict.upload_checkpoint(best, visitor=other)
     assert uploaded.value in [p for _, p in uploaded.choices] and "visitors" in uploaded.value
-    label, info, _ = gradio_app.predict_image(str(_photo(tmp_path)), uploaded.value, visitor=other)
+    label, info, _ = ui.predict.predict_image(str(_photo(tmp_path)), uploaded.value, visitor=other)
     assert set(label) == {"green", "red"} and "alexnet_cifar_small" in info
     # and the file is only theirs
-    assert uploaded.value not in [p for _, p in gradio_app.checkpoint_choices("e" * 32)]
+    assert uploaded.value not in [p for _, p in ui.choices.checkpoint_choices("e" * 32)]
     notes = tmp_path / "notes.safetensors"
     notes.write_text("not a checkpoint")
     with pytest.raises(gr.Error) as refused:
-        gradio_app.upload_checkpoint(str(notes), visitor=other)
+        ui.predict.upload_checkpoint(str(notes), visitor=other)
     assert refused.value.message.startswith("notes.safetensors is not a checkpoint AlexNet Studio can use")
     assert str(tmp_path) not in refused.value.message
 

@@ -11,12 +11,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 PROBE = """
-import json, os, gradio_app
+import json, os, gradio_app, ui.settings, alexnet_core.data
 from gradio import route_utils, utils
-print(json.dumps({"runs": str(gradio_app.RUNS_DIR), "uploads": str(gradio_app.UPLOADS_DIR),
-                  "visitors": str(gradio_app.VISITORS_DIR),
+print(json.dumps({"runs": str(ui.settings.RUNS_DIR), "uploads": str(ui.settings.UPLOADS_DIR),
+                  "visitors": str(ui.settings.VISITORS_DIR),
                   "gradio_uploads": utils.get_upload_folder(), "gradio_cache": route_utils.DEFAULT_TEMP_DIR,
-                  "torch_home": os.environ["TORCH_HOME"], "data_home": str(gradio_app.studio_data.default_home())}))
+                  "torch_home": os.environ["TORCH_HOME"], "data_home": str(alexnet_core.data.default_home())}))
 """
 
 

@@ -168,13 +168,14 @@ def fresh_app(tmp_path_factory):
     import socket
 
     import gradio_app
+    import ui.settings
 
     home = tmp_path_factory.mktemp("fresh-home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPACE_ID", "tester/alexnet-studio")
-        mp.setattr(gradio_app, "SHARED_DATA", home / "no-shared-data")
-        mp.setattr(gradio_app, "RUNS_DIR", home / "runs")
-        mp.setattr(gradio_app, "UPLOADS_DIR", home / "uploads")
+        mp.setattr(ui.settings, "SHARED_DATA", home / "no-shared-data")
+        mp.setattr(ui.settings, "RUNS_DIR", home / "runs")
+        mp.setattr(ui.settings, "UPLOADS_DIR", home / "uploads")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

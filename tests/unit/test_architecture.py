@@ -1,44 +1,57 @@
-"""The library's shape, read from its source with ast (nothing is imported): no import cycle among its modules
-(imports made only for type checking count too), a training loop that reads in one sitting, no function too
-long to follow, and no gradio anywhere in alexnet_core (docs/architecture.md)."""
+"""The code's shape, read from its source with ast (nothing is imported): no import cycle among the modules of
+the library or of the app's ui/ package (imports made only for type checking count too), a training loop that
+reads in one sitting, no function too long to follow, no gradio anywhere in alexnet_core, and tabs that only
+share what ui/'s shared modules hold (docs/architecture.md)."""
 
 import ast
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "alexnet_core"
-MODULES = {path.stem: ast.parse(path.read_text(encoding="utf-8"), str(path)) for path in PACKAGE.glob("*.py")}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _parse(package: str) -> dict[str, ast.Module]:
+    return {path.stem: ast.parse(path.read_text(encoding="utf-8"), str(path)) for path in (REPO / package).glob("*.py")}
+
+
+MODULES = _parse("alexnet_core")
+UI_MODULES = _parse("ui")
+PACKAGES = {"alexnet_core": MODULES, "ui": UI_MODULES}
+# What the tabs of ui/ share; a tab module imports only these, never another tab.
+UI_SHARED = {"settings", "visitors", "choices", "photos"}
+MAX_MODULE_LINES = 400  # a module of ui/ (and gradio_app.py) reads in one sitting
 MAX_TRAIN_LINES = 100
 MAX_FUNCTION_LINES = 150
 
 
-def _imported_modules(tree: ast.Module) -> set[str]:
-    """The alexnet_core modules a module imports anywhere: at the top, inside functions, under TYPE_CHECKING,
-    as ``from . import x``, ``from .x import y`` or ``import alexnet_core.x``."""
+def _imported_modules(tree: ast.Module, package: str = "alexnet_core") -> set[str]:
+    """The modules of ``package`` a module of it imports anywhere: at the top, inside functions, under
+    TYPE_CHECKING, as ``from . import x``, ``from .x import y`` or ``import alexnet_core.x``."""
+    modules = PACKAGES[package]
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            package = node.level == 1 or (node.level == 0 and (node.module or "").split(".")[0] == "alexnet_core")
-            if not package:
+            inside = node.level == 1 or (node.level == 0 and (node.module or "").split(".")[0] == package)
+            if not inside:
                 continue
             module = (node.module or "") if node.level == 1 else (node.module or "").partition(".")[2]
             if module:
                 found.add(module.split(".")[0])
             else:   # from . import data, memory / from alexnet_core import data
-                found.update(alias.name for alias in node.names if alias.name in MODULES)
+                found.update(alias.name for alias in node.names if alias.name in modules)
         elif isinstance(node, ast.Import):
             found.update(alias.name.split(".")[1] for alias in node.names
-                         if alias.name.startswith("alexnet_core.") and alias.name.count(".") >= 1)
-    return found & set(MODULES)
+                         if alias.name.startswith(package + ".") and alias.name.count(".") >= 1)
+    return found & set(modules)
 
 
-def _graph() -> dict[str, set[str]]:
+def _graph(package: str = "alexnet_core") -> dict[str, set[str]]:
     graph = {}
-    for name, tree in MODULES.items():
+    for name, tree in PACKAGES[package].items():
         # A string annotation can only name what is imported (under TYPE_CHECKING, say), and those imports
         # are walked: the type-only edges are in the graph.
-        graph[name] = _imported_modules(tree) - {name, "__init__", "__main__"}
+        graph[name] = _imported_modules(tree, package) - {name, "__init__", "__main__"}
     return graph
 
 
@@ -85,9 +98,34 @@ def test_the_cycle_check_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_no_import_cycle_among_the_library_modules():
-    cycle = _cycle(_graph())
-    assert cycle is None, "import cycle: " + " → ".join(cycle or [])
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_no_import_cycle_among_the_modules(package):
+    cycle = _cycle(_graph(package))
+    assert cycle is None, f"import cycle in {package}: " + " → ".join(cycle or [])
+
+
+def test_the_ui_graph_is_read_whole():
+    graph = _graph("ui")
+    assert {"choices", "photos", "visitors", "settings"} <= graph["predict"]
+    assert "visitors" in graph["choices"] and "settings" in graph["visitors"]
+
+
+def test_each_tab_shares_only_what_ui_shares():
+    """A tab module imports the shared modules of ui/, never another tab: each tab can be read, and changed,
+    alone. (The page, gradio_app.py, joins the tabs.)"""
+    tabs = set(UI_MODULES) - UI_SHARED - {"__init__"}
+    assert {"architecture", "predict", "inside", "train", "evaluate"} <= tabs
+    graph = _graph("ui")
+    for tab in sorted(tabs):
+        assert not graph[tab] & tabs, f"ui/{tab}.py imports another tab: {sorted(graph[tab] & tabs)}"
+    for shared in sorted(UI_SHARED):
+        assert not graph[shared] & tabs, f"ui/{shared}.py (shared) imports a tab: {sorted(graph[shared] & tabs)}"
+
+
+@pytest.mark.parametrize("path", ["gradio_app.py", *sorted(f"ui/{name}.py" for name in UI_MODULES)])
+def test_each_part_of_the_app_reads_in_one_sitting(path):
+    lines = len((REPO / path).read_text(encoding="utf-8").splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{path} is {lines} lines; split it (at most {MAX_MODULE_LINES})"
 
 
 def test_train_reads_in_one_sitting():
@@ -96,10 +134,12 @@ def test_train_reads_in_one_sitting():
     assert lines <= MAX_TRAIN_LINES, f"train() is {lines} lines; keep it at most {MAX_TRAIN_LINES}"
 
 
-@pytest.mark.parametrize("module", sorted(MODULES))
-def test_no_function_is_too_long(module):
-    long = [f"{node.name} ({lines} lines)" for node, lines in _functions(MODULES[module]) if lines > MAX_FUNCTION_LINES]
-    assert not long, f"alexnet_core/{module}.py: {', '.join(long)} over {MAX_FUNCTION_LINES} lines"
+@pytest.mark.parametrize("path", [*(f"alexnet_core/{m}.py" for m in sorted(MODULES)),
+                                  *(f"ui/{m}.py" for m in sorted(UI_MODULES)), "gradio_app.py"])
+def test_no_function_is_too_long(path):
+    tree = ast.parse((REPO / path).read_text(encoding="utf-8"))
+    long = [f"{node.name} ({lines} lines)" for node, lines in _functions(tree) if lines > MAX_FUNCTION_LINES]
+    assert not long, f"{path}: {', '.join(long)} over {MAX_FUNCTION_LINES} lines"
 
 
 def test_the_library_never_imports_gradio():

@@ -22,6 +22,9 @@ import torch
 from safetensors.torch import save_file
 
 import gradio_app
+import ui.choices
+import ui.predict
+import ui.settings
 from alexnet_core import checkpoints, predict
 from alexnet_core.checkpoints import CheckpointError, load_model, read_metadata
 from alexnet_core.config import TrainConfig
@@ -39,8 +42,8 @@ SMALL = "alexnet_cifar_small"
 
 
 def _python_files() -> list[Path]:
-    return sorted([*REPO.glob("alexnet_core/*.py"), *REPO.glob("*.py"), *REPO.glob("bench/*.py"),
-                   *REPO.glob("docs/*.py")])
+    return sorted([*REPO.glob("alexnet_core/*.py"), *REPO.glob("*.py"), *REPO.glob("ui/*.py"),
+                   *REPO.glob("bench/*.py"), *REPO.glob("docs/*.py")])
 
 
 UNPICKLERS = {("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"), ("cPickle", "load"),
@@ -117,7 +120,7 @@ def test_forged_sizes_get_one_sentence_in_the_library_the_predictor_and_the_app(
     photo = tmp_path / "photo.png"
     class_image(0, 32, np.random.default_rng(0)).save(photo)
     with pytest.raises(gr.Error) as refused:  # the page's toast, the API's AppError
-        gradio_app.predict_image(str(photo), str(path))
+        ui.predict.predict_image(str(photo), str(path))
     assert refused.value.message.startswith("forged.safetensors") and words in refused.value.message
     assert checkpoints.list_checkpoints(tmp_path) == []  # and listings leave it out
 
@@ -225,7 +228,7 @@ def test_a_lying_checkpoint_is_refused_before_any_model_is_built(tmp_path, case,
     photo = tmp_path / "photo.png"
     class_image(0, 32, np.random.default_rng(0)).save(photo)
     with pytest.raises(gr.Error) as refused:  # the app's toast, AppError for an API client
-        gradio_app.predict_image(str(photo), str(path))
+        ui.predict.predict_image(str(photo), str(path))
     assert_one_sentence(refused.value.message, "liar.safetensors", words)
 
 
@@ -308,10 +311,10 @@ def test_the_app_starts_and_lists_the_others_with_lying_checkpoints_in_its_runs_
     for case in ("nested 100,000 deep", "3,000,000 classes, each named", "NaN mean", "100,000 input channels"):
         lying(runs / case.replace(",", "").replace(" ", "_") / "best.safetensors", LYING[case][0])
     shape_liar = lying(runs / "shape_liar" / "best.safetensors", LYING["50,000 classes over a 3-class file"][0])
-    monkeypatch.setattr(gradio_app, "RUNS_DIR", runs)
+    monkeypatch.setattr(ui.settings, "RUNS_DIR", runs)
     monkeypatch.chdir(tmp_path)              # ./runs is this folder's runs too: each file listed once
 
-    listed = {Path(path) for _, path in gradio_app.checkpoint_choices() if Path(path).is_relative_to(runs)}
+    listed = {Path(path) for _, path in ui.choices.checkpoint_choices() if Path(path).is_relative_to(runs)}
     # Metadata that cannot be true is left out; a file whose tensors alone tell the lie (read only when it is
     # loaded) is listed, and choosing it gets one sentence.
     assert listed == {good, shape_liar}
@@ -319,9 +322,9 @@ def test_the_app_starts_and_lists_the_others_with_lying_checkpoints_in_its_runs_
     photo = tmp_path / "photo.png"
     class_image(0, 32, np.random.default_rng(0)).save(photo)
     with pytest.raises(gr.Error) as refused:
-        gradio_app.predict_image(str(photo), str(shape_liar))
+        ui.predict.predict_image(str(photo), str(shape_liar))
     assert refused.value.message.startswith("best.safetensors does not fit alexnet_cifar_small"), refused.value.message
-    label, _, _ = gradio_app.predict_image(str(photo), str(good))
+    label, _, _ = ui.predict.predict_image(str(photo), str(good))
     assert label is not None
 
 

@@ -96,7 +96,8 @@ def test_deploy_md_names_only_settings_the_code_reads():
     """Every ALEXNET_STUDIO_* variable the deploy guide documents is read somewhere in the app or library."""
     documented = set(re.findall(r"\bALEXNET_STUDIO_[A-Z_]+\b", DEPLOY.read_text(encoding="utf-8")))
     code = "".join(path.read_text(encoding="utf-8") for path in
-                   [REPO / "gradio_app.py", *sorted((REPO / "alexnet_core").glob("*.py"))])
+                   [REPO / "gradio_app.py", *sorted((REPO / "ui").glob("*.py")),
+                    *sorted((REPO / "alexnet_core").glob("*.py"))])
     assert documented, "docs/deploy.md documents no ALEXNET_STUDIO_* setting"
     missing = sorted(name for name in documented if name not in code)
     assert not missing, f"docs/deploy.md documents settings nothing reads: {missing}"

@@ -1,0 +1,114 @@
+"""The Evaluate tab: a checkpoint measured on a split of a data set, with per-class accuracy, the confusion
+matrix and the images it was most confidently wrong about."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image, ImageOps
+
+from alexnet_core import data as studio_data
+from alexnet_core import images
+from alexnet_core.checkpoints import read_metadata
+from alexnet_core.devices import resolve_device
+from alexnet_core.evaluate import EvalResult, evaluate_checkpoint
+from alexnet_core.plots import confusion_plot
+from alexnet_core.transforms import TTA_CHOICES, Preprocess
+
+from .choices import (
+    NO_CHECKPOINT,
+    checkpoint_choices,
+    data_choices,
+    default_checkpoint,
+    default_data,
+    listed_checkpoint,
+    refresh_checkpoints,
+)
+from .visitors import for_the_page, owner_of
+
+MISTAKES_SHOWN = 12
+GALLERY_MIN_SIDE = 128  # small images (CIFAR's 32) are enlarged, without smoothing, to at least this
+GALLERY_MAX_SIDE = 256  # and large photos shrunk, to keep the page light
+
+
+def _gallery_image(image: Image.Image) -> Image.Image:
+    image = ImageOps.exif_transpose(image).convert("RGB")
+    if max(image.size) > GALLERY_MAX_SIDE:
+        image.thumbnail((GALLERY_MAX_SIDE, GALLERY_MAX_SIDE))
+    return images.enlarge(image, GALLERY_MIN_SIDE)
+
+
+def _mistake_images(result: EvalResult, indices: list[int], checkpoint: str, data: str, split: str,
+                    limit: int | None) -> list[Image.Image]:
+    """The images behind ``indices``: from their files where the data has files, else from the decoded split
+    (built-in sources), loaded with the arguments evaluate_checkpoint uses."""
+    if result.paths:
+        images = []
+        for i in indices:
+            with Image.open(result.paths[i]) as opened:
+                images.append(_gallery_image(opened))
+        return images
+    meta = read_metadata(checkpoint)
+    config = meta.get("config", {})
+    pre = Preprocess.from_dict(meta["preprocess"])
+    split_data = studio_data.load_split(data, split, pre, val_fraction=config.get("val_fraction", 0.1),
+                                        seed=config.get("seed", 0), limit=limit)
+    pixels = [split_data.images[i].permute(1, 2, 0).numpy() for i in indices]
+    return [_gallery_image(Image.fromarray(p[:, :, 0] if p.shape[2] == 1 else p)) for p in pixels]
+
+
+def evaluate_view(checkpoint: str | None, data: str | None, split: str = "test", limit: float | None = 1000,
+                  tta: str = "none", visitor: str | None = None, request: gr.Request = None,
+                  progress: gr.Progress = gr.Progress()) -> tuple[str, pd.DataFrame, Figure | None, list]:
+    """Accuracy in words, per-class accuracy (a table), the confusion matrix (a heat map) and the most
+    confidently wrong images with their captions; gr.Error with the sentence that says what is wrong."""
+    empty = pd.DataFrame(columns=["class", "accuracy", "correct", "images"])
+    checkpoint = listed_checkpoint(checkpoint, owner_of(visitor, request))
+    if checkpoint is None:
+        return NO_CHECKPOINT, empty, None, []
+    if not data:
+        raise gr.Error("Pick the data to evaluate on.")
+    limit = int(limit) if limit else None
+    progress(0, desc=f"Evaluating on {f'{limit:,} images' if limit else f'the whole {split} split'}…")
+    try:
+        result = evaluate_checkpoint(checkpoint, data, split, device=str(resolve_device("auto")), tta=tta,
+                                     limit=limit)
+        mistakes = result.most_confident_mistakes(MISTAKES_SHOWN)
+        images = _mistake_images(result, mistakes, checkpoint, data, split, limit)
+    except ValueError as error:  # wrong data for the checkpoint, a missing split, a damaged file: one sentence
+        raise gr.Error(for_the_page(str(error))) from None
+    counts = result.class_counts()
+    table = pd.DataFrame([{"class": c, "accuracy": f"{correct / total:.1%}", "correct": correct, "images": total}
+                          for c, (correct, total) in counts.items()])
+    correct = sum(correct for correct, _ in counts.values())
+    summary = (f"### {result.accuracy:.1%} correct\n\n{correct:,} of {result.n:,} images measured "
+               f"({for_the_page(result.measured)}) · mean loss {result.loss:.3f} · test-time augmentation: {tta}")
+    captions = [f"true: {result.classes[result.labels[i]]} · predicted: {result.classes[result.predictions[i]]} "
+                f"{result.confidences[i]:.0%}" for i in mistakes]
+    return summary, table, confusion_plot(result), list(zip(images, captions))
+
+
+def tab(app: gr.Blocks, visitor: gr.State) -> tuple[gr.Dropdown, gr.Dropdown]:
+    """The Evaluate tab's layout and events; returns its checkpoint and data lists (set per visitor)."""
+    with gr.Tab("Evaluate", id="evaluate") as page:
+        with gr.Row():
+            checkpoint = gr.Dropdown(choices=checkpoint_choices(), value=default_checkpoint(),
+                                     label="Checkpoint", scale=3, allow_custom_value=True)
+            choices = data_choices()
+            data = gr.Dropdown(choices=choices, value=default_data(choices), label="Data", scale=3)
+        with gr.Row():
+            split = gr.Radio(["test", "val"], value="test", label="Split")
+            limit = gr.Number(label="Images (0 or blank: all)", value=1000, precision=0, minimum=0)
+            tta = gr.Radio(list(TTA_CHOICES), value="none", label="Test-time augmentation")
+            run = gr.Button("Evaluate", variant="primary")
+        summary = gr.Markdown("Pick a checkpoint and data, then Evaluate.")
+        with gr.Row(equal_height=False):
+            table = gr.Dataframe(label="Accuracy per class", interactive=False)
+            matrix = gr.Plot(label="Confusion matrix", elem_classes=["mpl-figure"])
+        gallery = gr.Gallery(label="Most confidently wrong", columns=6, height="auto", object_fit="contain")
+
+    page.select(refresh_checkpoints, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
+    run.click(evaluate_view, inputs=[checkpoint, data, split, limit, tta, visitor],
+              outputs=[summary, table, matrix, gallery], api_name="evaluate")
+    return checkpoint, data
