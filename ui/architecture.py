@@ -14,6 +14,8 @@ from alexnet_core.models import MODELS, get_spec
 from alexnet_core.plots import shape_plot
 from alexnet_core.summary import TABLE_COLUMNS, summarize, table_rows
 
+from .fields import named_numbers
+
 # The two sizes every variant is compared at: ImageNet's (as the paper states it) and CIFAR-10's.
 COMPARED_SIZES = (224, 32)
 # Rows that never change a shape; hiding them keeps two tables readable side by side.
@@ -158,6 +160,7 @@ def tab(app: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown, gr.Button]:
                                          wrap=True),
                         ]
 
+    named_numbers(custom_size)
     (large, large_heading, large_table), (small, small_heading, small_table) = pair
     gr.on(triggers=[app.load, large.change, small.change, batch_norm.change], fn=compare,
           inputs=[large, small, batch_norm], outputs=[large_heading, large_table, small_heading, small_table],

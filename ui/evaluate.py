@@ -25,6 +25,7 @@ from .choices import (
     listed_checkpoint,
     refresh_checkpoints,
 )
+from .fields import named_numbers
 from .visitors import for_the_page, owner_of
 
 MISTAKES_SHOWN = 12
@@ -108,6 +109,7 @@ def tab(app: gr.Blocks, visitor: gr.State) -> tuple[gr.Dropdown, gr.Dropdown]:
             matrix = gr.Plot(label="Confusion matrix", elem_classes=["mpl-figure"])
         gallery = gr.Gallery(label="Most confidently wrong", columns=6, height="auto", object_fit="contain")
 
+    named_numbers(limit)
     page.select(refresh_checkpoints, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
     run.click(evaluate_view, inputs=[checkpoint, data, split, limit, tta, visitor],
               outputs=[summary, table, matrix, gallery], api_name="evaluate")

@@ -28,6 +28,7 @@ from .choices import (
     model_choices,
     refresh_predict_choices,
 )
+from .fields import named_numbers
 from .photos import add_examples, photo_input, readable
 from .visitors import file_name, owner_of, upload_room, visitor_folder
 
@@ -160,6 +161,7 @@ def tab(app: gr.Blocks, visitor: gr.State) -> gr.Dropdown:
         # and a later tab then takes the place of the one after it (tests/app/test_app_layout.py).
         shown = gr.State()
 
+    named_numbers(k)
     page.select(refresh_predict_choices, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
     checkpoint_file.upload(upload_checkpoint, inputs=[checkpoint_file, visitor], outputs=checkpoint, api_name=False)
     gr.on(

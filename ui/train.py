@@ -23,6 +23,7 @@ from alexnet_core.uploads import MAX_TOTAL_BYTES, UploadError, check_dataset, ex
 
 from . import settings
 from .choices import data_choices, default_data
+from .fields import named_numbers
 from .visitors import file_name, for_the_page, owner_of, run_count, runs_dir, upload_room, uploads_dir
 
 # The Train tab's hyper-parameter fields, in the order the handlers take them.
@@ -311,6 +312,7 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
                                    height=300, y_lim=[0, 1])
         download = gr.DownloadButton("Download the best checkpoint (.safetensors)", value=None)
 
+    named_numbers(limit, epochs, batch_size, lr, momentum, weight_decay, label_smoothing)
     hyper = [epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule, label_smoothing, batch_norm,
              whiten]
     recipe.change(lambda r: recipe_values(r) if r != "custom" else [gr.update()] * len(hyper),

@@ -157,16 +157,28 @@ def test_the_api_refuses_a_bad_k_and_input_size(live_app, tmp_path):
         assert_one_sentence(_call(client, "alexnet", size, False, api_name="/summary"), words)
 
 
-@pytest.mark.xfail(strict=True, reason="Gradio's Number and Slider compare a string payload with their bounds and "
-                   "fail with a generic error before any handler runs (gradio/components/number.py); the fix is "
-                   "a wrapped preprocess in ui/ that names the field (see docs/security.md)")
-def test_the_api_names_the_setting_when_a_number_comes_as_text(live_app):
-    from gradio_client import Client
+def test_the_api_names_the_setting_when_a_number_comes_as_text(live_app, tmp_path):
+    """Gradio's Number and Slider would compare the text with their bounds and fail with a generic error before
+    any handler runs; ui/fields.py names the field instead, in every tab."""
+    from gradio_client import Client, handle_file
 
     client = Client(live_app.url, verbose=False)
-    answer = _call(client, "alexnet_cifar_small", str(live_app.tiny_data), "cpu", None, "ten", 16, 0.02,
-                   api_name="/train")
-    assert_one_sentence(answer, "epochs")
+    photo = tmp_path / "photo.png"
+    class_image(0, 32, np.random.default_rng(0)).save(photo)
+    calls = [
+        (("alexnet_cifar_small", str(live_app.tiny_data), "cpu", None, "ten", 16, 0.02), "/train", "Epochs", "ten"),
+        (("alexnet_cifar_small", str(live_app.tiny_data), "cpu", "many"), "/train", "Images per split", "many"),
+        ((handle_file(str(photo)), str(ui.settings.DEFAULT_CHECKPOINT), "five"), "/predict", "Top classes", "five"),
+        (("alexnet", "big", False), "/summary", "Custom size", "big"),
+        ((str(ui.settings.DEFAULT_CHECKPOINT), str(live_app.tiny_data), "test", "all"), "/evaluate", "Images", "all"),
+    ]
+    for args, api_name, field, text in calls:
+        answer = _call(client, *args, api_name=api_name)
+        assert answer.startswith(f"{field} must be a number, not '{text}'"), (api_name, answer)
+        assert_one_sentence(answer, field.lower())
+    # Text that reads as a number is that number (the API's clients may send "2" for 2).
+    assert "Custom size 36×36" in client.predict("alexnet_cifar", "36", False, api_name="/summary")[5]
+    assert RUNNER.active_count() == 0  # nothing was started
 
 
 # --- the command line ---------------------------------------------------------------------------------------
