@@ -318,12 +318,12 @@ def _cmd_card(args) -> int:
     from .plots import confusion_plot
     from .transforms import TTA_CHOICES
 
-    source = args.data or read_metadata(args.checkpoint).get("data")
-    if not isinstance(source, str) or not source:
+    data = args.data or read_metadata(args.checkpoint).get("data")
+    if not isinstance(data, str) or not data:
         raise ValueError(
             f"{Path(args.checkpoint).name} does not record the data it was trained on: name it with --data.")
     device = str(resolve_device(args.device))
-    model, pre, split = load_for_evaluation(args.checkpoint, source, args.split, device=device)
+    model, pre, split = load_for_evaluation(args.checkpoint, data, args.split, device=device)
     results = {tta: evaluate(model, split, pre, device=device, tta=tta) for tta in TTA_CHOICES}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
