@@ -147,7 +147,7 @@ def model_meta(model_name: str, *, batch_norm: bool, num_classes: int, in_channe
 
     ``preprocess`` holds at least ``input_size`` and one ``mean`` and ``std`` per input channel
     (``transforms.Preprocess.to_dict()``). Anything in ``extra`` is kept as given; these keys are read when
-    present: ``data`` (the data source), ``epochs``, ``history`` (a list of per-epoch metric dicts),
+    present: ``data`` (the data set), ``epochs``, ``history`` (a list of per-epoch metric dicts),
     ``best_val_acc`` (a fraction, 0–1), ``wall_time_s``, ``device`` and ``config``. ``created`` (UTC,
     ISO 8601) and ``versions`` are filled in.
     """
@@ -671,7 +671,7 @@ def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# Data sources as a person names them; a folder is known by its last part ("../shared/data/cifar10" → CIFAR-10).
+# Data sets as a person names them; a folder is known by its last part ("../shared/data/cifar10" → CIFAR-10).
 DATA_TITLES = {"cifar10": "CIFAR-10", "flowers": "Flowers", "flowers5": "Flowers", "fashion-mnist": "Fashion-MNIST"}
 # The line of a model card (cards.py) that holds the plain top-1 on the test split.
 _CARD_TEST = re.compile(r"\*\*Top-1 on the test split \([\d,]+ images\): ([\d.]+)%\*\*")
@@ -691,7 +691,7 @@ def _label(path: Path, meta: dict) -> str:
     card), or "… · 70.5% val · run-name" for a run without a card (best validation accuracy)."""
     # A run directory's name says more than "best"; any other file is known by its own name.
     run = path.parent.name if path.stem == "best" and path.parent.name else path.stem
-    data = Path(str(meta.get("data") or "")).name  # a source name ("cifar10") or a folder's last part
+    data = Path(str(meta.get("data") or "")).name  # a built-in name ("cifar10") or a folder's last part
     title = DATA_TITLES.get(data, data)
     n = meta["num_classes"]
     parts = [title, f"{n:,} class{'es' if n != 1 else ''}"]

@@ -250,13 +250,13 @@ def _cmd_predict(args) -> int:
     predictor = get_predictor(args.checkpoint, device=str(resolve_device(args.device)))
     results = []
     for image in args.images:
-        prediction = predictor.predict(image, k=args.top_k, tta=args.tta)
-        if args.json:
+        prediction = predictor.predict(image, top_k=args.top_k, tta=args.tta)
+        if args.json:  # the key stays "top": scripts read this JSON
             results.append({"image": image,
-                            "top": [{"class": name, "probability": p} for name, p in prediction.top],
+                            "top": [{"class": name, "probability": p} for name, p in prediction.top_k],
                             "seconds": prediction.seconds})
         else:
-            print(f"{image}: " + " · ".join(f"{name} {p:.1%}" for name, p in prediction.top)
+            print(f"{image}: " + " · ".join(f"{name} {p:.1%}" for name, p in prediction.top_k)
                   + f"  ({1000 * prediction.seconds:.1f} ms)")
     if args.json:
         print(json.dumps(results, indent=2))
@@ -286,7 +286,7 @@ def _cmd_explain(args) -> int:
     from .explain import explain, untrained_variant, write_explanation
 
     model, meta = load_model(args.checkpoint) if args.checkpoint else untrained_variant(args.model)
-    result = explain(model, meta, args.image, target_class=args.target_class, k=args.top_k)
+    result = explain(model, meta, args.image, target_class=args.target_class, top_k=args.top_k)
     for path in write_explanation(result, args.out):
         print(path)
     print(" · ".join(f"{name} {p:.1%}" for name, p in result.top_k))
@@ -318,12 +318,12 @@ def _cmd_card(args) -> int:
     from .plots import confusion_plot
     from .transforms import TTA_CHOICES
 
-    source = args.data or read_metadata(args.checkpoint).get("data")
-    if not isinstance(source, str) or not source:
+    data = args.data or read_metadata(args.checkpoint).get("data")
+    if not isinstance(data, str) or not data:
         raise ValueError(
             f"{Path(args.checkpoint).name} does not record the data it was trained on: name it with --data.")
     device = str(resolve_device(args.device))
-    model, pre, split = load_for_evaluation(args.checkpoint, source, args.split, device=device)
+    model, pre, split = load_for_evaluation(args.checkpoint, data, args.split, device=device)
     results = {tta: evaluate(model, split, pre, device=device, tta=tta) for tta in TTA_CHOICES}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

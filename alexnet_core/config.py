@@ -160,7 +160,7 @@ def check_memory(cfg: TrainConfig, device: torch.device | None = None, world: in
     device = device if device is not None else resolve_device(cfg.device)
     spec = get_spec(cfg.model)
     batch_norm = spec.batch_norm if cfg.batch_norm is None else cfg.batch_norm
-    pre = data.preprocess_for(spec, input_size=cfg.input_size, source=cfg.data)
+    pre = data.preprocess_for(spec, input_size=cfg.input_size, data=cfg.data)
     n_train, n_val = data.split_sizes(cfg.data, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                                       seed=cfg.seed, limit=cfg.limit)
     on_host = device.type not in ("cuda", "npu")

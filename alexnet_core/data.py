@@ -5,7 +5,7 @@ function, ``images.decode_image``; ``transforms.py`` turns batches of those into
 ``Preprocess`` (transforms.py) is saved with each checkpoint, so training, evaluation and prediction always
 prepare images alike.
 
-Sources (``load_split``):
+Data sets (``data``, the first argument of ``load_split`` and its neighbours: a built-in name or a folder):
 - ``cifar10``, ``fashion-mnist``: torchvision downloads them on first use; they are uint8 arrays already.
 - ``flowers``: the flowers tutorial's flower_photos archive, downloaded, extracted and split train/val 9:1.
 - any ImageFolder directory: DIR/train with DIR/val and/or DIR/test, or just DIR/<class>/ folders.
@@ -40,11 +40,11 @@ from .models import ModelSpec
 from .transforms import Preprocess, default_store_size, per_channel
 
 __all__ = [
-    "SOURCES", "DataError", "preprocess_for", "native_size", "ImageData", "StreamingData", "load_split",
-    "class_names", "describe_source", "default_home", "labelled_folder", "load_folder",
+    "BUILTIN_DATA_NAMES", "DataError", "preprocess_for", "native_size", "ImageData", "StreamingData", "load_split",
+    "class_names", "describe_data", "default_home", "labelled_folder", "load_folder",
 ]
 
-SOURCES = ("cifar10", "fashion-mnist", "flowers")
+BUILTIN_DATA_NAMES = ("cifar10", "fashion-mnist", "flowers")
 SPLITS = ("train", "val", "test")
 FLOWERS_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -58,7 +58,7 @@ CACHE_VERSION = 1
 
 
 class DataError(ValueError):
-    """A data source or split that cannot be used; the message is one sentence for the user."""
+    """A data set or split that cannot be used; the message is one sentence for the user."""
 
 
 
@@ -70,11 +70,11 @@ class DataError(ValueError):
 
 
 def preprocess_for(spec: ModelSpec, *, input_size: int | None = None, in_channels: int | None = None,
-                   store_size: int | None = None, source: str | None = None,
+                   store_size: int | None = None, data: str | None = None,
                    root: str | Path | None = None) -> Preprocess:
     """The Preprocess for a model, with optional overrides.
 
-    With ``source`` given and no ``store_size``, images smaller than the default store size (CIFAR-10's
+    With ``data`` given and no ``store_size``, images smaller than the default store size (CIFAR-10's
     32, Fashion-MNIST's 28, a folder of thumbnails) are kept at their own size: upsampling them before
     storing would only spend memory; ``eval_transform`` resizes them to the input at batch time.
     """
@@ -82,7 +82,7 @@ def preprocess_for(spec: ModelSpec, *, input_size: int | None = None, in_channel
     channels = in_channels or spec.in_channels
     if store_size is None:
         store_size = default_store_size(size)
-        native = native_size(source, root) if source else None
+        native = native_size(data, root) if data else None
         if native is not None and native < store_size:
             store_size = native
     return Preprocess(size, store_size, channels, per_channel(spec.mean, channels),
@@ -91,18 +91,18 @@ def preprocess_for(spec: ModelSpec, *, input_size: int | None = None, in_channel
 
 
 
-def native_size(source: str, root: str | Path | None = None) -> int | None:
-    """The side of the source's images when they all share one square size, else None.
+def native_size(data: str, root: str | Path | None = None) -> int | None:
+    """The side of the data set's images when they all share one square size, else None.
 
     Opens image headers only: the first image of up to ten class folders.
     """
-    if source == "cifar10":
+    if data == "cifar10":
         return 32
-    if source == "fashion-mnist":
+    if data == "fashion-mnist":
         return 28
-    if source == "flowers":
+    if data == "flowers":
         return None
-    folder = _check_directory(source)
+    folder = _check_directory(data)
     top = _find_folder(folder, ("train",)) or folder
     sizes = set()
     for name in _class_folders(top)[:10]:
@@ -234,7 +234,7 @@ def _decode_all(paths: list[str], pre: Preprocess, progress: Callable[[int, int]
     return images
 
 
-# --- Sources -------------------------------------------------------------------------------------------
+# --- Data sets -----------------------------------------------------------------------------------------
 
 def default_home() -> Path:
     """Where AlexNet Studio keeps downloads and caches: $ALEXNET_STUDIO_HOME or ~/.cache/alexnet_studio."""
@@ -254,11 +254,12 @@ class _FileList:
         return _FileList(self.base, [self.files[i] for i in index], [self.labels[i] for i in index], self.classes)
 
 
-def _check_directory(source: str | Path) -> Path:
-    folder = Path(source).expanduser()
+def _check_directory(data: str | Path) -> Path:
+    folder = Path(data).expanduser()
     if not folder.is_dir():
         raise DataError(
-            f"The data directory {folder} does not exist (built-in sources are: {', '.join(SOURCES)})."
+            f"The data directory {folder} does not exist (the built-in data sets are "
+            f"{', '.join(BUILTIN_DATA_NAMES)})."
         )
     return folder
 
@@ -382,15 +383,15 @@ def _flowers_folder(root: Path) -> Path:
     return folder
 
 
-def _builtin_dataset(source: str, train: bool, root: Path):
+def _builtin_dataset(data: str, train: bool, root: Path):
     """torchvision's CIFAR10 / FashionMNIST (downloaded on first use)."""
     import torchvision.datasets as datasets
 
-    make = datasets.CIFAR10 if source == "cifar10" else datasets.FashionMNIST
+    make = datasets.CIFAR10 if data == "cifar10" else datasets.FashionMNIST
     try:
         return make(str(root), train=train, download=True)
     except Exception as error:  # network and archive errors come in many types
-        raise DataError(f"Could not get {describe_source(source)} into {root} ({error_reason(error)}).") from None
+        raise DataError(f"Could not get {describe_data(data)} into {root} ({error_reason(error)}).") from None
 
 
 def _arrays_to_images(arrays: np.ndarray, pre: Preprocess) -> torch.Tensor:
@@ -403,9 +404,9 @@ def _arrays_to_images(arrays: np.ndarray, pre: Preprocess) -> torch.Tensor:
     return torch.stack([decode_image(Image.fromarray(a), pre) for a in arrays])
 
 
-def _load_builtin(source: str, split: str, pre: Preprocess, val_fraction: float, seed: int, limit: int | None,
+def _load_builtin(data: str, split: str, pre: Preprocess, val_fraction: float, seed: int, limit: int | None,
                   root: Path, memory_limit_bytes: int) -> ImageData:
-    dataset = _builtin_dataset(source, split != "test", root)
+    dataset = _builtin_dataset(data, split != "test", root)
     arrays, labels = np.asarray(dataset.data), np.asarray(dataset.targets, dtype=np.int64)
     index = np.arange(len(labels))
     if split != "test":
@@ -413,10 +414,10 @@ def _load_builtin(source: str, split: str, pre: Preprocess, val_fraction: float,
         index = kept if split == "train" else carved
     index = _limit(index, limit, seed)
     if len(index) == 0:
-        raise DataError(f"The {split} split of {describe_source(source)} is empty; use a larger val_fraction.")
+        raise DataError(f"The {split} split of {describe_data(data)} is empty; use a larger val_fraction.")
     needed = len(index) * pre.in_channels * pre.store_size ** 2
     if needed > memory_limit_bytes:
-        raise DataError(f"{describe_source(source)} at store size {pre.store_size} needs "
+        raise DataError(f"{describe_data(data)} at store size {pre.store_size} needs "
                         f"{needed / 2**30:.1f} GiB, over the memory limit; use a smaller store size or a limit.")
     images = _arrays_to_images(arrays[index], pre)
     return ImageData(images, torch.from_numpy(labels[index]), list(dataset.classes), None)
@@ -464,12 +465,12 @@ def _cached_decode(files: _FileList, pre: Preprocess, cache_dir: Path,
 
 # --- The public entry points ---------------------------------------------------------------------------
 
-def load_split(source: str, split: str, pre: Preprocess, *, val_fraction: float = 0.1, seed: int = 0,
+def load_split(data: str, split: str, pre: Preprocess, *, val_fraction: float = 0.1, seed: int = 0,
                test_fraction: float = 0.0, limit: int | None = None, root: str | Path | None = None,
                cache_dir: str | Path | None = None,
                memory_limit_bytes: int = 4 << 30,
                progress: Callable[[int, int], None] | None = None) -> ImageData | StreamingData:
-    """One split ("train", "val" or "test") of a source, in memory when it fits, else streaming.
+    """One split ("train", "val" or "test") of a data set, in memory when it fits, else streaming.
 
     ``root`` is where downloads go (default: default_home()/data); ``cache_dir`` where decoded folders are
     cached (default: default_home()/cache). ``limit`` takes a seeded random subset of at most that many
@@ -486,17 +487,17 @@ def load_split(source: str, split: str, pre: Preprocess, *, val_fraction: float 
     root = Path(root).expanduser() if root is not None else default_home() / "data"
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_home() / "cache"
 
-    if source in ("cifar10", "fashion-mnist"):
-        return _load_builtin(source, split, pre, val_fraction, seed, limit, root, memory_limit_bytes)
-    if source == "flowers":
+    if data in ("cifar10", "fashion-mnist"):
+        return _load_builtin(data, split, pre, val_fraction, seed, limit, root, memory_limit_bytes)
+    if data == "flowers":
         root.mkdir(parents=True, exist_ok=True)
         files = _folder_split(_flowers_folder(root), split, val_fraction, seed, with_test=False,
                               test_fraction=test_fraction)
     else:
-        files = _folder_split(_check_directory(source), split, val_fraction, seed, test_fraction=test_fraction)
+        files = _folder_split(_check_directory(data), split, val_fraction, seed, test_fraction=test_fraction)
     files = files.subset(_limit(np.arange(len(files.files)), limit, seed))
     if not files.files:
-        raise DataError(f"The {split} split of {describe_source(source)} is empty; use a larger val_fraction "
+        raise DataError(f"The {split} split of {describe_data(data)} is empty; use a larger val_fraction "
                         f"or more images.")
     return _load_files(files, pre, cache_dir, progress, memory_limit_bytes)
 
@@ -514,21 +515,21 @@ BUILTIN_TRAIN_SIZES = {"cifar10": 50_000, "fashion-mnist": 60_000}
 FLOWERS_SIZE = 3_670
 
 
-def split_sizes(source: str, *, val_fraction: float = 0.1, test_fraction: float = 0.0, seed: int = 0,
+def split_sizes(data: str, *, val_fraction: float = 0.1, test_fraction: float = 0.0, seed: int = 0,
                 limit: int | None = None, root: str | Path | None = None) -> tuple[int, int]:
     """How many images load_split would give for train and val, without decoding or sorting any: the image
-    files are counted and the split rules' arithmetic applied (the built-in sources' sizes are known)."""
+    files are counted and the split rules' arithmetic applied (the built-in data sets' sizes are known)."""
     cap = (lambda n: n if limit is None else min(n, limit))
     carve = (lambda n, fraction: round(n * fraction))   # _split_per_class's part sizes
-    if source in BUILTIN_TRAIN_SIZES:
-        total = BUILTIN_TRAIN_SIZES[source]
+    if data in BUILTIN_TRAIN_SIZES:
+        total = BUILTIN_TRAIN_SIZES[data]
         return cap(total - carve(total, val_fraction)), cap(carve(total, val_fraction))
-    if source == "flowers":
+    if data == "flowers":
         folder = (Path(root).expanduser() if root is not None else default_home() / "data") / "flower_photos"
         total = _count_images(folder) if folder.is_dir() else FLOWERS_SIZE   # not downloaded yet: its size
         val, test = carve(total, val_fraction), carve(total, test_fraction)
         return cap(total - val - test), cap(val)
-    folder = _check_directory(source)
+    folder = _check_directory(data)
     train_folder = _find_folder(folder, ("train",))
     if train_folder is None:   # class folders only: train/val/test
         total = _count_images(folder)
@@ -551,16 +552,16 @@ def _count_images(folder: Path) -> int:
     return count
 
 
-def labelled_folder(source: str, split: str) -> Path | None:
-    """The folder that evaluating ``split`` of ``source`` measures whole, or None where the split rules apply.
+def labelled_folder(data: str, split: str) -> Path | None:
+    """The folder that evaluating ``split`` of ``data`` measures whole, or None where the split rules apply.
 
     A directory without a train/ folder is a folder of someone's labelled photos, not a data set to split:
     its test/ folder for the test split (val/, valid/ or validation/ for val) when it has one, else the
     directory itself, read as class folders (DIR/<class>/...). Training still splits such a directory.
     """
-    if source in SOURCES:
+    if data in BUILTIN_DATA_NAMES:
         return None
-    folder = _check_directory(source)
+    folder = _check_directory(data)
     if _find_folder(folder, ("train",)) is not None:
         return None
     named = _find_folder(folder, {"test": ("test",), "val": VAL_FOLDER_NAMES}.get(split, ()))
@@ -587,15 +588,15 @@ def load_folder(folder: str | Path, pre: Preprocess, classes: list[str], *, limi
     return _load_files(files, pre, cache_dir, progress, memory_limit_bytes), total
 
 
-def class_names(source: str, root: str | Path | None = None) -> list[str]:
-    """The class names of a source, in label order, without decoding anything."""
-    if source == "cifar10":
+def class_names(data: str, root: str | Path | None = None) -> list[str]:
+    """The class names of a data set, in label order, without decoding anything."""
+    if data == "cifar10":
         return list(CIFAR10_CLASSES)
-    if source == "fashion-mnist":
+    if data == "fashion-mnist":
         return list(FASHION_CLASSES)
-    if source == "flowers":
+    if data == "flowers":
         return list(FLOWERS_CLASSES)
-    folder = _check_directory(source)
+    folder = _check_directory(data)
     top = _find_folder(folder, ("train",)) or folder
     classes = _class_folders(top)
     if not classes:
@@ -603,8 +604,8 @@ def class_names(source: str, root: str | Path | None = None) -> list[str]:
     return classes
 
 
-def describe_source(source: str) -> str:
+def describe_data(data: str) -> str:
     """A human-readable name for logs and checkpoint metadata."""
     names = {"cifar10": "CIFAR-10 (torchvision)", "fashion-mnist": "Fashion-MNIST (torchvision)",
              "flowers": "flower_photos (TensorFlow flowers tutorial)"}
-    return names.get(source) or f"ImageFolder {Path(source).expanduser().resolve()}"
+    return names.get(data) or f"ImageFolder {Path(data).expanduser().resolve()}"

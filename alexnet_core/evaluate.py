@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoints, data
+from . import checkpoints
+from .data import ImageData, StreamingData, class_names, describe_data, labelled_folder, load_folder, load_split
 from .transforms import Preprocess, average_views, check_tta, tta_views
 
 
@@ -69,7 +70,7 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: data.ImageData | data.StreamingData, pre: Preprocess, *,
+def evaluate(model: nn.Module, split: ImageData | StreamingData, pre: Preprocess, *,
              device: torch.device | str = "cpu", tta: str = "none", batch_size: int = 256,
              channels_last: bool = True, pad: int | None = None) -> EvalResult:
     """Runs ``model`` over every image of ``split`` and collects what the metrics need. ``pad`` overrides
@@ -96,30 +97,30 @@ def evaluate(model: nn.Module, split: data.ImageData | data.StreamingData, pre: 
                       loss_sum / max(n, 1), getattr(split, "paths", None))
 
 
-def evaluate_checkpoint(checkpoint: str | Path, source: str, split: str = "test", *, device: str = "cpu",
+def evaluate_checkpoint(checkpoint: str | Path, data: str, split: str = "test", *, device: str = "cpu",
                         tta: str = "none", limit: int | None = None, batch_size: int = 256) -> EvalResult:
-    """Loads a checkpoint and evaluates it on ``split`` of ``source``, preprocessing as it was trained.
+    """Loads a checkpoint and evaluates it on ``split`` of ``data``, preprocessing as it was trained.
     The result's ``measured`` says which images it measured, and how many."""
-    model, pre, split_data, measured = _prepare(checkpoint, source, split, device=device, limit=limit)
+    model, pre, split_data, measured = _prepare(checkpoint, data, split, device=device, limit=limit)
     result = evaluate(model, split_data, pre, device=device, tta=tta, batch_size=batch_size)
     result.measured = measured
     return result
 
 
-def load_for_evaluation(checkpoint: str | Path, source: str, split: str = "test", *, device: str = "cpu",
-                        limit: int | None = None) -> tuple[nn.Module, Preprocess, data.ImageData]:
-    """A checkpoint's model and preprocessing, and ``split`` of ``source`` prepared for it.
+def load_for_evaluation(checkpoint: str | Path, data: str, split: str = "test", *, device: str = "cpu",
+                        limit: int | None = None) -> tuple[nn.Module, Preprocess, ImageData]:
+    """A checkpoint's model and preprocessing, and ``split`` of ``data`` prepared for it.
 
     Validation and test splits carved from train are carved exactly as during training (same fractions
     and seed), so a held-out test split stays held out. A folder of labelled photos that is not the
     checkpoint's training data (no train/ folder: DIR/test/<class>/, DIR/val/<class>/ or DIR/<class>/) is
-    measured whole (``data.labelled_folder``).
+    measured whole (``labelled_folder``).
     """
-    return _prepare(checkpoint, source, split, device=device, limit=limit)[:3]
+    return _prepare(checkpoint, data, split, device=device, limit=limit)[:3]
 
 
-def _same_source(a: str, b: str | None) -> bool:
-    """Whether two data names are the same source (a folder however its path is spelled)."""
+def _same_data(a: str, b: str | None) -> bool:
+    """Whether two data names are the same data set (a folder however its path is spelled)."""
     if b is None:
         return False
     if a == b:
@@ -130,32 +131,32 @@ def _same_source(a: str, b: str | None) -> bool:
         return False
 
 
-def _prepare(checkpoint: str | Path, source: str, split: str, *, device: str, limit: int | None):
+def _prepare(checkpoint: str | Path, data: str, split: str, *, device: str, limit: int | None):
     model, meta = checkpoints.load_model(checkpoint, device=device)
     pre = Preprocess.from_dict(meta["preprocess"])
     config = meta.get("config", {})
     classes = list(meta["classes"])
     # Only where it is the data the checkpoint was trained on are its held-out splits carved the same way;
     # any other folder of labelled photos is measured whole (its own test/ or val/ folder, or itself).
-    same_data = _same_source(source, config.get("data"))
-    folder = None if same_data else data.labelled_folder(source, split)
+    same_data = _same_data(data, config.get("data"))
+    folder = None if same_data else labelled_folder(data, split)
     if folder is not None:
-        found = data.class_names(str(folder))  # its class folders: the real ones, not "test" or "val"
+        found = class_names(str(folder))  # its class folders: the real ones, not "test" or "val"
         if unknown := [c for c in found if c not in classes]:
             raise ValueError(
                 f"{folder} has class folders this checkpoint was not trained on ({', '.join(unknown[:5])}"
                 f"{'…' if len(unknown) > 5 else ''}); its classes are {', '.join(classes[:10])}"
                 f"{'…' if len(classes) > 10 else ''}.")
-        split_data, total = data.load_folder(folder, pre, classes, limit=limit, seed=config.get("seed", 0))
+        split_data, total = load_folder(folder, pre, classes, limit=limit, seed=config.get("seed", 0))
         n = len(split_data)
         measured = (f"every image in {folder} ({total:,})" if n == total
                     else f"a seeded sample of {n:,} of the {total:,} images in {folder}")
         return model, pre, split_data, measured
-    split_data = data.load_split(source, split, pre, val_fraction=config.get("val_fraction", 0.1),
-                                 test_fraction=config.get("test_fraction", 0.0) if same_data else 0.0,
-                                 seed=config.get("seed", 0), limit=limit)
+    split_data = load_split(data, split, pre, val_fraction=config.get("val_fraction", 0.1),
+                            test_fraction=config.get("test_fraction", 0.0) if same_data else 0.0,
+                            seed=config.get("seed", 0), limit=limit)
     if list(split_data.classes) != classes:
         raise ValueError(
             f"The data's classes ({', '.join(split_data.classes[:5])}…) are not the ones this checkpoint "
             f"was trained on ({', '.join(classes[:5])}…).")
-    return model, pre, split_data, f"the {split} split of {data.describe_source(source)}"
+    return model, pre, split_data, f"the {split} split of {describe_data(data)}"

@@ -282,7 +282,7 @@ def untrained_variant(name: str) -> tuple[nn.Module, dict]:
 
 
 def explain(model: nn.Module, meta_or_pre: dict | Preprocess,
-            image: Image.Image | str | Path | bytes, *, target_class: int | str | None = None, k: int = 5,
+            image: Image.Image | str | Path | bytes, *, target_class: int | str | None = None, top_k: int = 5,
             top_channels: int = 16, classes: list[str] | None = None) -> Explanation:
     """Activations of every conv layer, conv1's filters, Grad-CAM and the top-k prediction for one image.
 
@@ -307,7 +307,7 @@ def explain(model: nn.Module, meta_or_pre: dict | Preprocess,
 
     overlay = gradcam_overlay(network_view(x, pre), heatmap)  # the photo as the network sees it, ≥ 224 px
     probabilities = torch.softmax(logits, 0)
-    best = probabilities.topk(min(k, num_classes))
+    best = probabilities.topk(min(top_k, num_classes))
     return Explanation(
         activations=[activation_grid(maps, layer, top_channels) for layer in maps],
         filters=first_layer_filters(model),

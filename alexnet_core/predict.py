@@ -45,19 +45,22 @@ CACHE_SIZE = 8  # loaded models kept by get_predictor; a flowers net is about 60
 class Prediction:
     """What a model thinks of one image."""
 
-    top: list[tuple[str, float]]      # the k most likely (class, probability), most likely first
+    top_k: list[tuple[str, float]]    # the top_k most likely (class, probability), most likely first
     probabilities: dict[str, float]   # every class, in the model's class order; sums to 1
     network_input: torch.Tensor       # the normalised [C, input, input] tensor of the plain view
     seconds: float                    # from image to probabilities: decode, preprocess, forward, softmax
     tta: str                          # the test-time augmentation used
 
 
-def check_k(k: int | float) -> int:
-    """``k`` as an int, or a ValueError sentence when it is not a whole number from 1 to MAX_TOP_K."""
-    whole = isinstance(k, numbers.Real) and not isinstance(k, bool) and float(k).is_integer()
-    if not whole or not 1 <= k <= MAX_TOP_K:
-        raise ValueError(f"The number of top classes (k) must be a whole number from 1 to {MAX_TOP_K}, not {k!r}.")
-    return int(k)
+def check_top_k(top_k: int | float) -> int:
+    """``top_k`` as an int, or a ValueError sentence when it is not a whole number from 1 to MAX_TOP_K.
+
+    The sentence says "(k)": that is the name people see, the app's "Top classes (k)" and its API parameter."""
+    whole = isinstance(top_k, numbers.Real) and not isinstance(top_k, bool) and float(top_k).is_integer()
+    if not whole or not 1 <= top_k <= MAX_TOP_K:
+        raise ValueError(
+            f"The number of top classes (k) must be a whole number from 1 to {MAX_TOP_K}, not {top_k!r}.")
+    return int(top_k)
 
 
 
@@ -134,23 +137,23 @@ class Predictor:
         return eval_transform(decode_image(image, self.pre), self.pre)
 
     @torch.inference_mode()
-    def predict(self, image: Image.Image | str | os.PathLike | bytes, *, k: int = 5,
+    def predict(self, image: Image.Image | str | os.PathLike | bytes, *, top_k: int = 5,
                 tta: str = "none") -> Prediction:
-        """The top ``k`` classes of ``image`` (a PIL image, a file path or the file's bytes).
+        """The ``top_k`` most likely classes of ``image`` (a PIL image, a file path or the file's bytes).
 
-        ValueError for a bad ``k`` or ``tta``; images.ImageError for anything that is not an image.
+        ValueError for a bad ``top_k`` or ``tta``; images.ImageError for anything that is not an image.
         """
-        k, tta = check_k(k), check_tta(tta)
+        top_k, tta = check_top_k(top_k), check_tta(tta)
         start = time.perf_counter()
         stored = decode_image(image, self.pre)
         views = tta_views(stored.to(self.device), self.pre, tta)
         logits = self.model(views.contiguous(memory_format=torch.channels_last))
         probabilities = average_views(logits, tta)[0].cpu()
         seconds = time.perf_counter() - start
-        order = probabilities.argsort(descending=True)[:k].tolist()
+        order = probabilities.argsort(descending=True)[:top_k].tolist()
         values = probabilities.tolist()
         return Prediction(
-            top=[(self.classes[i], values[i]) for i in order],
+            top_k=[(self.classes[i], values[i]) for i in order],
             probabilities=dict(zip(self.classes, values)),
             network_input=views[0].cpu(),
             seconds=seconds,

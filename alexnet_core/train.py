@@ -212,7 +212,7 @@ def _prepare(cfg: TrainConfig, device: torch.device, rank: int, world: int, resu
     spec = get_spec(cfg.model)
     if cfg.batch_norm is None:
         cfg.batch_norm = spec.batch_norm
-    pre = data.preprocess_for(spec, input_size=cfg.input_size, source=cfg.data)
+    pre = data.preprocess_for(spec, input_size=cfg.input_size, data=cfg.data)
     run_dir = Path(cfg.out) if cfg.out else _default_run_dir(cfg)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -277,7 +277,7 @@ def _start_state(run: Run, resume_path: Path | None, command: str | None) -> Run
     if command:
         state.commands = [*state.commands, command]
     cfg = run.cfg
-    run.meta = dict(data=cfg.data, data_description=data.describe_source(cfg.data),
+    run.meta = dict(data=cfg.data, data_description=data.describe_data(cfg.data),
                     config=cfg.to_dict(), device=describe_device(run.device), world_size=run.world,
                     # The command that started the run, then those that resumed it (training time adds up).
                     command=(state.commands or [None])[0], resume_commands=state.commands[1:],

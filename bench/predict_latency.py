@@ -109,7 +109,7 @@ def measure(repeats: int, warmup: int, checkpoints: list[str], seed: int = 0) ->
                 calls[("predict", path, tta)] = (lambda photo=photo, path=path, tta=tta: app_client.predict(
                     handle_file(str(photo)), path, 5, tta, api_name="/predict"))
                 calls[("pipeline", path, tta)] = (lambda photo=photo, p=predictor, tta=tta:
-                                                  p.predict(photo, k=5, tta=tta))
+                                                  p.predict(photo, top_k=5, tta=tta))
         first_photo = photo_for(get_predictor(checkpoints[0], ui.choices.PREDICT_DEVICE).classes)
         calls[("floor",)] = lambda: floor_client.predict(handle_file(str(first_photo)), api_name="/predict")
 

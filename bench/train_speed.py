@@ -149,7 +149,7 @@ def main() -> None:
     device = resolve_device(args.device)
 
     # Decode (or load from the cache) once, so the loop measures training and not the first JPEG decode.
-    data.load_split(args.data, "train", data.preprocess_for(get_spec(MODEL), source=args.data))
+    data.load_split(args.data, "train", data.preprocess_for(get_spec(MODEL), data=args.data))
 
     bare_before, flops = bare_step(device, args.steps, args.amp)
     whole = whole_loop(args.data, device, args.steps, args.amp)

@@ -30,8 +30,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    source = args.data or checkpoints.read_metadata(args.checkpoint)["data"]
-    model, pre, split = load_for_evaluation(args.checkpoint, source, args.split, limit=args.limit)
+    data = args.data or checkpoints.read_metadata(args.checkpoint)["data"]
+    model, pre, split = load_for_evaluation(args.checkpoint, data, args.split, limit=args.limit)
     modes = {"none": ("none", None), "flip": ("flip", None),
              **{f"ten-crop pad {p}": ("ten-crop", p) for p in args.pads}}
     results = {mode: evaluate(model, split, pre, tta=tta, pad=pad) for mode, (tta, pad) in modes.items()}

@@ -43,7 +43,7 @@ def _gallery_image(image: Image.Image) -> Image.Image:
 def _mistake_images(result: EvalResult, indices: list[int], checkpoint: str, data: str, split: str,
                     limit: int | None) -> list[Image.Image]:
     """The images behind ``indices``: from their files where the data has files, else from the decoded split
-    (built-in sources), loaded with the arguments evaluate_checkpoint uses."""
+    (built-in data sets), loaded with the arguments evaluate_checkpoint uses."""
     if result.paths:
         images = []
         for i in indices:

@@ -58,14 +58,14 @@ def predict_image(image: Image.Image | str | None, checkpoint: str | None = None
         return None, NO_CHECKPOINT, None
     try:
         predictor = load_predictor(path)
-        prediction = predictor.predict(image, k=k, tta=tta)
+        prediction = predictor.predict(image, top_k=k, tta=tta)
     except ValueError as error:  # not an image, a bad checkpoint, a bad k or tta: one sentence each
         raise gr.Error(readable(error, image)) from None
     source = "torchvision's ImageNet weights" if path == IMAGENET else f"`{Path(path).name}`"
     info = (f"{1000 * prediction.seconds:.1f} ms on {PREDICT_DEVICE} (decode, preprocess, forward, softmax) · "
             f"{TTA_LABELS[prediction.tta]} · {predictor.meta['model']} from {source}\n\n"
             f"{knows_line(predictor.classes)}")
-    return dict(prediction.top), info, (prediction, predictor.pre)
+    return dict(prediction.top_k), info, (prediction, predictor.pre)
 
 
 def prediction_details(shown: tuple[Prediction, Preprocess] | None) -> tuple[pd.DataFrame, Image.Image | None]:

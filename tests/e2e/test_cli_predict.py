@@ -40,7 +40,7 @@ def test_a_line_per_image(tiny, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == len(images)
     for line, image in zip(lines, images):
-        assert line.startswith(f"{image}: ") and line.count("%") == 3 and line.endswith("ms)")  # 3 classes < k=5
+        assert line.startswith(f"{image}: ") and line.count("%") == 3 and line.endswith("ms)")  # 3 classes < --top-k 5
 
 
 def test_a_file_that_is_not_an_image_is_one_sentence_and_exit_2(tiny, tmp_path):

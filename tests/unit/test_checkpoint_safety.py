@@ -129,8 +129,8 @@ def test_a_checkpoint_that_names_only_what_the_network_needs_still_predicts(tmp_
     minimal = meta()
     del minimal["preprocess"]["store_size"], minimal["preprocess"]["in_channels"]
     path = forged(tmp_path / "minimal.safetensors", minimal)
-    prediction = predict.get_predictor(path).predict(class_image(0, 40, np.random.default_rng(0)), k=3)
-    assert len(prediction.top) == 3 and prediction.network_input.shape == (3, 32, 32)
+    prediction = predict.get_predictor(path).predict(class_image(0, 40, np.random.default_rng(0)), top_k=3)
+    assert len(prediction.top_k) == 3 and prediction.network_input.shape == (3, 32, 32)
 
 
 # --- headers that lie --------------------------------------------------------------------------------------------

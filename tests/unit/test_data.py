@@ -1,4 +1,4 @@
-"""Data sources, splits, the decode cache, odd images and the batch transforms (alexnet_core.data / augment)."""
+"""Data sets, splits, the decode cache, odd images and the batch transforms (alexnet_core.data / augment)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from alexnet_core.data import (
     ImageData,
     StreamingData,
     class_names,
-    describe_source,
+    describe_data,
     load_split,
     native_size,
     preprocess_for,
@@ -34,26 +34,26 @@ GREY16 = Preprocess(16, 16, 1, (0.5,), (0.25,))
 
 
 
-def load(source, split, pre=RGB16, **kw):
+def load(data, split, pre=RGB16, **kw):
     kw.setdefault("cache_dir", kw.pop("cache", None))
-    return load_split(str(source), split, pre, **kw)
+    return load_split(str(data), split, pre, **kw)
 
 
 # --- Preprocess --------------------------------------------------------------------------------------
 
-def test_preprocess_for_models_and_sources(tmp_path):
+def test_preprocess_for_models_and_data(tmp_path):
     cifar = preprocess_for(get_spec("alexnet_cifar"))
     assert (cifar.input_size, cifar.store_size, cifar.in_channels) == (32, 32, 3)
     torchvision_pre = preprocess_for(get_spec("alexnet_torchvision"))
     assert (torchvision_pre.input_size, torchvision_pre.store_size) == (224, 256)
     assert preprocess_for(get_spec("alexnet")).store_size == round(227 * 256 / 224)
     # Small native images are stored at their own size, not upsampled to 256.
-    assert preprocess_for(get_spec("alexnet"), source="cifar10").store_size == 32
-    fashion = preprocess_for(get_spec("alexnet_fashion"), source="fashion-mnist")
+    assert preprocess_for(get_spec("alexnet"), data="cifar10").store_size == 32
+    fashion = preprocess_for(get_spec("alexnet_fashion"), data="fashion-mnist")
     assert (fashion.input_size, fashion.store_size, fashion.in_channels) == (224, 28, 1)
     folder = make_image_folder(tmp_path / "thumbs", 2, 1, size=20)
     assert native_size(str(folder)) == 20
-    assert preprocess_for(get_spec("alexnet_torchvision"), source=str(folder)).store_size == 20
+    assert preprocess_for(get_spec("alexnet_torchvision"), data=str(folder)).store_size == 20
     # Changing the channel count adapts mean and std.
     grey = preprocess_for(get_spec("alexnet_cifar"), in_channels=1)
     assert grey.mean == pytest.approx((sum(CIFAR10_MEAN) / 3,))
@@ -69,7 +69,7 @@ def test_native_size_is_none_for_mixed_or_oblong_images(tmp_path):
 
 
 def test_preprocess_round_trips_through_json():
-    pre = preprocess_for(get_spec("alexnet_fashion"), source="fashion-mnist")
+    pre = preprocess_for(get_spec("alexnet_fashion"), data="fashion-mnist")
     assert Preprocess.from_dict(json.loads(json.dumps(pre.to_dict()))) == pre
     with pytest.raises(ValueError):
         Preprocess(32, 32, 3, (0.5,), (0.5,))
@@ -121,7 +121,7 @@ def test_a_folder_of_labelled_photos_is_found_for_evaluation(tmp_path):
     assert D.labelled_folder(str(only_valid), "val") == only_valid / "valid"   # VAL_FOLDER_NAMES
     plain = make_image_folder(tmp_path / "plain", 2, 3, splits=None)
     assert D.labelled_folder(str(plain), "test") == D.labelled_folder(str(plain), "val") == plain
-    # A data set with a train folder follows the split rules; so do the built-in sources.
+    # A data set with a train folder follows the split rules; so do the built-in data sets.
     assert D.labelled_folder(str(make_image_folder(tmp_path / "ds", 2, 3)), "val") is None
     assert D.labelled_folder("cifar10", "test") is None
 
@@ -158,10 +158,10 @@ def test_limit_takes_a_seeded_subset(tmp_path):
     (lambda p: make_image_folder(p, 2, 2), {"limit": 0}, "limit"),
 ])
 def test_clear_errors(tmp_path, make, kwargs, words):
-    source = make(tmp_path)
+    data = make(tmp_path)
     split = kwargs.pop("split", "train")
     with pytest.raises(DataError) as error:
-        load(source, split, cache=tmp_path / "c", **kwargs)
+        load(data, split, cache=tmp_path / "c", **kwargs)
     assert words in assert_one_sentence(error, end=".")
 
 
@@ -242,7 +242,7 @@ def test_prediction_decodes_a_file_exactly_as_loading_did(tmp_path):
         assert torch.equal(decode_image(img, pre), data.images[1])
 
 
-# --- Built-in sources (torchvision stood in for by fakes: there is no download here) ----------------
+# --- Built-in data sets (torchvision stood in for by fakes: there is no download here) --------------
 
 class FakeCifar:
     classes = D.CIFAR10_CLASSES
@@ -263,12 +263,12 @@ class FakeFashion:
         self.targets = torch.arange(30) % 10
 
 
-def test_builtin_sources_split_and_convert(tmp_path, monkeypatch):
+def test_builtin_data_sets_split_and_convert(tmp_path, monkeypatch):
     import torchvision.datasets
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCifar)
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", FakeFashion)
-    pre = preprocess_for(get_spec("alexnet_cifar"), source="cifar10")
+    pre = preprocess_for(get_spec("alexnet_cifar"), data="cifar10")
     train, val = (load_split("cifar10", s, pre, root=tmp_path) for s in ("train", "val"))
     assert (len(train), len(val), len(load_split("cifar10", "test", pre, root=tmp_path))) == (36, 4, 20)
     assert torch.equal(train.images[0], torch.from_numpy(FakeCifar("", True, True).data[0]).permute(2, 0, 1))
@@ -282,7 +282,7 @@ def test_builtin_sources_split_and_convert(tmp_path, monkeypatch):
     pictures = FakeCifar("", False, True).data
     assert all(torch.equal(grey.images[i], decode_image(Image.fromarray(picture), grey_pre))
                for i, picture in enumerate(pictures))
-    fashion_pre = preprocess_for(get_spec("alexnet_cifar"), source="fashion-mnist")
+    fashion_pre = preprocess_for(get_spec("alexnet_cifar"), data="fashion-mnist")
     fashion = load_split("fashion-mnist", "test", fashion_pre, root=tmp_path)
     assert fashion.images.shape == (30, 3, 28, 28) and fashion.classes == class_names("fashion-mnist")
     first = Image.fromarray(FakeFashion("", False, True).data[0].numpy())
@@ -332,10 +332,11 @@ def test_class_names_and_descriptions(tmp_path):
     make_image_folder(tmp_path / "flat", ["y", "x"], 1, splits=None)
     assert class_names(str(tmp_path / "split")) == ["a", "b"]  # sorted, like ImageFolder
     assert class_names(str(tmp_path / "flat")) == ["x", "y"]
-    assert describe_source("cifar10") == "CIFAR-10 (torchvision)"
-    assert describe_source(str(tmp_path / "flat")) == f"ImageFolder {(tmp_path / 'flat').resolve()}"
-    with pytest.raises(DataError):
+    assert describe_data("cifar10") == "CIFAR-10 (torchvision)"
+    assert describe_data(str(tmp_path / "flat")) == f"ImageFolder {(tmp_path / 'flat').resolve()}"
+    with pytest.raises(DataError) as missing:
         class_names(str(tmp_path / "nowhere"))
+    assert_one_sentence(missing, "does not exist", "the built-in data sets are cifar10, fashion-mnist, flowers")
 
 
 # --- decode_image on everything a phone (or a user) may send -----------------------------------------
@@ -556,17 +557,17 @@ def test_cutout_blanks_one_square_per_sample_to_the_mean():
 
 @pytest.mark.shared_data
 def test_shared_cifar10_test_split(cifar10_dir, tmp_path):
-    pre = preprocess_for(get_spec("alexnet_cifar"), source=str(cifar10_dir))
+    pre = preprocess_for(get_spec("alexnet_cifar"), data=str(cifar10_dir))
     test = load_split(str(cifar10_dir), "test", pre, limit=500, cache_dir=tmp_path)
     assert isinstance(test, ImageData) and test.images.shape == (500, 3, 32, 32)
     assert test.classes == D.CIFAR10_CLASSES == class_names(str(cifar10_dir))
     assert len(test.labels.unique()) == 10
-    assert preprocess_for(get_spec("alexnet"), source=str(cifar10_dir)).store_size == 32
+    assert preprocess_for(get_spec("alexnet"), data=str(cifar10_dir)).store_size == 32
 
 
 @pytest.mark.shared_data
 def test_shared_flowers5(flowers_dir, tmp_path):
-    pre = preprocess_for(get_spec("alexnet_flowers"), source=str(flowers_dir))
+    pre = preprocess_for(get_spec("alexnet_flowers"), data=str(flowers_dir))
     assert pre.store_size == 256
     val = load_split(str(flowers_dir), "val", pre, limit=20, cache_dir=tmp_path)
     assert val.images.shape == (20, 3, 256, 256) and val.classes == D.FLOWERS_CLASSES

@@ -188,7 +188,7 @@ def test_resolve_class():
 
 def test_explain_and_write_explanation(hires, tmp_path):
     model, meta = hires
-    result = explain(model, meta, _photo(), k=3)
+    result = explain(model, meta, _photo(), top_k=3)
     assert [grid.label for grid in result.activations] == [
         "conv1 · 64×32×32", "conv2 · 192×16×16", "conv3 · 384×8×8", "conv4 · 256×8×8", "conv5 · 256×8×8"]
     assert len(result.top_k) == 3 and [name for name, _ in result.top_k][0] == result.target_name

@@ -50,11 +50,11 @@ def test_predict_feeds_the_tensor_that_evaluation_feeds(tiny, predictor, tmp_pat
         assert torch.equal(p.prepare(Path(path).read_bytes()), batch[i])
     # and the network then agrees: evaluate's prediction is predict's top class, image by image
     result = evaluate(p.model, split, pre)
-    assert [p.classes.index(p.predict(path).top[0][0]) for path in split.paths] == result.predictions.tolist()
+    assert [p.classes.index(p.predict(path).top_k[0][0]) for path in split.paths] == result.predictions.tolist()
     # and so for each test-time augmentation: evaluate's confidence is predict's top probability
     for tta in ("flip", "ten-crop"):
         result = evaluate(p.model, split, pre, tta=tta)
-        top = [p.predict(path, tta=tta).top[0] for path in split.paths]
+        top = [p.predict(path, tta=tta).top_k[0] for path in split.paths]
         assert [p.classes.index(name) for name, _ in top] == result.predictions.tolist(), tta
         assert torch.allclose(torch.tensor([prob for _, prob in top]), result.confidences, atol=1e-5), tta
 
@@ -68,8 +68,8 @@ def test_any_image_a_browser_sends_is_classified(predictor, tmp_path, name):
     path = tmp_path / name
     path.write_bytes(content)
     for image in (path, str(path), content, Image.open(io.BytesIO(content))):
-        prediction = predictor.predict(image, k=2)
-        assert len(prediction.top) == 2 and prediction.top[0][1] >= prediction.top[1][1]
+        prediction = predictor.predict(image, top_k=2)
+        assert len(prediction.top_k) == 2 and prediction.top_k[0][1] >= prediction.top_k[1][1]
         assert prediction.network_input.shape == (3, 32, 32) and torch.isfinite(prediction.network_input).all()
         assert sum(prediction.probabilities.values()) == pytest.approx(1, abs=1e-5)
 
@@ -153,7 +153,7 @@ def test_flip_and_none_views():
 @pytest.mark.parametrize("tta", transforms.TTA_CHOICES)
 def test_tta_averages_the_softmax_of_its_views(predictor, tiny, tta):
     path = next((tiny[1] / "val" / "red").iterdir())
-    prediction = predictor.predict(path, k=3, tta=tta)
+    prediction = predictor.predict(path, top_k=3, tta=tta)
     views = tta_views(images.decode_image(path, predictor.pre), predictor.pre, tta)
     with torch.inference_mode():
         expected = nnf.softmax(predictor.model(views), dim=1).mean(0)
@@ -165,24 +165,24 @@ def test_tta_averages_the_softmax_of_its_views(predictor, tiny, tta):
 # --- top-k and the arguments -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("k", [1, 2, 3, 5, 10.0])
-def test_top_k_is_sorted_and_probabilities_sum_to_one(predictor, tiny, k):
+@pytest.mark.parametrize("top_k", [1, 2, 3, 5, 10.0])
+def test_top_k_is_sorted_and_probabilities_sum_to_one(predictor, tiny, top_k):
     path = next((tiny[1] / "val" / "green").iterdir())
-    prediction = predictor.predict(path, k=k)
-    assert len(prediction.top) == min(int(k), 3)
-    values = [p for _, p in prediction.top]
+    prediction = predictor.predict(path, top_k=top_k)
+    assert len(prediction.top_k) == min(int(top_k), 3)
+    values = [p for _, p in prediction.top_k]
     assert values == sorted(values, reverse=True)
-    assert prediction.top[0][0] == max(prediction.probabilities, key=prediction.probabilities.get)
-    assert all(prediction.probabilities[name] == p for name, p in prediction.top)
+    assert prediction.top_k[0][0] == max(prediction.probabilities, key=prediction.probabilities.get)
+    assert all(prediction.probabilities[name] == p for name, p in prediction.top_k)
     assert list(prediction.probabilities) == predictor.classes
     assert sum(prediction.probabilities.values()) == pytest.approx(1, abs=1e-5)
     assert 0 < prediction.seconds < 5
 
 
-@pytest.mark.parametrize("k", [0, -1, 2.5, "3", True, None, 10 ** 6, float("nan")])
-def test_a_bad_k_gets_one_sentence(predictor, k):
+@pytest.mark.parametrize("top_k", [0, -1, 2.5, "3", True, None, 10 ** 6, float("nan")])
+def test_a_bad_top_k_gets_one_sentence(predictor, top_k):
     with pytest.raises(ValueError) as err:
-        predictor.predict(Image.new("RGB", (32, 32)), k=k)
+        predictor.predict(Image.new("RGB", (32, 32)), top_k=top_k)
     assert_one_sentence(err.value, "whole number from 1 to 1000")
 
 
@@ -261,9 +261,9 @@ def test_user_weights_predict_like_the_checkpoint(predictor, tiny, tmp_path):
     assert mine.classes == ["class 0", "class 1", "class 2"] and mine.pre.input_size == 32
     path = next((tiny[1] / "val" / "red").iterdir())
     theirs, ours = predictor.predict(path), mine.predict(path)
-    assert [p for _, p in ours.top] == pytest.approx([p for _, p in theirs.top], abs=1e-6)
+    assert [p for _, p in ours.top_k] == pytest.approx([p for _, p in theirs.top_k], abs=1e-6)
     named = Predictor.from_user_weights(tmp_path / "mine.pth", "alexnet_cifar_small", classes=["a", "b", "c"])
-    assert named.predict(path).top[0][0] in ("a", "b", "c")
+    assert named.predict(path).top_k[0][0] in ("a", "b", "c")
     with pytest.raises(ValueError) as err:
         Predictor.from_user_weights(tmp_path / "mine.pth", "alexnet_cifar_small", classes=["a", "b"])
     assert_one_sentence(err.value, "3 classes", "2 class names")

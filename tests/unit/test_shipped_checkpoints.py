@@ -43,8 +43,8 @@ def test_a_shipped_checkpoint_loads_and_classifies_real_images(path, request):
     correct = total = 0
     for name in predictor.classes:
         for image in sorted((folder / name).iterdir())[:IMAGES_PER_CLASS]:
-            prediction = predictor.predict(image, k=1)
-            correct += prediction.top[0][0] == name
+            prediction = predictor.predict(image, top_k=1)
+            correct += prediction.top_k[0][0] == name
             total += 1
             assert sum(prediction.probabilities.values()) == pytest.approx(1, abs=1e-4)
     recorded = predictor.meta.get("best_val_acc") or 0.5

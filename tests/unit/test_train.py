@@ -280,7 +280,7 @@ def test_whitened_conv1_is_the_whitening_and_stays_frozen_while_the_rest_learns_
     assert checkpoints.read_metadata(end.best_path)["config"]["whiten"] is True
     first = load_file(str(out / "last.safetensors"))
     # The trained conv1 is the whitening of the training images, computed again here from scratch.
-    pre = data.preprocess_for(get_spec("alexnet_cifar_hires"), source=str(tiny_folder))
+    pre = data.preprocess_for(get_spec("alexnet_cifar_hires"), data=str(tiny_folder))
     fresh = torch.nn.Conv2d(3, 64, 3, padding=1, bias=False)
     whiten_conv_(fresh, _whitening_sample(data.load_split(str(tiny_folder), "train", pre), pre, "cpu"))
     assert torch.allclose(first["model.features.conv1.weight"][:54], fresh.weight[:54], atol=1e-4)
