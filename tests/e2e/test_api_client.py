@@ -159,7 +159,8 @@ def test_train_streams_its_run_stops_on_train_stop_and_hands_over_its_checkpoint
     settings = dict(model="alexnet_cifar_small", data=str(live_app.tiny_data), device="cpu", limit=16,
                     epochs=500, batch_size=8)
     job = client.submit(**settings, api_name="/train")   # streams (status, loss, accuracy, checkpoint) until the end
-    text, loss, _, best = _wait_status(client, lambda text, loss, acc: text.startswith("**Running") and loss["data"])
+    text, loss, _, best = _wait_status(client, lambda text, loss, acc: text.startswith("**Running")
+                                       and _drawn(loss["data"]))  # a step's loss, not only the empty rows
     step, total = (int(n.replace(",", "")) for n in re.search(r"Step ([\d,]+) / ([\d,]+)", text).groups())
     assert 1 <= step < total == 500 * 2, text         # 16 images, batches of 8: two steps an epoch
     assert loss["columns"] == ["step", "loss", "curve"]
