@@ -700,7 +700,7 @@ def _read_card_test_accuracy(card: str, mtime_ns: int, size: int) -> float | Non
 
 
 def _label(path: Path, meta: dict) -> str:
-    """What a checkpoint is, for a person: "CIFAR-10 · 10 classes · 89.5% test" (test top-1 from its model
+    """What a checkpoint is, for a person: "CIFAR-10 · 10 classes · 89.45% test" (test top-1 from its model
     card), or "… · 70.5% val · run-name" for a run without a card (best validation accuracy)."""
     # A run directory's name says more than "best"; any other file is known by its own name.
     run = path.parent.name if path.stem == "best" and path.parent.name else path.stem
