@@ -1,18 +1,22 @@
 """Model cards (`python -m alexnet_core card`): every number on the card is the checkpoint's own record or
 a fresh evaluation of it, and a resumed run's card gives every command that trained it."""
 
+import re
 import threading
 from pathlib import Path
 
 import pytest
 
 from alexnet_core import checkpoints
+from alexnet_core.checkpoints import list_checkpoints
 from alexnet_core.cli import main
 from alexnet_core.config import TrainConfig
 from alexnet_core.evaluate import evaluate_checkpoint
 from alexnet_core.events import EpochEvent
 from alexnet_core.train import train
 from tests.helpers import make_image_folder
+
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +47,28 @@ def test_the_card_reports_each_tta_and_both_commands(resumed_run, tmp_path, caps
         assert f"{label}{accuracy:.2%}" in card
     assert "first command\n# then resumed (the training time adds up):\nresume command" in card
     assert "![Confusion matrix on the test split](best_confusion.png)" in card
+
+
+@pytest.mark.parametrize("name", ["cifar10", "flowers"])
+def test_a_shipped_card_is_in_the_hubs_format_and_gives_its_checkpoints_label(name):
+    """The card the card command wrote for a shipped checkpoint: its YAML is what the Hub reads, and the
+    app's label shows the same test top-1 as the card's Markdown and its YAML."""
+    from huggingface_hub import ModelCard
+
+    checkpoint = SHIPPED_DIR / f"{name}.safetensors"
+    meta = checkpoints.read_metadata(checkpoint)
+    card = ModelCard.load(SHIPPED_DIR / "cards" / f"{name}.md")   # raises if its model-index is malformed
+    assert card.data.library_name == "pytorch" and card.data.pipeline_tag == "image-classification"
+    assert {"alexnet", "alexnet-studio", meta["model"]} <= set(card.data.tags)
+    assert card.data.metrics == ["accuracy"] and card.data.model_name == name
+    (result,) = card.data.eval_results
+    data = Path(meta["data"]).name
+    assert (result.task_type, result.dataset_name, result.dataset_split, result.metric_type) == (
+        "image-classification", data, "test", "accuracy")
+
+    markdown = re.search(r"\*\*Top-1 on the test split \([\d,]+ images\): ([\d.]+)%\*\*", card.text)
+    assert markdown, f"{name}.md has no plain test top-1 line"
+    assert float(markdown.group(1)) == pytest.approx(100 * result.metric_value)
+    label = list_checkpoints(checkpoint)[0].name
+    shown = re.fullmatch(r".+ · ([\d.]+)% test", label)
+    assert shown and float(shown.group(1)) == float(markdown.group(1)), label

@@ -23,6 +23,7 @@ from alexnet_core.checkpoints import (
     FORMAT,
     METADATA_KEY,
     CheckpointError,
+    _read_card_test_accuracy,
     atomic_write_bytes,
     list_checkpoints,
     load_checkpoint,
@@ -485,6 +486,30 @@ def test_a_checkpoint_with_a_model_card_is_labelled_by_its_test_accuracy(tmp_pat
     (tmp_path / "cards" / "cifar10.md").write_text(
         "- **Top-1 on the test split (10,000 images): 89.45%**; with flip test-time augmentation 89.99%\n")
     assert list_checkpoints(path)[0].name == "CIFAR-10 · 10 classes · 89.45% test"
+
+
+def test_a_changed_model_card_is_read_again(tmp_path):
+    # The card's figure is cached by (path, mtime_ns, size): a listing must still see a card rewritten since.
+    path = save_checkpoint(tmp_path / "cifar10.safetensors", build_model(SMALL).state_dict(),
+                           small_meta(data="../shared/data/cifar10", best_val_acc=0.91))
+    card = tmp_path / "cards" / "cifar10.md"
+    card.parent.mkdir()
+    line = "- **Top-1 on the test split (10,000 images): {}%**\n"
+    card.write_text(line.format("89.45"))
+    os.utime(card, ns=(1_000_000_000, 1_000_000_000))
+    assert list_checkpoints(path)[0].name == "CIFAR-10 · 10 classes · 89.45% test"
+    hits = _read_card_test_accuracy.cache_info().hits
+    assert list_checkpoints(path)[0].name == "CIFAR-10 · 10 classes · 89.45% test"
+    assert _read_card_test_accuracy.cache_info().hits > hits                 # not read again: nothing changed
+
+    card.write_text(line.format("88.75"))                      # the same size: only the time tells
+    os.utime(card, ns=(2_000_000_000, 2_000_000_000))
+    assert list_checkpoints(path)[0].name == "CIFAR-10 · 10 classes · 88.75% test"
+    card.write_text(line.format("87.5"))                       # the same time: only the size tells
+    os.utime(card, ns=(2_000_000_000, 2_000_000_000))
+    assert list_checkpoints(path)[0].name == "CIFAR-10 · 10 classes · 87.5% test"
+    card.unlink()
+    assert list_checkpoints(path)[0].name == "CIFAR-10 · 10 classes · 91.0% val"
 
 
 def test_the_shipped_checkpoints_have_labels_a_person_reads():
