@@ -9,11 +9,36 @@ Face Hub's format (huggingface_hub.ModelCard, which gradio installs): YAML metad
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 from . import checkpoints
 from .evaluate import EvalResult
 from .models import count_params, get_spec
+
+# The per-epoch record a card prints; a record without every one of these as a finite number is left out.
+HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "wall_time_s")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def readable_history(meta: dict) -> tuple[list[dict], int]:
+    """The per-epoch records a card can print, and how many others it leaves out. The history is the
+    checkpoint's own word, read from its header: a damaged or forged entry must not stop the card."""
+    history = meta.get("history")
+    if history is None:
+        return [], 0
+    if not isinstance(history, list):
+        return [], 1
+    kept = [h for h in history if isinstance(h, dict) and all(_finite(h.get(key)) for key in HISTORY_FIELDS)]
+    return kept, len(history) - len(kept)
+
+
+def _number(value, text: str = "{:.2%}") -> str:
+    """A recorded number as the card prints it, or "?" where the record holds something else."""
+    return text.format(value) if _finite(value) else "?"
 
 
 def first_time_above(history: list[dict], threshold: float) -> tuple[int, float] | None:
@@ -26,17 +51,18 @@ def first_time_above(history: list[dict], threshold: float) -> tuple[int, float]
 
 def _splits_text(config: dict) -> str:
     """Which images validated (picked the best epoch) and which tested, as this run's data had them."""
-    folder = Path(config.get("data", ""))
+    folder = Path(str(config.get("data") or ""))
     has = lambda name: folder.is_dir() and (folder / name).is_dir()  # noqa: E731
     val = ("validation (picks the best epoch): the data's val/ folder" if has("val") else
-           f"validation (picks the best epoch): a seeded {config.get('val_fraction', 0.1):.0%} of train")
-    test = (f"test: a seeded {config['test_fraction']:.0%} of train held out" if config.get("test_fraction")
-            else "test: the data's test/ folder")
+           f"validation (picks the best epoch): a seeded {_number(config.get('val_fraction', 0.1), '{:.0%}')} "
+           f"of train")
+    test = (f"test: a seeded {_number(config['test_fraction'], '{:.0%}')} of train held out"
+            if config.get("test_fraction") else "test: the data's test/ folder")
     return f"{val}; {test}, never trained on or used to pick"
 
 
 def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min"
+    return f"{seconds / 60:.1f} min" if _finite(seconds) else "? min"
 
 
 def model_card(path: str | Path, results: dict[str, EvalResult], split: str, confusion_png: str) -> str:
@@ -45,8 +71,12 @@ def model_card(path: str | Path, results: dict[str, EvalResult], split: str, con
     plain = results["none"]
     path = Path(path)
     meta = checkpoints.read_metadata(path)
-    config = meta.get("config", {})
-    history = meta.get("history", [])
+    config = meta["config"] if isinstance(meta.get("config"), dict) else {}
+    history, left_out = readable_history(meta)
+    versions = meta["versions"] if isinstance(meta.get("versions"), dict) else {}
+    command = meta.get("command") if isinstance(meta.get("command"), str) else None
+    resumed = [c for c in meta.get("resume_commands") or [] if isinstance(c, str)] \
+        if isinstance(meta.get("resume_commands"), list) else []
     model, _ = checkpoints.load_model(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     spec = get_spec(meta["model"])
@@ -64,7 +94,7 @@ def model_card(path: str | Path, results: dict[str, EvalResult], split: str, con
         f"- **Top-1 on the {split} split ({plain.n:,} images): {plain.accuracy:.2%}**" + "".join(
             f"; with {tta} test-time augmentation {result.accuracy:.2%}"
             for tta, result in results.items() if tta != "none"),
-        f"- Best validation accuracy {meta.get('best_val_acc', 0):.2%} at epoch {meta.get('best_epoch')} of "
+        f"- Best validation accuracy {_number(meta.get('best_val_acc'))} at epoch {meta.get('best_epoch')} of "
         f"{meta.get('epochs')}; training wall time {_minutes(meta.get('wall_time_s', 0))}",
     ]
     for threshold in (0.85, 0.90):
@@ -74,13 +104,13 @@ def model_card(path: str | Path, results: dict[str, EvalResult], split: str, con
     lines += [
         f"- Machine: {meta.get('machine', '?')}; device {meta.get('device', '?')}; mixed precision "
         f"{meta.get('mixed_precision') or config.get('amp', '?')}",
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v),
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
         "",
         "Command:",
         "",
         "```bash",
-        meta.get("command") or "(not recorded: trained through the API or the app)",
-        *(f"# then resumed (the training time adds up):\n{c}" for c in meta.get("resume_commands", [])),
+        command or "(not recorded: trained through the API or the app)",
+        *(f"# then resumed (the training time adds up):\n{c}" for c in resumed),
         "```",
         "",
         f"Per-class accuracy on the {split} split: " + ", ".join(
@@ -94,6 +124,7 @@ def model_card(path: str | Path, results: dict[str, EvalResult], split: str, con
         "|---:|---:|---:|---:|---:|---:|---:|",
         *[f"| {h['epoch']} | {h['train_loss']:.3f} | {h['train_acc']:.1%} | {h['val_loss']:.3f} | "
           f"{h['val_acc']:.1%} | {h['lr']:.3g} | {_minutes(h['wall_time_s'])} |" for h in history],
+        *([f"\n{left_out} recorded epoch(s) left out: not a record of numbers."] if left_out else []),
         "",
         "</details>",
         "",

@@ -465,6 +465,17 @@ def _cached_decode(files: _FileList, pre: Preprocess, cache_dir: Path,
 
 # --- The public entry points ---------------------------------------------------------------------------
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_seed_and_limit(seed, limit) -> None:
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise DataError(f"seed must be a whole number from 0, not {seed!r}.")
+    if limit is not None and (not _is_number(limit) or limit < 1):
+        raise DataError(f"limit must be at least 1, not {limit!r}.")
+
+
 def load_split(data: str, split: str, pre: Preprocess, *, val_fraction: float = 0.1, seed: int = 0,
                test_fraction: float = 0.0, limit: int | None = None, root: str | Path | None = None,
                cache_dir: str | Path | None = None,
@@ -478,12 +489,12 @@ def load_split(data: str, split: str, pre: Preprocess, *, val_fraction: float = 
     """
     if split not in SPLITS:
         raise DataError(f"Unknown split '{split}': choose one of {', '.join(SPLITS)}.")
-    if not 0 < val_fraction <= 0.5:
-        raise DataError(f"val_fraction must be above 0 and at most 0.5, not {val_fraction}.")
-    if not 0 <= test_fraction <= 0.5:
-        raise DataError(f"test_fraction must be at least 0 and at most 0.5, not {test_fraction}.")
-    if limit is not None and limit < 1:
-        raise DataError(f"limit must be at least 1, not {limit}.")
+    # Checked for type too: a checkpoint's recorded config (evaluate reads its split from it) may say anything.
+    if not _is_number(val_fraction) or not 0 < val_fraction <= 0.5:
+        raise DataError(f"val_fraction must be above 0 and at most 0.5, not {val_fraction!r}.")
+    if not _is_number(test_fraction) or not 0 <= test_fraction <= 0.5:
+        raise DataError(f"test_fraction must be at least 0 and at most 0.5, not {test_fraction!r}.")
+    _check_seed_and_limit(seed, limit)
     root = Path(root).expanduser() if root is not None else default_home() / "data"
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_home() / "cache"
 
@@ -583,6 +594,7 @@ def load_folder(folder: str | Path, pre: Preprocess, classes: list[str], *, limi
     folder = Path(folder)
     files = _list_folder(folder, folder, list(classes))
     total = len(files.files)
+    _check_seed_and_limit(seed, limit)
     files = files.subset(_limit(np.arange(total), limit, seed))
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_home() / "cache"
     return _load_files(files, pre, cache_dir, progress, memory_limit_bytes), total

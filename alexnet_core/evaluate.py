@@ -134,7 +134,7 @@ def _same_data(a: str, b: str | None) -> bool:
 def _prepare(checkpoint: str | Path, data: str, split: str, *, device: str, limit: int | None):
     model, meta = checkpoints.load_model(checkpoint, device=device)
     pre = Preprocess.from_dict(meta["preprocess"])
-    config = meta.get("config", {})
+    config = meta["config"] if isinstance(meta.get("config"), dict) else {}
     classes = list(meta["classes"])
     # Only where it is the data the checkpoint was trained on are its held-out splits carved the same way;
     # any other folder of labelled photos is measured whole (its own test/ or val/ folder, or itself).

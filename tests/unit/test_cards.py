@@ -14,7 +14,7 @@ from alexnet_core.config import TrainConfig
 from alexnet_core.evaluate import evaluate_checkpoint
 from alexnet_core.events import EpochEvent
 from alexnet_core.train import train
-from tests.helpers import make_image_folder
+from tests.helpers import assert_one_sentence, make_image_folder
 
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 
@@ -72,3 +72,32 @@ def test_a_shipped_card_is_in_the_hubs_format_and_gives_its_checkpoints_label(na
     label = list_checkpoints(checkpoint)[0].name
     shown = re.fullmatch(r".+ · ([\d.]+)% test", label)
     assert shown and float(shown.group(1)) == float(markdown.group(1)), label
+
+
+def test_a_card_leaves_out_what_a_forged_history_holds_instead_of_crashing(resumed_run, tmp_path):
+    """The metadata is the checkpoint's own word: entries that are not records of numbers, and fields of the
+    wrong type, are left out or shown as "?", and the card is still written from the rest."""
+    from safetensors.torch import load_file
+
+    from alexnet_core.cards import model_card
+
+    meta = checkpoints.read_metadata(resumed_run)
+    good = meta["history"]
+    assert good, "the run recorded no epoch"
+    forged = dict(meta, history=[*good, "not a record", {"epoch": 9, "val_acc": "high"}, {"epoch": float("inf")}],
+                  best_val_acc="best", wall_time_s=None, versions=["torch"], resume_commands="rm -rf /",
+                  config=dict(meta["config"], val_fraction="a tenth", test_fraction="a tenth"))
+    path = tmp_path / "forged.safetensors"
+    checkpoints.save_checkpoint(path, load_file(resumed_run), forged)
+    results = {"none": evaluate_checkpoint(resumed_run, meta["data"], "test")}
+    # Evaluating the forged file itself is refused: its recorded split cannot be carved again.
+    with pytest.raises(ValueError) as refused:
+        evaluate_checkpoint(path, meta["data"], "test")
+    assert_one_sentence(str(refused.value), "val_fraction")
+
+    card = model_card(path, results, "test", "forged_confusion.png")
+    assert "3 recorded epoch(s) left out: not a record of numbers." in card
+    assert "Best validation accuracy ? at epoch" in card and "training wall time ? min" in card
+    assert "rm -rf" not in card and "test: a seeded ? of train held out" in card
+    rows = [line for line in card.splitlines() if re.match(r"\| \d+ \| [\d.]+ \|", line)]
+    assert len(rows) == len(good)                       # every real epoch is still in the table
