@@ -1,7 +1,12 @@
 """The command line, run the way a user runs it: ``python -m alexnet_core …`` in a fresh process."""
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from alexnet_core.cli import main
 from alexnet_core.models import MODELS
@@ -10,6 +15,31 @@ from tests.helpers import run_cli
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
+def test_pip_install_gives_the_alexnet_studio_command(tmp_path):
+    """`pip install .` (pyproject.toml's [project]) installs the library with an `alexnet-studio` command that
+    does what `python -m alexnet_core` does. Built from a copy of the package's files, so that setuptools'
+    build folders land there, not in the clone; into a venv that sees the installed dependencies (--no-deps)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "alexnet_core", source / "alexnet_core", ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(source)],
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stdout + install.stderr
+    command = venv / "bin" / "alexnet-studio"
+    result = subprocess.run([str(command), "summary", "--model", "alexnet_cifar", "--input-size", "32", "--json"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == json.loads(run_cli("summary", "--model", "alexnet_cifar", "--input-size",
+                                                           "32", "--json").stdout)
+    # Installed, not read from the clone: the command ran outside it, from the venv's site-packages.
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import alexnet_core; print(alexnet_core.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60).stdout
+    assert Path(where.strip()).is_relative_to(venv), where
 
 
 def test_summary_json_parses():
