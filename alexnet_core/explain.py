@@ -34,7 +34,7 @@ from torchvision.utils import make_grid
 from . import checkpoints, data
 from .images import decode_image, enlarge
 from .models import build_model, default_class_names, get_spec
-from .predict import network_view
+from .predict import check_top_k, network_view
 from .transforms import Preprocess, eval_transform
 
 __all__ = [
@@ -290,6 +290,7 @@ def explain(model: nn.Module, meta_or_pre: dict | Preprocess,
     ``classes`` overrides the class names (default: the checkpoint's, or "class 0", "class 1", …).
     ``target_class`` (a name or an index) is the class Grad-CAM explains; None explains the prediction.
     """
+    top_k = check_top_k(top_k)  # a ValueError sentence, as predict's
     if isinstance(meta_or_pre, Preprocess):
         pre, known = meta_or_pre, None
     else:

@@ -27,6 +27,7 @@ from alexnet_core.explain import (
     write_explanation,
 )
 from alexnet_core.models import MODELS, build_model, get_spec
+from tests.helpers import assert_one_sentence
 
 
 def _photo(size: tuple[int, int] = (48, 40), seed: int = 0) -> Image.Image:
@@ -230,6 +231,10 @@ def test_explain_takes_a_preprocess_and_class_names():
     assert result.target_name == "b" and {name for name, _ in result.top_k} == {"a", "b", "c"}
     with pytest.raises(ExplainError, match="3 classes but 2"):
         explain(model, pre, _photo(), classes=["a", "b"])
+    for top_k in (0, -1, 2.5, "3"):  # as Predictor.predict refuses them
+        with pytest.raises(ValueError) as err:
+            explain(model, pre, _photo(), classes=["a", "b", "c"], top_k=top_k)
+        assert_one_sentence(err.value, "whole number from 1 to 1000")
 
 
 # The 46–67 M parameter variants (alexnet, alexnet_grouped, alexnet_torchvision, alexnet_cifar_npu,
