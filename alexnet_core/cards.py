@@ -9,19 +9,15 @@ Face Hub's format (huggingface_hub.ModelCard, which gradio installs): YAML metad
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 
 from . import checkpoints
+from .checkpoints import is_finite_number
 from .evaluate import EvalResult
 from .models import count_params, get_spec
 
 # The per-epoch record a card prints; a record without every one of these as a finite number is left out.
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "wall_time_s")
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def readable_history(meta: dict) -> tuple[list[dict], int]:
@@ -32,13 +28,13 @@ def readable_history(meta: dict) -> tuple[list[dict], int]:
         return [], 0
     if not isinstance(history, list):
         return [], 1
-    kept = [h for h in history if isinstance(h, dict) and all(_finite(h.get(key)) for key in HISTORY_FIELDS)]
+    kept = [h for h in history if isinstance(h, dict) and all(is_finite_number(h.get(key)) for key in HISTORY_FIELDS)]
     return kept, len(history) - len(kept)
 
 
 def _number(value, text: str = "{:.2%}") -> str:
     """A recorded number as the card prints it, or "?" where the record holds something else."""
-    return text.format(value) if _finite(value) else "?"
+    return text.format(value) if is_finite_number(value) else "?"
 
 
 def first_time_above(history: list[dict], threshold: float) -> tuple[int, float] | None:
@@ -62,7 +58,7 @@ def _splits_text(config: dict) -> str:
 
 
 def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if _finite(seconds) else "? min"
+    return f"{seconds / 60:.1f} min" if is_finite_number(seconds) else "? min"
 
 
 def model_card(path: str | Path, results: dict[str, EvalResult], split: str, confusion_png: str) -> str:

@@ -668,7 +668,8 @@ class CheckpointInfo:
     created: str | None
 
 
-def _is_finite_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
+    """A recorded value that is a real, finite number (not a bool, NaN, infinity or text)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -711,7 +712,7 @@ def _label(path: Path, meta: dict) -> str:
     test, acc = _card_test_accuracy(path), meta.get("best_val_acc")
     if test is not None:
         parts.append(f"{test:g}% test")
-    elif _is_finite_number(acc):
+    elif is_finite_number(acc):
         parts.append(f"{100 * acc:.1f}% val")
     if re.sub(r"\W|_", "", run).lower() not in (re.sub(r"\W|_", "", title).lower(), data.lower()):
         parts.append(run)  # the file or run, unless it only repeats the data's name
@@ -749,7 +750,7 @@ def list_checkpoints(*dirs: str | os.PathLike, recursive: bool = True) -> list[C
                 name=_label(path, meta),
                 model=meta["model"],
                 classes=meta["classes"],
-                best_val_acc=float(acc) if _is_finite_number(acc) else None,
+                best_val_acc=float(acc) if is_finite_number(acc) else None,
                 created=meta.get("created"),
             )
     return [info for _, info in sorted(found.values(), key=lambda item: item[0], reverse=True)]
