@@ -50,8 +50,7 @@ def decode_image(image: Image.Image | str | Path | bytes, pre: Preprocess) -> to
     else:  # an opened image: its file, where it came from one (Gradio's uploads do)
         size = os.path.getsize(source) if name != "The image" and os.path.isfile(source) else 0
     if size > MAX_IMAGE_BYTES:
-        raise ImageError(f"{name} is {size / 2**20:,.0f} MiB; images of at most {MAX_IMAGE_BYTES >> 20} MiB "
-                         f"are accepted.")
+        raise ImageError(too_many_bytes(name, size))
     try:
         if opener is None:
             return _decode_open(image, pre, name)
@@ -64,6 +63,10 @@ def decode_image(image: Image.Image | str | Path | bytes, pre: Preprocess) -> to
         if isinstance(error, ImageError):
             raise
         raise ImageError(f"{name} is not an image that can be read ({error_reason(error)}).") from None
+
+
+def too_many_bytes(name: str, size: float) -> str:
+    return f"{name} is {size / 2**20:,.0f} MiB; images of at most {MAX_IMAGE_BYTES >> 20} MiB are accepted."
 
 
 def too_many_pixels(name: str, size: tuple[int, int] | None) -> str:

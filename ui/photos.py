@@ -58,8 +58,7 @@ def _data_url_bytes(url: str, name: str) -> bytes:
 
     head, _, body = url.partition(",")
     if len(body) * 3 // 4 > images.MAX_IMAGE_BYTES:
-        raise gr.Error(f"{name} is {len(body) * 3 / 4 / 2**20:,.0f} MiB; images of at most "
-                       f"{images.MAX_IMAGE_BYTES >> 20} MiB are accepted.")
+        raise gr.Error(images.too_many_bytes(name, len(body) * 3 / 4))
     try:
         return base64.b64decode(body) if head.endswith(";base64") else urllib.parse.unquote_to_bytes(body)
     except (binascii.Error, ValueError):
@@ -73,8 +72,7 @@ def _check_image_header(source: str | bytes | None, name: str) -> None:
         return
     size = len(source) if isinstance(source, bytes) else os.path.getsize(source) if os.path.isfile(source) else 0
     if size > images.MAX_IMAGE_BYTES:
-        raise gr.Error(f"{name} is {size / 2**20:,.0f} MiB; images of at most {images.MAX_IMAGE_BYTES >> 20} "
-                       f"MiB are accepted.")
+        raise gr.Error(images.too_many_bytes(name, size))
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
             pixels = opened.size
