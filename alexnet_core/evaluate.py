@@ -25,7 +25,8 @@ class EvalResult:
     predictions: torch.Tensor   # [N] predicted class
     confidences: torch.Tensor   # [N] probability of the predicted class
     loss: float                 # mean cross-entropy
-    paths: list[str] | None = None
+    paths: list[str] | None = None  # each image's file, where the data has files
+    images: torch.Tensor | None = None  # uint8 [N, C, S, S] where it has none (built-in data sets): to show them
     measured: str = ""          # which images these are, in words ("every image in DIR/test (40)", …)
 
     @property
@@ -49,9 +50,7 @@ class EvalResult:
 
     def per_class(self) -> dict[str, float]:
         """Accuracy per true class (recall); classes without images are left out."""
-        cm = self.confusion()
-        totals = cm.sum(1)
-        return {c: (cm[i, i] / totals[i]).item() for i, c in enumerate(self.classes) if totals[i] > 0}
+        return {c: correct / total for c, (correct, total) in self.class_counts().items()}
 
     def most_confident_mistakes(self, k: int = 12) -> list[int]:
         """Indices of the wrong predictions made with the highest confidence."""
@@ -63,10 +62,6 @@ class EvalResult:
         return {"accuracy": self.accuracy, "per_class": self.per_class(),
                 "confusion": self.confusion().tolist(), "n": self.n, "loss": self.loss,
                 "classes": self.classes, "measured": self.measured}
-
-
-
-
 
 
 @torch.no_grad()
@@ -91,10 +86,11 @@ def evaluate(model: nn.Module, split: ImageData | StreamingData, pre: Preprocess
         labels.append(y.cpu()), predictions.append(pred.cpu()), confidences.append(conf.cpu())
     model.train(was_training)
     n = sum(len(y) for y in labels)
+    paths = getattr(split, "paths", None)  # a StreamingData always has files; an ImageData may not
     return EvalResult(split.classes, torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
                       torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long),
                       torch.cat(confidences) if confidences else torch.zeros(0),
-                      loss_sum / max(n, 1), getattr(split, "paths", None))
+                      loss_sum / max(n, 1), paths, images=split.images if paths is None else None)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str, split: str = "test", *, device: str = "cpu",

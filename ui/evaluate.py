@@ -8,13 +8,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image, ImageOps
 
-from alexnet_core import data as studio_data
 from alexnet_core import images
-from alexnet_core.checkpoints import read_metadata
 from alexnet_core.devices import resolve_device
 from alexnet_core.evaluate import EvalResult, evaluate_checkpoint
 from alexnet_core.plots import confusion_plot
-from alexnet_core.transforms import TTA_CHOICES, Preprocess
+from alexnet_core.transforms import TTA_CHOICES
 
 from .choices import (
     NO_CHECKPOINT,
@@ -40,22 +38,16 @@ def _gallery_image(image: Image.Image) -> Image.Image:
     return images.enlarge(image, GALLERY_MIN_SIDE)
 
 
-def _mistake_images(result: EvalResult, indices: list[int], checkpoint: str, data: str, split: str,
-                    limit: int | None) -> list[Image.Image]:
-    """The images behind ``indices``: from their files where the data has files, else from the decoded split
-    (built-in data sets), loaded with the arguments evaluate_checkpoint uses."""
+def _mistake_images(result: EvalResult, indices: list[int]) -> list[Image.Image]:
+    """The images behind ``indices``, as the evaluation measured them: from their files where the data has
+    files, else from the decoded pixels it kept (built-in data sets)."""
     if result.paths:
-        images = []
+        shown = []
         for i in indices:
             with Image.open(result.paths[i]) as opened:
-                images.append(_gallery_image(opened))
-        return images
-    meta = read_metadata(checkpoint)
-    config = meta.get("config", {})
-    pre = Preprocess.from_dict(meta["preprocess"])
-    split_data = studio_data.load_split(data, split, pre, val_fraction=config.get("val_fraction", 0.1),
-                                        seed=config.get("seed", 0), limit=limit)
-    pixels = [split_data.images[i].permute(1, 2, 0).numpy() for i in indices]
+                shown.append(_gallery_image(opened))
+        return shown
+    pixels = [result.images[i].permute(1, 2, 0).cpu().numpy() for i in indices]
     return [_gallery_image(Image.fromarray(p[:, :, 0] if p.shape[2] == 1 else p)) for p in pixels]
 
 
@@ -76,7 +68,7 @@ def evaluate_view(checkpoint: str | None, data: str | None, split: str = "test",
         result = evaluate_checkpoint(checkpoint, data, split, device=str(resolve_device("auto")), tta=tta,
                                      limit=limit)
         mistakes = result.most_confident_mistakes(MISTAKES_SHOWN)
-        images = _mistake_images(result, mistakes, checkpoint, data, split, limit)
+        images = _mistake_images(result, mistakes)
     except ValueError as error:  # wrong data for the checkpoint, a missing split, a damaged file: one sentence
         raise gr.Error(for_the_page(str(error))) from None
     counts = result.class_counts()
