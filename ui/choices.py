@@ -12,7 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from alexnet_core import imagenet
-from alexnet_core.checkpoints import list_checkpoints
+from alexnet_core.checkpoints import CheckpointInfo, list_checkpoints
 from alexnet_core.models import MODELS
 from alexnet_core.predict import get_predictor
 from alexnet_core.runner import LOCAL
@@ -44,7 +44,6 @@ def data_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
     return choices
 
 
-
 def default_data(choices: list[tuple[str, str]]) -> str:
     """The data a form starts with: the shared CIFAR-10 folder where it is listed (no download), else CIFAR-10."""
     shared_cifar = str(settings.SHARED_DATA / "cifar10")
@@ -55,10 +54,10 @@ NO_CHECKPOINT = ("⚠️ There is no checkpoint yet: train one in the Train tab 
                  "finishes), or put one in checkpoints/.")
 
 
-def checkpoint_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
-    """(label, path) of every checkpoint this visitor may use: the shipped ones first; then, on a private server,
-    the runs in runs/ (this app's and ./runs); then the visitor's own runs and uploaded checkpoints. On a Space,
-    nobody sees another visitor's runs."""
+def checkpoint_infos(owner: str = LOCAL) -> list[CheckpointInfo]:
+    """Every checkpoint this visitor may use: the shipped ones first; then, on a private server, the runs in
+    runs/ (this app's and ./runs); then the visitor's own runs and uploaded checkpoints. On a Space, nobody sees
+    another visitor's runs."""
     dirs = [settings.SHIPPED_DIR]
     if not settings.ON_SPACE:
         dirs += [Path.cwd() / "runs", settings.RUNS_DIR]
@@ -67,7 +66,12 @@ def checkpoint_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
         dirs += [folder / "runs", folder / "checkpoints"]
     found = list_checkpoints(*dirs)
     found.sort(key=lambda info: not info.path.resolve().is_relative_to(settings.SHIPPED_DIR.resolve()))  # stable
-    return [(info.name, str(info.path)) for info in found]
+    return found
+
+
+def checkpoint_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
+    """(label, path) of every checkpoint this visitor may use (``checkpoint_infos``), for a dropdown."""
+    return [(info.name, str(info.path)) for info in checkpoint_infos(owner)]
 
 
 def default_checkpoint() -> str | None:
@@ -108,17 +112,6 @@ def refreshed(choices: list[tuple[str, str]], current: str | None) -> gr.Dropdow
     return gr.Dropdown(choices=choices, value=current if current in dict(choices).values() else default_checkpoint())
 
 
-def refresh_predict_choices(current: str | None, visitor: str | None = None, request: gr.Request = None
-                            ) -> gr.Dropdown:
-    """Predict's list: the visitor's checkpoints and the ImageNet AlexNet."""
-    return refreshed(model_choices(owner_of(visitor, request)), current)
-
-
-def refresh_checkpoints(current: str | None, visitor: str | None = None, request: gr.Request = None) -> gr.Dropdown:
-    """Evaluate's list: the visitor's checkpoints."""
-    return refreshed(checkpoint_choices(owner_of(visitor, request)), current)
-
-
 NOT_LISTED = ("That checkpoint is not in the list of choices: pick one from the Checkpoint list (your runs and "
               "uploaded checkpoints are there), or upload it in the Predict tab.")
 
@@ -142,6 +135,23 @@ def inside_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
     """Inside's list: the visitor's checkpoints, the ImageNet AlexNet, then every variant with random weights (to
     compare with what training learnt)."""
     return model_choices(owner) + [(f"untrained {name} (random weights)", UNTRAINED + name) for name in MODELS]
+
+
+def refresh_predict_choices(current: str | None, visitor: str | None = None, request: gr.Request = None
+                            ) -> gr.Dropdown:
+    """Predict's list: the visitor's checkpoints and the ImageNet AlexNet."""
+    return refreshed(model_choices(owner_of(visitor, request)), current)
+
+
+def refresh_checkpoints(current: str | None, visitor: str | None = None, request: gr.Request = None) -> gr.Dropdown:
+    """Evaluate's list: the visitor's checkpoints."""
+    return refreshed(checkpoint_choices(owner_of(visitor, request)), current)
+
+
+def refresh_inside_choices(current: str | None, visitor: str | None = None, request: gr.Request = None
+                           ) -> gr.Dropdown:
+    """Inside's list: the visitor's checkpoints, the ImageNet AlexNet and the untrained variants."""
+    return refreshed(inside_choices(owner_of(visitor, request)), current)
 
 
 def visitor_lists(visitor: str | None):

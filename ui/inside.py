@@ -17,12 +17,13 @@ from .choices import (
     IMAGENET,
     NO_CHECKPOINT,
     UNTRAINED,
-    checkpoint_choices,
+    checkpoint_infos,
     default_checkpoint,
     inside_choices,
     knows_line,
     listed_checkpoint,
     load_predictor,
+    refresh_inside_choices,
 )
 from .photos import add_examples, example_photos, photo_input, readable
 from .visitors import owner_of
@@ -93,7 +94,7 @@ def show_layer_inside(model: str, layer: str | None, checkpoint: str | None, ima
     variant where there is one, else the untrained variant — and an example photo if none is there yet."""
     if not (checkpoint and not checkpoint.startswith(UNTRAINED) and _checkpoint_model(checkpoint) == model):
         owner = owner_of(visitor)
-        trained = [path for _, path in checkpoint_choices(owner) if _checkpoint_model(path) == model]
+        trained = [str(info.path) for info in checkpoint_infos(owner) if info.model == model]
         if model == imagenet.MODEL and imagenet.is_downloaded():  # the real AlexNet, where it is already here
             trained.append(IMAGENET)
         checkpoint = trained[0] if trained else UNTRAINED + model
@@ -148,8 +149,7 @@ def tab(app: gr.Blocks, visitor: gr.State) -> tuple[gr.Image, gr.Dropdown, gr.St
                              format="png")
         focus = gr.State(None)     # the layer the Architecture tab's link asked for
 
-    page.select(lambda current, visitor: gr.Dropdown(choices=inside_choices(owner_of(visitor)), value=current),
-               inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
+    page.select(refresh_inside_choices, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
     checkpoint.change(class_choices, inputs=checkpoint, outputs=target, api_name=False)
     app.load(class_choices, inputs=checkpoint, outputs=target, api_name=False)
     explained = gr.on(

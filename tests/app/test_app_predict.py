@@ -96,6 +96,10 @@ def test_checkpoints_are_listed_shipped_first_then_runs_from_both_places(tiny):
     kept = ui.choices.refresh_checkpoints(str(paths[2]))
     assert kept.value == str(paths[2]) and len(kept.choices) == 3
     assert ui.choices.refresh_checkpoints("/gone.safetensors").value == str(paths[0])
+    # Inside's list follows the same rule, its untrained variants included
+    assert ui.choices.refresh_inside_choices("untrained:alexnet").value == "untrained:alexnet"
+    assert ui.choices.refresh_inside_choices(str(paths[2])).value == str(paths[2])
+    assert ui.choices.refresh_inside_choices("/gone.safetensors").value == str(paths[0])
 
 
 def test_a_finished_training_run_appears_in_the_list(tiny):
