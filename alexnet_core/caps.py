@@ -15,6 +15,22 @@ from dataclasses import dataclass
 from .config import TrainConfig
 
 
+def _env_number(env, name: str, kind: type[int] | type[float]) -> int | float | None:
+    """The setting ``name`` as a number of ``kind`` from 0 up (0 means no bound), None where it is not set; a
+    ValueError sentence for anything else ("ten", "-3", "1.5" for a whole number)."""
+    raw = env.get(name)
+    if raw is None:
+        return None
+    try:
+        value = kind(raw) if kind is float or raw.isdigit() else -1  # digits only: not " 7", "+7" or "7_0"
+    except ValueError:
+        value = -1
+    if not value >= 0:  # also NaN
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name} must be 0 (no bound) or {what} above 0, not {raw!r}.")
+    return value
+
+
 @dataclass(frozen=True)
 class TrainingCaps:
     """Limits on training runs started from the app, for a server that many people share (a Space).
@@ -34,12 +50,9 @@ class TrainingCaps:
         on_space = bool(env.get("SPACE_ID"))
 
         def cap(name: str, key: str, kind):
-            raw = env.get(name)
-            if raw is None:
+            value = _env_number(env, name, kind)
+            if value is None:
                 return cls.SPACE_DEFAULTS[key] if on_space else None
-            value = kind(raw)
-            if value < 0:
-                raise ValueError(f"{name} must be 0 (no cap) or a positive number, not {raw}.")
             return value or None
 
         return cls(epochs=cap("ALEXNET_STUDIO_MAX_EPOCHS", "epochs", int),
@@ -93,14 +106,12 @@ class SharingLimits:
         for key in ("runs_at_once", "runs_per_visitor", "runs_per_server", "upload_mb_per_visitor",
                     "upload_mb_per_server"):
             name = "ALEXNET_STUDIO_" + ("RUNS_AT_ONCE" if key == "runs_at_once" else "MAX_" + key.upper())
-            raw = env.get(name)
-            if raw is None:
+            value = _env_number(env, name, int)
+            if value is None:
                 if on_space and key in cls.SPACE_DEFAULTS:
                     values[key] = cls.SPACE_DEFAULTS[key]
                 continue
-            if not raw.isdigit():
-                raise ValueError(f"{name} must be 0 (no bound) or a whole positive number, not {raw}.")
-            values[key] = int(raw) or (1 if key == "runs_at_once" else None)
+            values[key] = value or (1 if key == "runs_at_once" else None)
         return cls(**values)
 
     def describe(self) -> str:

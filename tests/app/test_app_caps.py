@@ -22,6 +22,10 @@ def test_no_caps_by_default_and_space_defaults_on_a_space():
     assert custom == TrainingCaps(epochs=5, minutes=None, images=100)
     with pytest.raises(ValueError, match="ALEXNET_STUDIO_MAX_EPOCHS"):
         TrainingCaps.from_env({"ALEXNET_STUDIO_MAX_EPOCHS": "-3"})
+    # Not a number at all, or NaN: the same one sentence, naming the variable (not int()'s own message).
+    for name, raw in (("ALEXNET_STUDIO_MAX_EPOCHS", "ten"), ("ALEXNET_STUDIO_MAX_TRAIN_MINUTES", "nan")):
+        with pytest.raises(ValueError, match=f"^{name} must be 0 \\(no bound\\) or .* not '{raw}'.$"):
+            TrainingCaps.from_env({name: raw})
 
 
 def test_caps_refuse_too_many_epochs_and_cap_images_and_time():
