@@ -312,7 +312,7 @@ def _cmd_card(args) -> int:
     from pathlib import Path
 
     from .cards import model_card
-    from .checkpoints import read_metadata
+    from .checkpoints import atomic_write_bytes, read_metadata
     from .devices import resolve_device
     from .evaluate import evaluate, load_for_evaluation
     from .plots import confusion_plot
@@ -330,7 +330,8 @@ def _cmd_card(args) -> int:
     name = Path(args.checkpoint).stem
     confusion_plot(results["none"]).savefig(out / f"{name}_confusion.png", dpi=100)
     card = model_card(args.checkpoint, results, args.split, f"{name}_confusion.png")
-    (out / f"{name}.md").write_text(card)
+    # Atomic: the app reads a shipped card's test accuracy for its checkpoint labels, maybe while this writes.
+    atomic_write_bytes(out / f"{name}.md", card.encode("utf-8"))
     print(card)
     return 0
 
