@@ -55,6 +55,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 VAL_FOLDER_NAMES = ("val", "valid", "validation")
 # Bump when decode_image changes its pixels, so that old caches are not reused.
 CACHE_VERSION = 1
+# A split whose decoded images take more than this is streamed from its files instead of held in memory.
+IN_MEMORY_LIMIT = 4 << 30
 
 
 class DataError(ValueError):
@@ -479,7 +481,7 @@ def _check_seed_and_limit(seed, limit) -> None:
 def load_split(data: str, split: str, pre: Preprocess, *, val_fraction: float = 0.1, seed: int = 0,
                test_fraction: float = 0.0, limit: int | None = None, root: str | Path | None = None,
                cache_dir: str | Path | None = None,
-               memory_limit_bytes: int = 4 << 30,
+               memory_limit_bytes: int = IN_MEMORY_LIMIT,
                progress: Callable[[int, int], None] | None = None) -> ImageData | StreamingData:
     """One split ("train", "val" or "test") of a data set, in memory when it fits, else streaming.
 
@@ -586,7 +588,7 @@ def labelled_folder(data: str, split: str) -> Path | None:
 
 
 def load_folder(folder: str | Path, pre: Preprocess, classes: list[str], *, limit: int | None = None,
-                seed: int = 0, cache_dir: str | Path | None = None, memory_limit_bytes: int = 4 << 30,
+                seed: int = 0, cache_dir: str | Path | None = None, memory_limit_bytes: int = IN_MEMORY_LIMIT,
                 progress: Callable[[int, int], None] | None = None) -> tuple[ImageData | StreamingData, int]:
     """Every image of a folder of class folders (FOLDER/<class>/...), labelled by their place in ``classes``
     (a model's classes: the folder may hold some of them only), or a seeded sample of ``limit`` of them.

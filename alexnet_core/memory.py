@@ -28,13 +28,13 @@ from pathlib import Path
 
 import torch
 
+from .data import IN_MEMORY_LIMIT  # larger splits are streamed, not held
 from .summary import summarize
 
 # Measured peaks of one training step were 0.7–1.14 of the unscaled estimate on a CPU at batches from 32 to 256
 # (bench/memory_estimate.py, docs/benchmarks.md); the margin covers that spread and allocator slack.
 SAFETY = 1.5
 EVAL_BATCH = 256           # evaluate()'s batch size during validation
-IN_MEMORY_LIMIT = 4 << 30  # data.load_split's default memory_limit_bytes: larger splits are streamed
 BUDGET_ENV = "ALEXNET_STUDIO_MEMORY_BUDGET"
 
 
