@@ -17,6 +17,9 @@ from . import checkpoints
 from .data import ImageData, StreamingData, class_names, describe_data, labelled_folder, load_folder, load_split
 from .transforms import Preprocess, average_views, check_tta, tta_views
 
+# Images per forward pass when measuring (validation after each epoch included); memory.estimate counts it.
+EVAL_BATCH = 256
+
 
 @dataclass
 class EvalResult:
@@ -66,7 +69,7 @@ class EvalResult:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: ImageData | StreamingData, pre: Preprocess, *,
-             device: torch.device | str = "cpu", tta: str = "none", batch_size: int = 256,
+             device: torch.device | str = "cpu", tta: str = "none", batch_size: int = EVAL_BATCH,
              channels_last: bool = True, pad: int | None = None) -> EvalResult:
     """Runs ``model`` over every image of ``split`` and collects what the metrics need. ``pad`` overrides
     ten-crop's padding of images stored at their input size (``transforms.small_image_pad``)."""
@@ -94,7 +97,7 @@ def evaluate(model: nn.Module, split: ImageData | StreamingData, pre: Preprocess
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str, split: str = "test", *, device: str = "cpu",
-                        tta: str = "none", limit: int | None = None, batch_size: int = 256) -> EvalResult:
+                        tta: str = "none", limit: int | None = None, batch_size: int = EVAL_BATCH) -> EvalResult:
     """Loads a checkpoint and evaluates it on ``split`` of ``data``, preprocessing as it was trained.
     The result's ``measured`` says which images it measured, and how many."""
     model, pre, split_data, measured = _prepare(checkpoint, data, split, device=device, limit=limit)
