@@ -1,5 +1,6 @@
-"""What a training run reports, in order: one ``StartEvent``, a ``StepEvent`` per optimizer step, an
-``EpochEvent`` per validation and one ``EndEvent``. The loop never prints; the CLI and the app render these."""
+"""What a training run reports, in order: one ``StartEvent``, a ``StepEvent`` per status (every step on a CPU,
+about twice a second on an accelerator, where reading the loss makes the host wait), an ``EpochEvent`` per
+validation and one ``EndEvent``. The loop never prints; the CLI and the app render these."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ class StepEvent:
     epochs: int
     step: int           # global optimizer step, 1-based
     total_steps: int
-    loss: float
+    loss: float         # the mean training loss of the steps since the previous StepEvent
     lr: float
     images_per_s: float
     eta_s: float        # time left for the whole run, from the speed so far

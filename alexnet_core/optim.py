@@ -3,11 +3,11 @@ weights) that the training loop uses."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from .config import TrainConfig
 
@@ -44,20 +44,48 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 
 
-def make_weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
-    """An exponential moving average of the weights (and BatchNorm statistics), or None when decay is 0.
+class WeightAverage(nn.Module):
+    """An exponential moving average of a model's weights and BatchNorm statistics, with the state dict of
+    torch's ``AveragedModel`` (``module.*`` and ``n_averaged``), so resumable runs load either way.
 
-    The decay warms up as (1 + n) / (10 + n) so the first steps are not averaged with the random start.
+    Written here rather than taken from torch because ``AveragedModel.update_parameters`` compares its counter
+    on the host at every step, and a multi_avg_fn gets that counter on the device: a host round trip per step.
+    The count is kept on the host instead. The decay warms up as (1 + n) / (10 + n) so that the first steps
+    are not averaged with the random start.
     """
-    if not decay:
-        return None
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__()
+        self.module = copy.deepcopy(model)
+        self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long))
+        self.decay = decay
+        self.count = 0          # n_averaged on the host
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
 
     @torch.no_grad()
-    def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
-        if not averaged[0].is_floating_point():    # tensors come grouped by dtype: BatchNorm's step counters
-            torch._foreach_copy_(averaged, current)
-            return
-        n = int(n)
-        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+    def update_parameters(self, model: nn.Module) -> None:
+        pairs = list(zip([*self.module.parameters(), *self.module.buffers()], [*model.parameters(), *model.buffers()]))
+        floats = [(a, b) for a, b in pairs if a.is_floating_point()]
+        counters = [(a, b) for a, b in pairs if not a.is_floating_point()]   # BatchNorm's batches seen
+        if counters:
+            torch._foreach_copy_([a for a, _ in counters], [b for _, b in counters])
+        if self.count == 0:
+            torch._foreach_copy_([a for a, _ in floats], [b for _, b in floats])
+        else:
+            n = self.count
+            weight = 1 - min(self.decay, (1 + n) / (10 + n))
+            torch._foreach_lerp_([a for a, _ in floats], [b for _, b in floats], weight)
+        self.count += 1
+        self.n_averaged += 1    # a CPU tensor: no device is waited for
 
-    return AveragedModel(model, multi_avg_fn=ema_update, use_buffers=True)
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self.count = int(self.n_averaged)
+        return result
+
+
+def make_weight_average(model: nn.Module, decay: float) -> WeightAverage | None:
+    """The weight average of ``model`` (``--ema``), or None when decay is 0."""
+    return WeightAverage(model, decay) if decay else None

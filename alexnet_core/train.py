@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import math
 import os
 import threading
 import time
@@ -91,8 +92,11 @@ class Run:
 
 def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
           stop: threading.Event | None = None, command: str | None = None,
-          given: set[str] | None = None) -> EndEvent:
+          given: set[str] | None = None, status_every: int | None = None) -> EndEvent:
     """Trains as ``cfg`` says, reporting through ``on_event``; returns the final EndEvent.
+
+    ``status_every``: a StepEvent (the one host read of the loss) every this many steps; None reads at
+    every step on a CPU, where a read costs nothing, and about every STATUS_SECONDS on an accelerator.
 
     ``command`` (the command line that started the run, where there is one) is kept in the metadata.
     With ``cfg.resume``, the run goes on with the settings it was started with; only the settings named in
@@ -125,6 +129,21 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
     def out_of_time() -> bool:
         return bool(cfg.time_limit) and time.perf_counter() - run_start > cfg.time_limit
 
+    def report_status(epoch: int, lr: float) -> None:
+        """Reads the mean loss of the steps since the last status (the loop's one host read between
+        validations), refuses a loss that is not finite, and reports it."""
+        loss, steps = cadence.read(), cadence.steps
+        cadence.reset()
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"The loss became {loss} within steps {state.step - steps + 1}–{state.step}: the learning rate "
+                f"({lr:.3g}) is probably too high for this model; try a smaller one.")
+        if rank == 0:
+            speed = speed_images / max(time.perf_counter() - speed_start, 1e-9)
+            steps_left = run.total_steps - state.step
+            emit(StepEvent(epoch, cfg.epochs, state.step, run.total_steps, loss, lr, speed,
+                           steps_left * cfg.batch_size * world / max(speed, 1e-9)))
+
     try:
         while state.epoch < cfg.epochs and state.step < run.total_steps:
             epoch = state.epoch + 1
@@ -132,6 +151,7 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
             epoch_gen_state = _encode_generator(run.order_gen)   # lets a resume replay this epoch's order
             run.stepped.train()
             tally = _Tally(device)
+            cadence = _Status(device, status_every)
             batches = _train_batches(run.train_data, cfg.batch_size * world, run.order_gen, rank, world)
             for i, (images, labels) in enumerate(batches):
                 if i < state.step_in_epoch:
@@ -142,17 +162,17 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
                 lr = cfg.lr * lr_factor(cfg.schedule, state.step, run.schedule_steps, run.warmup_steps) \
                     * state.plateau_scale
                 loss, logits = _step(run, images.to(device, non_blocking=True), labels, criterion, lr,
-                                     flip=_epoch_flip(cfg.flip, epoch), step=state.step + 1)
+                                     flip=_epoch_flip(cfg.flip, epoch))
                 state.step += 1
                 state.step_in_epoch = i + 1
                 tally.add(loss, logits, labels)
+                cadence.add(loss)
                 speed_images += len(labels) * world
-                if rank == 0:
-                    speed = speed_images / max(time.perf_counter() - speed_start, 1e-9)
-                    steps_left = run.total_steps - state.step
-                    emit(StepEvent(epoch, cfg.epochs, state.step, run.total_steps, loss.item(), lr, speed,
-                                   steps_left * cfg.batch_size * world / max(speed, 1e-9)))
+                if cadence.due(state.step) or state.step_in_epoch == run.steps_per_epoch:
+                    report_status(epoch, lr)
 
+            if cadence.steps:              # the steps since the last status, read before anything is saved
+                report_status(epoch, lr)
             ended_early = stop.is_set() or out_of_time()
             finished_epoch = state.step_in_epoch >= run.steps_per_epoch
             state.wall_time_s = time.perf_counter() - run_start
@@ -318,8 +338,8 @@ def _finish_best(run: Run, state: RunState) -> None:
 
 # ---- helpers for the loop --------------------------------------------------------------------------------------
 
-def _step(run: Run, images: torch.Tensor, labels: torch.Tensor, criterion: nn.Module, lr: float, *, flip: str,
-          step: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _step(run: Run, images: torch.Tensor, labels: torch.Tensor, criterion: nn.Module, lr: float, *,
+          flip: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on a batch of uint8 images: augment on the device, forward, backward, update the
     weight average. Returns the loss and the logits."""
     cfg = run.cfg
@@ -332,10 +352,8 @@ def _step(run: Run, images: torch.Tensor, labels: torch.Tensor, criterion: nn.Mo
     with autocast(run.device, cfg.amp):
         logits = run.stepped(x)
         loss = criterion(logits.float(), labels)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"The loss became {loss.item()} at step {step}: the learning rate "
-            f"({lr:.3g}) is probably too high for this model; try a smaller one.")
+    # The loss stays on the device: the loop checks that it is finite when it reads it (_Status), so that a
+    # GPU never waits for the host here.
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
@@ -356,6 +374,39 @@ class _Tally:
         self.loss_sum += loss.detach() * len(labels)
         self.correct += (logits.argmax(1) == labels).sum()
         self.seen += len(labels)
+
+
+# How often, at most, the loop reads the loss on an accelerator: each read makes the host wait for the device.
+STATUS_SECONDS = 0.5
+
+
+class _Status:
+    """The loss of the steps since the last status, summed on the device, and when to read it on the host:
+    every ``every`` steps, or (None) at every step on a CPU, where the arithmetic is already done when a step
+    returns, and about every STATUS_SECONDS on an accelerator, as nanoGPT logs at an interval."""
+
+    def __init__(self, device: torch.device, every: int | None):
+        self.every = every or (1 if device.type == "cpu" else None)
+        self.loss_sum = torch.zeros((), device=device)
+        self.steps = 0
+        self.read_at = time.perf_counter()
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.loss_sum += loss.detach()
+        self.steps += 1
+
+    def due(self, step: int) -> bool:
+        if self.every:
+            return step % self.every == 0
+        return time.perf_counter() - self.read_at >= STATUS_SECONDS
+
+    def read(self) -> float:
+        return (self.loss_sum / self.steps).item()
+
+    def reset(self) -> None:
+        self.loss_sum.zero_()
+        self.steps = 0
+        self.read_at = time.perf_counter()
 
 
 def _stop_sentence(stopped: bool, saved: bool) -> str:

@@ -226,11 +226,12 @@ def random_resized_crop(x: torch.Tensor, size: int, generator: torch.Generator |
     fits = (box_w >= 1) & (box_w <= w) & (box_h >= 1) & (box_h <= h)
     first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first attempt that fits
     found = fits.any(dim=1)
-    box_w = torch.where(found, box_w.gather(1, first)[:, 0], torch.tensor(float(w)))
-    box_h = torch.where(found, box_h.gather(1, first)[:, 0], torch.tensor(float(h)))
+    box_w = torch.where(found, box_w.gather(1, first)[:, 0], float(w))
+    box_h = torch.where(found, box_h.gather(1, first)[:, 0], float(h))
     left = (_uniform(0, 1, (b,), generator) * (w - box_w + 1)).floor()
     top = (_uniform(0, 1, (b,), generator) * (h - box_h + 1)).floor()
-    boxes = torch.stack([torch.arange(b, dtype=box_w.dtype), left, top, left + box_w, top + box_h], dim=1)
+    index = torch.arange(b, dtype=box_w.dtype, device=box_w.device)
+    boxes = torch.stack([index, left, top, left + box_w, top + box_h], dim=1)
     # aligned=True puts pixel i at [i, i+1), so integer boxes are exact; sampling_ratio=-1 averages
     # ceil(box/size) points per output pixel, which antialiases when the box is larger than the output.
     return roi_align(x, boxes.to(x.device, x.dtype), output_size=size, sampling_ratio=-1, aligned=True)
@@ -299,10 +300,10 @@ def _device_of(generator: torch.Generator | None) -> torch.device:
 
 
 def _uniform(low: float, high: float, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
-    """Uniform numbers on the CPU (drawn on the generator's device), so every device crops alike."""
-    u = torch.rand(shape, generator=generator, device=_device_of(generator)).cpu()
+    """Uniform numbers drawn on the generator's device, where they stay: no host round trip per batch."""
+    u = torch.rand(shape, generator=generator, device=_device_of(generator))
     return low + (high - low) * u
 
 
 def _randint(high: int, n: int, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randint(0, high, (n,), generator=generator, device=_device_of(generator)).cpu()
+    return torch.randint(0, high, (n,), generator=generator, device=_device_of(generator))
