@@ -1,10 +1,12 @@
 """What a training run reports, in order: one ``StartEvent``, a ``StepEvent`` per status (every step on a CPU,
 about twice a second on an accelerator, where reading the loss makes the host wait), an ``EpochEvent`` per
-validation and one ``EndEvent``. The loop never prints; the CLI and the app render these."""
+validation, ``SnapshotEvent``s (the network's filters, feature maps and guesses) and one ``EndEvent``. The loop
+never prints; the CLI and the app render these."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -55,4 +57,14 @@ class StartEvent:
     resumed: str | None = None   # for a resumed run: which settings the command overrode (describe_overrides)
 
 
-Event = StartEvent | StepEvent | EpochEvent | EndEvent
+@dataclass
+class SnapshotEvent:
+    """The network at one moment (snapshots.py): at a run's start, at each validation, and in a long epoch at
+    least every snapshots.SNAPSHOT_SECONDS; written to ``path`` in the run directory before it is reported."""
+
+    snapshot: Any       # snapshots.Snapshot
+    images: Any         # snapshots.SnapshotImages: the fixed images and the photo it looked at
+    path: str
+
+
+Event = StartEvent | StepEvent | EpochEvent | SnapshotEvent | EndEvent

@@ -26,8 +26,6 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from PIL import Image
-from pytorch_grad_cam import GradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 from torchvision.utils import make_grid
 
@@ -226,6 +224,10 @@ def _grad_cam(network: nn.Module, x: torch.Tensor, target_class: int | None,
     num_classes = network.classifier[-1].out_features
     if target_class is not None and not 0 <= target_class < num_classes:
         raise ExplainError(f"Class {target_class} does not exist: the model has classes 0 to {num_classes - 1}.")
+    # Imported here: pytorch_grad_cam takes seconds to import, and training (snapshots.py) uses this module too.
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
     targets = None if target_class is None else [ClassifierOutputTarget(target_class)]
     cam = GradCAM(network, [target])
     try:  # not `with cam:`: its __exit__ prints and swallows IndexErrors

@@ -18,9 +18,12 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
+
+import torch
 
 from .config import TrainConfig, check_config, check_memory
-from .events import EndEvent, EpochEvent, StartEvent, StepEvent
+from .events import EndEvent, EpochEvent, SnapshotEvent, StartEvent, StepEvent
 from .train import train
 
 
@@ -56,6 +59,11 @@ class RunSnapshot:
     history: list[dict] = field(default_factory=list)                # one dict per validated epoch
     best_path: str | None = None
     best_val_acc: float | None = None
+    # The newest of the run's snapshots (snapshots.Snapshot) and the images it looked at; the older ones are
+    # on disk in the run directory, so a run holds one snapshot in memory however long it trains.
+    latest: Any = None
+    latest_images: Any = None
+    snapshots_taken: int = 0
 
     @property
     def active(self) -> bool:
@@ -84,6 +92,7 @@ class TrainingRunner:
         self._state = RunSnapshot()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._photo: torch.Tensor | None = None   # the photo the visitor picked for the feature maps
         self.on_finish: list = []      # callables run with the EndEvent (e.g. refresh checkpoint lists)
 
     def start(self, config: TrainConfig) -> None:
@@ -110,6 +119,11 @@ class TrainingRunner:
         self._stop.set()
         return True
 
+    def set_photo(self, photo: torch.Tensor | None) -> None:
+        """The photo (uint8 [C, S, S] at the run's store size) whose feature maps the next snapshots show; None:
+        the run's own validation image."""
+        self._photo = photo
+
     def wait(self, timeout: float | None = None) -> bool:
         """Waits for the run's thread to end; True if it has."""
         if self._thread is not None:
@@ -127,7 +141,7 @@ class TrainingRunner:
     def _run(self, config: TrainConfig) -> None:
         _lower_this_threads_priority(self.training_nice)
         try:
-            end = train(config, self._on_event, self._stop)
+            end = train(config, self._on_event, self._stop, photo=lambda: self._photo)
         except Exception as exc:  # a run must never take the app down with it
             end = EndEvent("failed", str(exc) or type(exc).__name__, config.out or "", None, None, 0.0)
             self._on_event(end)
@@ -156,6 +170,9 @@ class TrainingRunner:
                     "epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "wall_time_s")})
                 if event.best:
                     s.best_val_acc = event.val_acc
+            elif isinstance(event, SnapshotEvent):
+                s.latest, s.latest_images = event.snapshot, event.images
+                s.snapshots_taken += 1
             elif isinstance(event, EndEvent):
                 s.status, s.message = event.status, event.message
                 s.best_path, s.eta_s = event.best_path, 0.0
@@ -210,6 +227,13 @@ class RunRegistry:
         """Asks ``owner``'s run to stop (nobody else's); False when they have none going."""
         runner = self._runner(owner)
         return runner.stop() if runner is not None else False
+
+    def set_photo(self, photo: torch.Tensor | None, owner: str = LOCAL) -> bool:
+        """Shows ``photo``'s feature maps in ``owner``'s next snapshots; False when they have no run."""
+        runner = self._runner(owner)
+        if runner is not None:
+            runner.set_photo(photo)
+        return runner is not None
 
     def snapshot(self, owner: str = LOCAL) -> RunSnapshot:
         """``owner``'s last run as it is now; an idle snapshot when they have started none."""

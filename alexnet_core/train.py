@@ -30,10 +30,11 @@ import torch.distributed as dist
 from torch import nn
 
 from . import checkpoints, data
+from . import snapshots as snaps
 from .config import ConfigError, TrainConfig, check_config, check_memory, describe_overrides, resumed_config
 from .devices import amp_on, autocast, describe_device, describe_machine, resolve_device
-from .evaluate import evaluate
-from .events import EndEvent, EpochEvent, Event, StartEvent, StepEvent
+from .evaluate import EvalResult, evaluate
+from .events import EndEvent, EpochEvent, Event, SnapshotEvent, StartEvent, StepEvent
 from .models import first_conv, get_spec, whiten_conv_
 from .optim import lr_factor, make_optimizer, make_weight_average
 from .transforms import Preprocess, eval_transform, train_transform
@@ -92,13 +93,14 @@ class Run:
 
 def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
           stop: threading.Event | None = None, command: str | None = None,
-          given: set[str] | None = None, status_every: int | None = None) -> EndEvent:
+          given: set[str] | None = None, status_every: int | None = None, snapshots: bool = True,
+          photo: Callable[[], torch.Tensor | None] | None = None) -> EndEvent:
     """Trains as ``cfg`` says, reporting through ``on_event``; returns the final EndEvent.
 
-    ``status_every``: a StepEvent (the one host read of the loss) every this many steps; None reads at
-    every step on a CPU, where a read costs nothing, and about every STATUS_SECONDS on an accelerator.
-
-    ``command`` (the command line that started the run, where there is one) is kept in the metadata.
+    ``status_every``: a StepEvent every this many steps (default: _Status's cadence). ``snapshots``: whether
+    to take the network's snapshots (snapshots.py); ``photo`` is asked at each for the photo (uint8 at the run's
+    store size) whose feature maps it shows. ``command`` (the command line that started the run, where there is
+    one) is kept in the metadata.
     With ``cfg.resume``, the run goes on with the settings it was started with; only the settings named in
     ``given`` (default: those of ``cfg`` that differ from the defaults) override them (``resumed_config``).
 
@@ -124,25 +126,13 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
 
     status, message = "finished", "Training finished."
     run_start = time.perf_counter() - state.wall_time_s
-    speed_start, speed_images = time.perf_counter(), 0
+    camera = _Camera(run, emit, photo) if snapshots and rank == 0 else None
+    if camera is not None and resume_path is None:
+        camera.take(state, epoch=0, wall_time_s=0.0)      # the random start: the timeline's first frame
+    status_line = _Status(run, emit, status_every)
 
     def out_of_time() -> bool:
         return bool(cfg.time_limit) and time.perf_counter() - run_start > cfg.time_limit
-
-    def report_status(epoch: int, lr: float) -> None:
-        """Reads the mean loss of the steps since the last status (the loop's one host read between
-        validations), refuses a loss that is not finite, and reports it."""
-        loss, steps = cadence.read(), cadence.steps
-        cadence.reset()
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"The loss became {loss} within steps {state.step - steps + 1}–{state.step}: the learning rate "
-                f"({lr:.3g}) is probably too high for this model; try a smaller one.")
-        if rank == 0:
-            speed = speed_images / max(time.perf_counter() - speed_start, 1e-9)
-            steps_left = run.total_steps - state.step
-            emit(StepEvent(epoch, cfg.epochs, state.step, run.total_steps, loss, lr, speed,
-                           steps_left * cfg.batch_size * world / max(speed, 1e-9)))
 
     try:
         while state.epoch < cfg.epochs and state.step < run.total_steps:
@@ -151,7 +141,6 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
             epoch_gen_state = _encode_generator(run.order_gen)   # lets a resume replay this epoch's order
             run.stepped.train()
             tally = _Tally(device)
-            cadence = _Status(device, status_every)
             batches = _train_batches(run.train_data, cfg.batch_size * world, run.order_gen, rank, world)
             for i, (images, labels) in enumerate(batches):
                 if i < state.step_in_epoch:
@@ -166,13 +155,14 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
                 state.step += 1
                 state.step_in_epoch = i + 1
                 tally.add(loss, logits, labels)
-                cadence.add(loss)
-                speed_images += len(labels) * world
-                if cadence.due(state.step) or state.step_in_epoch == run.steps_per_epoch:
-                    report_status(epoch, lr)
+                status_line.add(loss, len(labels) * world)
+                if status_line.due(state.step) or state.step_in_epoch == run.steps_per_epoch:
+                    status_line.report(state, epoch, lr)
+                if camera is not None and camera.due() and state.step_in_epoch < run.steps_per_epoch:
+                    camera.take(state, epoch, time.perf_counter() - run_start)   # a long epoch, mid-way
 
-            if cadence.steps:              # the steps since the last status, read before anything is saved
-                report_status(epoch, lr)
+            if status_line.steps:          # the steps since the last status, read before anything is saved
+                status_line.report(state, epoch, lr)
             ended_early = stop.is_set() or out_of_time()
             finished_epoch = state.step_in_epoch >= run.steps_per_epoch
             state.wall_time_s = time.perf_counter() - run_start
@@ -181,12 +171,8 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
                 if finished_epoch:
                     state.epoch, state.step_in_epoch = epoch, 0
                     epoch_gen_state = _encode_generator(run.order_gen)
-                record = _validate_and_record(run, state, epoch, tally, lr, epoch_start, run_start)
-                if rank == 0 and record["best"]:
-                    _save_best(run, state)
-                _save_last(run, state, epoch_gen_state)
-                if rank == 0:
-                    emit(EpochEvent(**record, epochs=cfg.epochs))
+                _validate_and_save(run, state, epoch, tally, lr, (epoch_start, run_start), epoch_gen_state,
+                                   emit, camera)
             if ended_early:
                 status, message = "stopped", _stop_sentence(stop.is_set(), run.best_path.exists())
                 break
@@ -376,37 +362,77 @@ class _Tally:
         self.seen += len(labels)
 
 
+class _Camera:
+    """Takes the run's snapshots (snapshots.py), writes them to the run directory and reports them."""
+
+    def __init__(self, run: Run, emit: Callable[[Event], None], photo: Callable[[], torch.Tensor | None] | None):
+        self.run, self.emit, self.photo = run, emit, photo
+        self.images = snaps.load_images(run.run_dir) or snaps.choose_images(run.val_data)
+        snaps.save_images(run.run_dir, self.images)
+        self.index = snaps.next_index(run.run_dir)
+        self.taken_at = time.perf_counter()
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.taken_at >= snaps.SNAPSHOT_SECONDS
+
+    def take(self, state: RunState, epoch: int, wall_time_s: float, result: EvalResult | None = None) -> None:
+        chosen = self.photo() if self.photo is not None else None
+        if chosen is not None and not torch.equal(chosen, self.images.photo):
+            self.images.photo = chosen
+            snaps.save_images(self.run.run_dir, self.images)
+        snapshot = snaps.take(self.run.evaluated, self.run.pre, self.images, index=self.index, epoch=epoch,
+                              step=state.step, wall_time_s=wall_time_s,
+                              confusion=result.confusion() if result is not None else None,
+                              val_acc=result.accuracy if result is not None else None,
+                              channels_last=self.run.cfg.channels_last)
+        path = snaps.save(self.run.run_dir, snapshot)
+        self.index += 1
+        self.taken_at = time.perf_counter()
+        self.emit(SnapshotEvent(snapshot, self.images, str(path)))
+
+
 # How often, at most, the loop reads the loss on an accelerator: each read makes the host wait for the device.
 STATUS_SECONDS = 0.5
 
 
 class _Status:
-    """The loss of the steps since the last status, summed on the device, and when to read it on the host:
-    every ``every`` steps, or (None) at every step on a CPU, where the arithmetic is already done when a step
-    returns, and about every STATUS_SECONDS on an accelerator, as nanoGPT logs at an interval."""
+    """The status line of a run: the loss of the steps since the last status, summed on the device, read on the
+    host (the loop's one read between validations) every ``every`` steps, or (None) at every step on a CPU, where
+    the arithmetic is already done when a step returns, and about every STATUS_SECONDS on an accelerator, as
+    nanoGPT logs at an interval. A loss that is not finite is refused when it is read."""
 
-    def __init__(self, device: torch.device, every: int | None):
-        self.every = every or (1 if device.type == "cpu" else None)
-        self.loss_sum = torch.zeros((), device=device)
+    def __init__(self, run: Run, emit: Callable[[Event], None], every: int | None):
+        self.run, self.emit = run, emit
+        self.every = every or (1 if run.device.type == "cpu" else None)
+        self.loss_sum = torch.zeros((), device=run.device)
         self.steps = 0
-        self.read_at = time.perf_counter()
+        self.read_at = self.speed_start = time.perf_counter()
+        self.images = 0
 
-    def add(self, loss: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, images: int) -> None:
         self.loss_sum += loss.detach()
         self.steps += 1
+        self.images += images
 
     def due(self, step: int) -> bool:
         if self.every:
             return step % self.every == 0
         return time.perf_counter() - self.read_at >= STATUS_SECONDS
 
-    def read(self) -> float:
-        return (self.loss_sum / self.steps).item()
-
-    def reset(self) -> None:
+    def report(self, state: RunState, epoch: int, lr: float) -> None:
+        loss, steps = (self.loss_sum / self.steps).item(), self.steps
         self.loss_sum.zero_()
-        self.steps = 0
-        self.read_at = time.perf_counter()
+        self.steps, self.read_at = 0, time.perf_counter()
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"The loss became {loss} within steps {state.step - steps + 1}–{state.step}: the learning rate "
+                f"({lr:.3g}) is probably too high for this model; try a smaller one.")
+        if self.run.rank == 0:
+            cfg, run = self.run.cfg, self.run
+            speed = self.images / max(time.perf_counter() - self.speed_start, 1e-9)
+            steps_left = run.total_steps - state.step
+            self.emit(StepEvent(epoch, cfg.epochs, state.step, run.total_steps, loss, lr, speed,
+                                steps_left * cfg.batch_size * run.world / max(speed, 1e-9)))
 
 
 def _stop_sentence(stopped: bool, saved: bool) -> str:
@@ -415,10 +441,23 @@ def _stop_sentence(stopped: bool, saved: bool) -> str:
                       else " Nothing was trained yet, so nothing was saved.")
 
 
+def _validate_and_save(run: Run, state: RunState, epoch: int, tally: _Tally, lr: float, started: tuple[float, float],
+                       epoch_gen_state: str, emit: Callable[[Event], None], camera: _Camera | None) -> None:
+    """Validates, keeps a new best checkpoint and the resumable state, reports the epoch, then snapshots it."""
+    record, result = _validate_and_record(run, state, epoch, tally, lr, *started)
+    if run.rank == 0 and record["best"]:
+        _save_best(run, state)
+    _save_last(run, state, epoch_gen_state)
+    if run.rank == 0:
+        emit(EpochEvent(**record, epochs=run.cfg.epochs))
+    if camera is not None:
+        camera.take(state, epoch, state.wall_time_s, result)
+
+
 def _validate_and_record(run: Run, state: RunState, epoch: int, tally: _Tally, lr: float, epoch_start: float,
-                         run_start: float) -> dict:
+                         run_start: float) -> tuple[dict, EvalResult | None]:
     """Validates (rank 0), appends the epoch to the history and updates best/plateau bookkeeping. Returns the
-    epoch's record: EpochEvent's fields but ``epochs``."""
+    epoch's record (EpochEvent's fields but ``epochs``) and the validation's result (None on other ranks)."""
     cfg, seen = run.cfg, tally.seen
     if world_size() > 1:
         for t in (tally.loss_sum, tally.correct):
@@ -442,7 +481,7 @@ def _validate_and_record(run: Run, state: RunState, epoch: int, tally: _Tally, l
                   lr=lr, seconds=round(time.perf_counter() - epoch_start, 2),
                   wall_time_s=round(state.wall_time_s, 1), best=is_best)
     state.history.append({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()})
-    return record
+    return record, result
 
 
 def _encode_generator(g: torch.Generator) -> str:
