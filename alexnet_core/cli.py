@@ -336,6 +336,57 @@ def _cmd_card(args) -> int:
     return 0
 
 
+# ---- compare and snapshots -------------------------------------------------------------------------------------
+
+def _add_compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="runs side by side: best accuracies, the settings that differ, one chart",
+                       description="Reads each checkpoint's recorded history and settings (headers only).")
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
+    p.add_argument("--x", choices=("epoch", "time"), default="epoch", help="the chart's x axis (default: epoch)")
+    p.add_argument("--out", metavar="PNG", help="write the chart of validation accuracy and loss here")
+    p.set_defaults(run=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    from .compare import comparison_plot, record_of, table
+
+    records = [record_of(path) for path in args.checkpoints]
+    headers, rows = table(records)
+    widths = [max(len(str(row[i])) for row in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, *rows]:
+        print("  ".join(f"{str(cell):<{width}}" for cell, width in zip(row, widths)).rstrip())
+    if args.out:
+        comparison_plot(records, args.x).savefig(args.out, dpi=100)
+    return 0
+
+
+def _add_snapshots_parser(sub) -> None:
+    p = sub.add_parser("snapshots", help="a run's snapshots: conv1's filters, guesses and accuracy over time",
+                       description="Lists the snapshots train wrote into RUN/snapshots and can write the filters' "
+                                   "timeline as an animated GIF.")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--gif", metavar="FILE", help="write conv1's filters at every snapshot as an animated GIF")
+    p.set_defaults(run=_cmd_snapshots)
+
+
+def _cmd_snapshots(args) -> int:
+    from pathlib import Path
+
+    from . import snapshots
+    from .checkpoints import atomic_write_bytes
+
+    taken = snapshots.load_all(args.run_dir)
+    if not taken:
+        raise ValueError(f"{Path(args.run_dir).name} has no snapshots (train writes them into RUN/snapshots).")
+    for snapshot in taken:
+        accuracy = f"  val acc {snapshot.val_acc:.1%}" if snapshot.val_acc is not None else ""
+        print(f"{snapshot.index:4d}  {snapshot.label()}{accuracy}")
+    if args.gif:
+        atomic_write_bytes(args.gif, snapshots.filters_animation(args.run_dir))
+        print(f"wrote {args.gif} ({len(taken)} frames)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m alexnet_core", description="AlexNet Studio: inspect, train and use AlexNet variants."
@@ -348,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict_parser(subparsers)
     _add_explain_parser(subparsers)
     _add_card_parser(subparsers)
+    _add_compare_parser(subparsers)
+    _add_snapshots_parser(subparsers)
     return parser
 
 

@@ -73,7 +73,7 @@ class Snapshot:
         return {c: float(self.confusion[i, i] / totals[i]) for i, c in enumerate(classes) if totals[i] > 0}
 
     def label(self) -> str:
-        when = f"epoch {self.epoch}" + ("" if self.validated else " (mid-epoch)")
+        when = "the start" if self.step == 0 else f"epoch {self.epoch}" + ("" if self.validated else " (mid-epoch)")
         return f"{when} · step {self.step:,} · {self.wall_time_s:.0f} s"
 
 
