@@ -63,23 +63,29 @@ def shape_plot(summary: Summary) -> Figure:
 
 
 def confusion_plot(result: EvalResult) -> Figure:
-    """The confusion matrix as a heat map: true classes down, predicted classes across, counts in the cells.
+    """The confusion matrix of an evaluation as a heat map (``confusion_counts_plot``)."""
+    return confusion_counts_plot(result.confusion().numpy(), result.classes,
+                                 f"{result.accuracy:.1%} correct of {result.n:,} images")
+
+
+def confusion_counts_plot(counts, classes: list[str], title: str) -> Figure:
+    """A confusion matrix ``counts[true, predicted]`` as a heat map: true classes down, predicted classes across,
+    counts in the cells.
 
     Colours follow each true class's share (its row divided by its count), so that classes with few images
     are as readable as large ones; the cells show the counts themselves.
     """
-    counts = result.confusion().numpy()
     rows = counts.sum(axis=1, keepdims=True)
     shares = counts / rows.clip(min=1)
-    k = len(result.classes)
+    k = len(classes)
     side = min(3 + 0.45 * k, 14)
     figure = Figure(figsize=(side + 1, side), layout="constrained")
     axes = figure.subplots()
     image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axes, label="share of the true class", shrink=0.8)
     if k <= TICK_LABEL_MAX_CLASSES:
-        axes.set_xticks(range(k), result.classes, rotation=45, ha="right")
-        axes.set_yticks(range(k), result.classes)
+        axes.set_xticks(range(k), classes, rotation=45, ha="right")
+        axes.set_yticks(range(k), classes)
     if k <= CELL_TEXT_MAX_CLASSES:
         for true in range(k):
             for predicted in range(k):
@@ -89,5 +95,5 @@ def confusion_plot(result: EvalResult) -> Figure:
                           color=colour, fontsize=8 if k > 10 else 10)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
-    axes.set_title(f"{result.accuracy:.1%} correct of {result.n:,} images")
+    axes.set_title(title)
     return figure
