@@ -33,15 +33,13 @@ from alexnet_core.train_settings import (
 from alexnet_core.uploads import MAX_TOTAL_BYTES, UploadError, check_dataset, extract_zip
 
 from . import settings
-from .choices import data_choices, default_data
+from .choices import OFF, ON, OWN, data_choices, default_data, switch_choices, switch_value
 from .fields import named_numbers
 from .visitors import file_name, for_the_page, owner_of, run_count, runs_dir, upload_room, uploads_dir
 
 # The form's fields, in the order its events take them: every setting of the table a page may set (the run
 # folders are the command line's only). The model's field is the first.
 FORM_SETTINGS = tuple(setting for setting in TRAIN_SETTINGS if setting.place != "cli")
-# A setting whose default is the variant's own (BatchNorm) is a choice of three in the form.
-OWN, ON, OFF = "own", "on", "off"
 
 
 def own_label(model: str) -> str:
@@ -60,7 +58,7 @@ def _from_form(setting: Setting, value):
     """A field's value as the setting takes it: the three-way BatchNorm choice as None/True/False; a blank
     optional number, which the browser sends as 0, as None (where 0 is no value it may take)."""
     if setting.kind == "switch" and setting.optional:
-        return {OWN: None, ON: True, OFF: False}.get(value, value)
+        return switch_value(value)
     if setting.optional and setting.kind in ("int", "float") and value == 0 and (setting.minimum or 0) > 0:
         return None
     return value
@@ -368,7 +366,7 @@ def _field(setting: Setting, defaults) -> gr.components.Component:
     if setting.kind == "choice":
         return gr.Dropdown(choices=list(setting.choices), value=value, label=setting.label, info=info)
     if setting.kind == "switch" and setting.optional:
-        return gr.Radio(choices=[(own_label(defaults.model), OWN), (ON, ON), (OFF, OFF)], value=value,
+        return gr.Radio(choices=switch_choices(own_label(defaults.model)), value=value,
                         label=setting.label, info=info)
     if setting.kind == "switch":
         return gr.Checkbox(value=value, label=setting.label, info=info)
@@ -389,6 +387,7 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
     def fields_of(*names: str) -> None:
         for name in names:
             fields[name] = _field(SETTINGS_BY_NAME[name], defaults)
+            fields[name].elem_id = f"train-{name.replace('_', '-')}"   # for tests and the browser
 
     with gr.Tab("Train", id="train"):
         caps = settings.TRAINING_CAPS.describe()
@@ -400,7 +399,8 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
             upload_note = gr.Markdown()
         with gr.Row():
             recipe = gr.Dropdown(choices=[("Custom", "custom"), *[(name, name) for name in RECIPES]],
-                                 value="custom", label="Recipe (sets the settings as --recipe does)", scale=2)
+                                 value="custom", label="Recipe (sets the settings as --recipe does)", scale=2,
+                                 elem_id="train-recipe")
             fields_of("epochs", "limit")
         main = [s.name for s in FORM_SETTINGS if s.place == "form" and s.name not in fields]
         for row in (main[:5], main[5:]):
@@ -427,7 +427,7 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
     named_numbers(*[field for field in form if isinstance(field, gr.Number)])
     recipe.change(recipe_values, inputs=recipe, outputs=form, api_name=False)
     model, batch_norm = fields["model"], fields["batch_norm"]
-    model.change(lambda name: gr.Radio(choices=[(own_label(name), OWN), (ON, ON), (OFF, OFF)]), inputs=model,
+    model.change(lambda name: gr.Radio(choices=switch_choices(own_label(name))), inputs=model,
                  outputs=batch_norm, api_name=False)
     outputs = [status, loss_plot, acc_plot, download]
 

@@ -226,8 +226,9 @@ def test_a_zip_r_zip_of_class_folders_in_one_top_folder_is_selected_listed_and_t
     assert root in [v for _, v in ui.choices.data_choices(visitor)]
     assert root not in [v for _, v in ui.choices.data_choices(other)]
     assert not (Path(root) / "daisy" / "broken.jpg").exists()  # checked whole: the unreadable file is left out
-    assert ui.train.start_training("alexnet_cifar_small", root, "cpu", None, 1, 8, 0.02, "sgd", 0.9, 0.0,
-                                     "constant", 0.0, False, visitor=visitor).startswith("Started")
+    assert ui.train.start_training(dict(model="alexnet_cifar_small", data=root, device="cpu", epochs=1, batch_size=8,
+                                        lr=0.02, weight_decay=0.0, schedule="constant", batch_norm=False),
+                                   visitor=visitor).startswith("Started")
     assert RUNNER.wait(120, visitor) and RUNNER.snapshot(visitor).status == "finished", RUNNER.snapshot(visitor).message
 
 
