@@ -105,9 +105,11 @@ def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr
             f"{name} is now in the Data lists of Train and Evaluate (for you only).")
 
 
-def _start_run(owner: str, asked: dict) -> None:
+def _start_run(owner: str, asked: dict, listed_only: bool = False) -> None:
     """Checks the settings object and the server's bounds, then starts ``owner``'s run (the library's errors pass
-    on)."""
+    on). ``listed_only``: the data must be in the owner's Data list (a request: an API client may send any
+    string, which the page's list would not; a direct call from Python may name any folder, as the command line
+    may)."""
     if settings.SHARING.runs_per_visitor and run_count(owner) >= settings.SHARING.runs_per_visitor:
         raise ValueError(f"You have made {settings.SHARING.runs_per_visitor} runs, as many as this server keeps per "
                          f"visitor: download the checkpoints you want to keep; the server forgets runs when it "
@@ -121,6 +123,8 @@ def _start_run(owner: str, asked: dict) -> None:
         raise ConfigError(f"The setting {folders[0]} names a folder on the server: the app keeps each run in your "
                           f"own folder; leave it out.")
     config, _ = config_from_settings(asked)
+    if listed_only and config.data not in dict(data_choices(owner)).values():
+        raise ConfigError(NOT_LISTED_DATA)
     config = dataclasses.replace(config, device=config.device or "auto", out=str(
         runs_dir(owner) / f"{config.model}-{Path(str(config.data)).name}-{time.strftime('%Y%m%d-%H%M%S')}"))
     capped = settings.TRAINING_CAPS.apply(config)
@@ -142,11 +146,15 @@ def _shortened_splits(config, cap: int) -> str:
                         for name, n, whole in zip(("training", "validation"), used, full) if n < whole)
 
 
+NOT_LISTED_DATA = ("That data is not in the list of choices: pick one from the Data list (your uploads are there), "
+                   "or upload an ImageFolder zip.")
+
+
 def start_training(asked: dict, visitor: str | None = None, request: gr.Request = None) -> str:
     """Starts the visitor's run in the background and says so; gr.Error with the sentence that says why not
     (a setting, a cap, their run already going, the server's runs all taken)."""
     try:
-        _start_run(owner_of(visitor, request), asked)
+        _start_run(owner_of(visitor, request), asked, listed_only=request is not None)
     except (BusyError, ValueError, TypeError) as error:
         raise gr.Error(for_the_page(str(error))) from None
     return STARTED
@@ -158,9 +166,10 @@ TRAINING_QUEUE = "training"  # the concurrency id of the training event: its own
 FOLLOW_SECONDS = 1.0
 
 
-async def train(asked: dict, visitor: str | None = None, request: gr.Request = None):
-    """The Train tab's Start, as a queued event: starts the visitor's run with the settings object ``asked``
-    (the form's, or an API client's: any setting left out takes the recipe's value, then the default) and
+async def train(settings: dict, visitor: str | None = None, request: gr.Request = None):
+    """The Train tab's Start, as a queued event: starts the visitor's run with the settings object ``settings``
+    (the form's, or an API client's, by this name: any setting left out takes the recipe's value, then the
+    default; the server's limits are read as ``ui.settings`` by _start_run, not here) and
     streams its status and plots until it ends (then the best checkpoint, to download). The event's concurrency
     limit is the server's runs at once, so a second visitor's Start waits in Gradio's queue; should a run still
     be training whose page has gone (the run outlives its page), this one waits for it here."""
@@ -168,7 +177,7 @@ async def train(asked: dict, visitor: str | None = None, request: gr.Request = N
     try:
         while True:
             try:
-                _start_run(owner, asked)
+                _start_run(owner, settings, listed_only=request is not None)
                 break
             except ServerBusyError:
                 if owner not in _WAITING:

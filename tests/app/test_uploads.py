@@ -295,7 +295,7 @@ def test_the_live_app_reads_only_checkpoints_and_data_from_its_own_lists(live_ap
                                                           api_name="/evaluate")
     runs_before = sorted(live_app.home.rglob("*.safetensors"))
     for data in ("/etc", str(tmp_path), "../../", str(live_app.tiny_data / "..")):
-        assert "not in the list of choices" in _app_error(client, "alexnet_cifar_small", data, "cpu", None,
+        assert "not in the list of choices" in _app_error(client, dict(model="alexnet_cifar_small", data=data),
                                                           api_name="/train")
     assert not RUNNER.snapshot().active and sorted(live_app.home.rglob("*.safetensors")) == runs_before
 
