@@ -59,7 +59,7 @@ def _from_form(setting: Setting, value):
     optional number, which the browser sends as 0, as None (where 0 is no value it may take)."""
     if setting.kind == "switch" and setting.optional:
         return switch_value(value)
-    if setting.optional and setting.kind in ("int", "float") and value == 0 and (setting.minimum or 0) > 0:
+    if setting.optional and setting.kind in ("int", "float") and value in (0, "") and (setting.minimum or 0) > 0:
         return None
     return value
 
@@ -379,6 +379,10 @@ def _field(setting: Setting, defaults) -> gr.components.Component:
                         label=setting.label, info=info)
     if setting.kind == "switch":
         return gr.Checkbox(value=value, label=setting.label, info=info)
+    if setting.optional and (setting.minimum or 0) <= 0:
+        # The browser sends an empty number field as 0, which this setting takes as a value of its own (no
+        # warm-up): a text field, whose blank stays blank (config_from_settings reads the number in it).
+        return gr.Textbox(value=value, label=setting.label, info=info, placeholder="blank: the default")
     # An optional number has no bounds on its field: the browser sends a blank field as 0 (_from_form).
     bounds = {} if setting.optional else dict(minimum=setting.minimum, maximum=setting.maximum)
     return gr.Number(value=value, label=setting.label, info=info, precision=0 if setting.kind == "int" else None,

@@ -4,6 +4,7 @@ custom form at its defaults), the TrainConfig the page's Start builds equals, wh
 
 import dataclasses
 
+import gradio as gr
 import pytest
 
 import gradio_app
@@ -38,7 +39,10 @@ def started(monkeypatch, tmp_path):
 def page_config(form, started, model: str, recipe: str) -> TrainConfig:
     """Start on a fresh page after picking ``model`` and ``recipe``, as the page's events do it."""
     _, fields = form
-    values = {name: field.value for name, field in fields.items()}
+    # As the browser sends them: an empty number field as 0 (measured with Gradio 6.31 and Chromium), an empty
+    # text field as "".
+    values = {name: field.value if field.value is not None else 0 if isinstance(field, gr.Number) else ""
+              for name, field in fields.items()}
     for setting, update in zip(ui.train.FORM_SETTINGS, ui.train.recipe_values(recipe)):   # recipe.change
         if not isinstance(update, dict):                # gr.update(): the field stays as it is
             values[setting.name] = update
