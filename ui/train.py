@@ -360,6 +360,13 @@ def fill_form(visitor: str | None = None, request: gr.Request = None) -> list:
             else values[setting.name] for setting in FORM_SETTINGS]
 
 
+def _zero_means(setting: Setting, model: str) -> str:
+    """The help of an optional number's field, which shows its default as 0: "… (0: all)"; the input size's
+    names the variant's own side."""
+    own = f"the variant's own, {get_spec(model).input_size}" if model in MODELS else "the variant's own"
+    return setting.help.replace("default: the variant's own", "default: " + own).replace("default: ", "0: ")
+
+
 def _field(setting: Setting, defaults) -> gr.components.Component:
     """The form's field for a setting of the table (its label, bounds, help and default)."""
     value = _to_form(setting, getattr(defaults, setting.name))
@@ -383,7 +390,8 @@ def _field(setting: Setting, defaults) -> gr.components.Component:
         # The browser sends an empty number field as 0, which this setting takes as a value of its own (no
         # warm-up): a text field, whose blank stays blank (config_from_settings reads the number in it).
         return gr.Textbox(value=value, label=setting.label, info=info, placeholder="blank: the default")
-    # An optional number has no bounds on its field: the browser sends a blank field as 0 (_from_form).
+    if setting.optional:  # the field shows an empty value as 0, and the browser sends it so (_from_form)
+        info = _zero_means(setting, defaults.model)
     bounds = {} if setting.optional else dict(minimum=setting.minimum, maximum=setting.maximum)
     return gr.Number(value=value, label=setting.label, info=info, precision=0 if setting.kind == "int" else None,
                      **bounds)
@@ -434,14 +442,17 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
             loss_plot = gr.LinePlot(_loss_frame(), x="step", y="loss", color="curve", title="Loss", height=300)
             acc_plot = gr.LinePlot(_accuracy_frame(), x="epoch", y="accuracy", color="curve", title="Accuracy",
                                    height=300, y_lim=[0, 1])
-        download = gr.DownloadButton("Download the best checkpoint (.safetensors)", value=None, interactive=False)
+        download = gr.DownloadButton("Download the best checkpoint (.safetensors)", value=None, interactive=False,
+                                     elem_id="train-download")
 
     form = [fields[setting.name] for setting in FORM_SETTINGS]
     named_numbers(*[field for field in form if isinstance(field, gr.Number)])
     recipe.change(recipe_values, inputs=recipe, outputs=form, api_name=False)
-    model, batch_norm = fields["model"], fields["batch_norm"]
-    model.change(lambda name: gr.Radio(choices=switch_choices(own_label(name))), inputs=model,
-                 outputs=batch_norm, api_name=False)
+    # What "the model's own" is follows the model.
+    model, batch_norm, input_size = fields["model"], fields["batch_norm"], fields["input_size"]
+    model.change(lambda name: (gr.Radio(choices=switch_choices(own_label(name))),
+                               gr.Number(info=_zero_means(SETTINGS_BY_NAME["input_size"], name))),
+                 inputs=model, outputs=[batch_norm, input_size], api_name=False)
     outputs = [status, loss_plot, acc_plot, download]
 
     def ask(visitor_id: str | None, recipe_name: str, *values, request: gr.Request = None):
