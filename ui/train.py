@@ -291,7 +291,7 @@ def _accuracy_frame(rows: list[dict] | None = None) -> pd.DataFrame:
     return _curves_frame(rows, "epoch", "accuracy", ACCURACY_CURVES)
 
 
-def training_view(s: RunSnapshot) -> tuple[str, pd.DataFrame, pd.DataFrame, dict]:
+def training_view(s: RunSnapshot) -> tuple[str, pd.DataFrame, pd.DataFrame, str | None]:
     """A run's state in words, its loss and accuracy curves, and the download of its best checkpoint once it has
     ended (named after the run; the button is disabled while there is none)."""
     if s.status == "idle":
@@ -313,8 +313,13 @@ def training_view(s: RunSnapshot) -> tuple[str, pd.DataFrame, pd.DataFrame, dict
     accuracy = _accuracy_frame([{"epoch": h["epoch"], "accuracy": h[key], "curve": label} for h in s.history
                                 for key, label in zip(("train_acc", "val_acc"), ACCURACY_CURVES)])
     best = s.best_path if not s.active and s.best_path and Path(s.best_path).is_file() else None
-    # An update, not a DownloadButton: a component made here would copy the checkpoint into Gradio's cache at once.
-    return text, loss, accuracy, gr.update(value=named_download(best) if best else None, interactive=bool(best))
+    return text, loss, accuracy, named_download(best) if best else None
+
+
+def download_button(checkpoint: str | None) -> gr.DownloadButton:
+    """The download button as its checkpoint allows: disabled while there is none. (The events that follow a run
+    send the checkpoint alone, which API clients receive as a file; the button's state follows its value.)"""
+    return gr.DownloadButton(interactive=checkpoint is not None)
 
 
 def named_download(best_path: str) -> str:
@@ -338,7 +343,7 @@ def named_download(best_path: str) -> str:
 
 
 def training_status(visitor: str | None = None, request: gr.Request = None
-                    ) -> tuple[str, pd.DataFrame, pd.DataFrame, dict]:
+                    ) -> tuple[str, pd.DataFrame, pd.DataFrame, str | None]:
     """The caller's own run, once (the API's /train_status; the page follows its run with follow_training)."""
     return training_view(RUNNER.snapshot(owner_of(visitor, request)))
 
@@ -454,6 +459,8 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
                                gr.Number(info=_zero_means(SETTINGS_BY_NAME["input_size"], name))),
                  inputs=model, outputs=[batch_norm, input_size], api_name=False)
     outputs = [status, loss_plot, acc_plot, download]
+    download.change(download_button, inputs=download, outputs=download, api_name=False, show_progress="hidden",
+                    queue=False)
 
     def ask(visitor_id: str | None, recipe_name: str, *values, request: gr.Request = None):
         return form_settings(recipe_name, *values), queue_notice(visitor_id, request)

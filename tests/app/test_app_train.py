@@ -50,7 +50,7 @@ def test_start_runs_in_background_and_reports(folder):
     assert wait_for(lambda: RUNNER.snapshot().status == "finished"), RUNNER.snapshot().message
     text, loss, accuracy, download = ui.train.training_status()
     assert "Finished" in text and "Best validation accuracy" in text and str(ui.settings.RUNS_DIR) not in text
-    assert Path(download["value"]).read_bytes() == Path(RUNNER.snapshot().best_path).read_bytes()
+    assert Path(download).read_bytes() == Path(RUNNER.snapshot().best_path).read_bytes()
     assert len(loss[loss.curve == "train (per step)"]) == RUNNER.snapshot().total_steps
     assert list(accuracy.epoch.unique()) == [1, 2]
     # the finished run's checkpoint is where the app lists runs
@@ -158,8 +158,8 @@ def test_the_train_event_streams_the_run_to_its_end_and_hands_over_the_checkpoin
     outputs = drain(ui.train.train(settings(folder, epochs=2), visitor=A))
     assert outputs[0][0].startswith("**")
     text, loss, accuracy, download = outputs[-1]
-    assert text.startswith("**Finished**") and download["interactive"]
-    assert Path(download["value"]).name == f"{Path(RUNNER.snapshot(A).run_dir).name}-best.safetensors"
+    assert text.startswith("**Finished**")
+    assert Path(download).name == f"{Path(RUNNER.snapshot(A).run_dir).name}-best.safetensors"
     assert loss.dtypes["loss"] == "float64" and loss.dtypes["step"] == "int64" and len(loss)
     # The stream ends with the run: a finished run's page follows nothing more.
     assert len(drain(ui.train.follow_training(A))) == 1
@@ -185,7 +185,7 @@ def test_a_second_start_waits_for_a_place_and_is_told_where_it_is_in_line(folder
 
 def test_typed_empty_plots_before_any_run():
     text, loss, accuracy, download = ui.train.training_status("c" * 32)
-    assert text.startswith("No run yet") and download["value"] is None and not download["interactive"]
+    assert text.startswith("No run yet") and download is None
     # No values yet, but every curve named (one NaN row each, which the chart leaves out): Gradio's LinePlot
     # keeps the colours of the curves in its first data, so a curve missing then would never be drawn.
     assert loss["loss"].isna().all() and accuracy["accuracy"].isna().all()

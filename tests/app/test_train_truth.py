@@ -105,15 +105,15 @@ def test_a_reload_shows_the_settings_of_the_run_it_follows(folder):
 
 
 def test_the_download_is_named_after_its_run_and_disabled_until_there_is_a_checkpoint(folder):
-    download = ui.train.training_status(A)[3]         # an update of the download button
-    assert download["interactive"] is False and download["value"] is None
+    assert ui.train.training_status(A)[3] is None
+    assert ui.train.download_button(None).interactive is False    # the button, disabled while there is none
     start(folder)
     assert RUNNER.wait(60, A) and RUNNER.snapshot(A).status == "finished"
     run = Path(RUNNER.snapshot(A).run_dir).name
     download = ui.train.training_status(A)[3]
-    assert download["interactive"] is True
-    assert Path(download["value"]).name == f"{run}-best.safetensors"
-    assert Path(download["value"]).read_bytes() == Path(RUNNER.snapshot(A).best_path).read_bytes()
+    assert ui.train.download_button(download).interactive is True
+    assert Path(download).name == f"{run}-best.safetensors"
+    assert Path(download).read_bytes() == Path(RUNNER.snapshot(A).best_path).read_bytes()
     # the named copy is not listed as a second checkpoint
     assert [path for _, path in ui.choices.checkpoint_choices(A) if run in path] == [RUNNER.snapshot(A).best_path]
 

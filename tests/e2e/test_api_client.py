@@ -429,8 +429,8 @@ def test_the_api_doc_examples_run_against_the_app(live_app, client, cifar10_dir,
     replacements = [
         (DOC_URL, live_app.url),
         ('"photo.jpg"', repr(photo)),
-        ('data="cifar10", limit=2000, epochs=2, batch_size=64', f"data={str(live_app.tiny_data)!r}, limit=16, "
-                                                                 "epochs=2, batch_size=8"),
+        ('"data": "cifar10", "limit": 2000, "epochs": 2, "batch_size": 64',
+         f'"data": {str(live_app.tiny_data)!r}, "limit": 16, "epochs": 2, "batch_size": 8'),
         ("time.sleep(5)", "time.sleep(0.2)"),
         ('data="cifar10", split="test", limit=200', f'data={_shared_choice("cifar10")!r}, split="test", limit=20'),
     ]
@@ -447,7 +447,7 @@ def test_the_api_doc_examples_run_against_the_app(live_app, client, cifar10_dir,
     assert "⚠️ alexnet cannot take 224x224 inputs" in out
     assert "**Finished**" in out and "No run of yours is going." in out
     assert namespace["status"].startswith("**Finished**"), namespace["status"]
-    assert Path(namespace["checkpoint"]).is_file() and namespace["checkpoint"].endswith(".safetensors")
+    assert Path(namespace["checkpoint"]).is_file() and namespace["checkpoint"].endswith("-best.safetensors")
     assert "ship [('ship'," in out
     assert "Grad-CAM explains **ship**" in out
     assert re.search(r"### [\d.]+% correct", out)
