@@ -99,6 +99,10 @@ def file_name(path: str) -> str:
     return Path(path).name
 
 
+# Two or more parts after a "/" that does not follow a word, a dot, a colon or a slash (so URLs are left alone).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/,;:()'\"]+/)+([^\s/,;:()'\"]*)")
+
+
 def for_the_page(message: str) -> str:
     """A message from the library, as a visitor of the page should read it: files under the app's folders by
     their names, not server paths; what to do in the browser, not on the command line."""
@@ -106,5 +110,7 @@ def for_the_page(message: str) -> str:
     for root in sorted(roots, key=lambda p: -len(str(p))):  # the deepest first
         message = re.sub(re.escape(str(root)) + r"[^\s,;:()]*", lambda m: Path(m.group()).name or m.group(),
                          message)
+    # Any other absolute path (the shared data sets', the repository's, Gradio's upload folder) by its last part.
+    message = _ABSOLUTE_PATH.sub(lambda m: m.group(1), message)
     return message.replace("; --resume continues the run.",
                            ": download it below, or use it in Predict, Evaluate and Inside.")
