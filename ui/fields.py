@@ -39,7 +39,7 @@ def _checked(preprocess: Callable, name: str, blank: bool) -> Callable:
         if not isinstance(number, (int, float)) or isinstance(number, bool) or not math.isfinite(number):
             shown = {list: "a list", dict: "an object"}.get(type(payload)) or repr(
                 payload[:40] if isinstance(payload, str) else payload if isinstance(payload, (int, float)) else None)
-            raise gr.Error(f"{name} must be a finite number, not {shown}.")
+            raise gr.Error(f"{name} must be a number, not {shown}.")
         return preprocess(number)
 
     return checked
