@@ -20,6 +20,7 @@ host's ``MemAvailable`` and the cgroup's limit less its usage, whichever is smal
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -205,6 +206,7 @@ class MemoryRefusal(ValueError):
     """Work that would need more memory than this process may use; the message is one sentence."""
 
 
+@functools.lru_cache(maxsize=256)   # prediction checks it per photo: the shapes' arithmetic once per checkpoint
 def inference_estimate(model: str, pre, *, batch_norm: bool, num_classes: int, views: int = 1, grad: bool = False,
                        in_flight: int = 1) -> Estimate:
     """What running ``model`` on images prepared by ``pre`` (a transforms.Preprocess) needs: per image of a
