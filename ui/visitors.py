@@ -100,7 +100,7 @@ def file_name(path: str) -> str:
 
 
 # Two or more parts after a "/" that does not follow a word, a dot, a colon or a slash (so URLs are left alone).
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/,;:()'\"]+/)+([^\s/,;:()'\"]*)")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/,;:()'\"]+/)+[^\s/,;:()'\"]*")
 
 
 def for_the_page(message: str) -> str:
@@ -110,7 +110,7 @@ def for_the_page(message: str) -> str:
     for root in sorted(roots, key=lambda p: -len(str(p))):  # the deepest first
         message = re.sub(re.escape(str(root)) + r"[^\s,;:()]*", lambda m: Path(m.group()).name or m.group(),
                          message)
-    # Any other absolute path (the shared data sets', the repository's, Gradio's upload folder) by its last part.
-    message = _ABSOLUTE_PATH.sub(lambda m: m.group(1), message)
+    # Any other absolute path (the shared data sets', a folder on a private server) by its last two parts.
+    message = _ABSOLUTE_PATH.sub(lambda m: "/".join(Path(m.group()).parts[-2:]), message)
     return message.replace("; --resume continues the run.",
                            ": download it below, or use it in Predict, Evaluate and Inside.")
