@@ -118,7 +118,8 @@ def throughput(seconds: float) -> float:
 
 def training_phase(client: Client, data: str, model: str, nice: int, args) -> dict:
     RUNNER.training_nice = nice
-    answer = client.predict(model, data, "cpu", None, 1000, BATCH, 0.01, api_name="/train")
+    answer = client.predict(dict(model=model, data=data, device="cpu", epochs=1000, batch_size=BATCH, lr=0.01),
+                            api_name="/train")
     if not answer.startswith("Started"):
         raise RuntimeError(f"/train did not start: {answer}")
     deadline = time.time() + 300

@@ -14,6 +14,7 @@ from alexnet_core.models import MODELS, get_spec
 from alexnet_core.plots import shape_plot
 from alexnet_core.summary import TABLE_COLUMNS, summarize, table_rows
 
+from .choices import OWN, switch_choices, switch_value
 from .fields import named_numbers
 
 # The two sizes every variant is compared at: ImageNet's (as the paper states it) and CIFAR-10's.
@@ -80,11 +81,12 @@ def layer_table_html(rows: list[list[str]]) -> str:
     return f"<table class='layers'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def compare(large: str, small: str, batch_norm: bool = False) -> tuple[str, str, str, str]:
+def compare(large: str, small: str, batch_norm: str | bool | None = OWN) -> tuple[str, str, str, str]:
     """The Architecture tab's first view: a variant made for 224/227 beside one made for 32, each at its own
     size (the paper's AlexNet at 227, its CIFAR-10 adaptation at 32 to start with): a heading with the totals
     and the layer table (HTML) of each."""
     outputs: list = []
+    batch_norm = switch_value(batch_norm)   # "own": each variant as it is made (BatchNorm or not)
     for model in (large, small):
         heading, rows = _own_size_table(model, batch_norm)
         outputs += [heading, layer_table_html(rows)]
@@ -96,10 +98,11 @@ def own_size(model: str) -> int:
     return get_spec(model).input_size
 
 
-def architecture(model: str, custom_size: float | None, batch_norm: bool
+def architecture(model: str, custom_size: float | None, batch_norm: str | bool | None = OWN
                  ) -> tuple[str, str, gr.Dataframe, str, gr.Dataframe, str, Figure]:
     """Everything the Architecture tab shows: the variant's text, the 224 and 32 tables, the totals
-    at the custom size (or why it does not fit), and the shape plot."""
+    at the custom size (or why it does not fit), and the shape plot. BatchNorm "own": as the variant is made."""
+    batch_norm = switch_value(batch_norm)
     spec = get_spec(model)
     outputs: list = [_variant_text(model)]
     for size in COMPARED_SIZES:
@@ -140,7 +143,7 @@ def tab(app: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown, gr.Button]:
                 choices=[(f"{name} — {spec.title}", name) for name, spec in MODELS.items()],
                 value=DEFAULT_MODEL, label="Model", scale=3, min_width=280,
             )
-            batch_norm = gr.Checkbox(label="BatchNorm", value=False, scale=1)
+            batch_norm = gr.Radio(choices=switch_choices(), value=OWN, label="BatchNorm", scale=1, min_width=200)
             custom_size = gr.Number(value=DEFAULT_CUSTOM_SIZE, label="Custom size",
                                     precision=0, minimum=1, maximum=MAX_INPUT_SIZE, scale=1)
         variant_text = gr.Markdown(label="Variant")

@@ -29,6 +29,20 @@ BUILTIN_DATA = [("CIFAR-10 (downloaded on first use)", "cifar10"),
                 ("Flowers, 5 classes (downloaded on first use)", "flowers")]
 
 
+# A setting whose default is the variant's own (BatchNorm) is a choice of three, as the command line's
+# --batch-norm, --no-batch-norm or neither: the values a field (and the API) takes, and what they mean.
+OWN, ON, OFF = "own", "on", "off"
+
+
+def switch_choices(own_label: str = "the model's own") -> list[tuple[str, str]]:
+    return [(own_label, OWN), (ON, ON), (OFF, OFF)]
+
+
+def switch_value(choice: str | bool | None) -> bool | None:
+    """A three-way field's value as the setting takes it (None: the variant's own); a bool passes as it is."""
+    return {OWN: None, ON: True, OFF: False}.get(choice, choice) if isinstance(choice, str) else choice
+
+
 def data_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
     """Built-in data sets, the shared folders where present, the server's own data sets (folders in
     settings.UPLOADS_DIR) and the visitor's uploads: each visitor sees their own uploads, nobody else's."""

@@ -44,6 +44,6 @@ def test_the_train_handler_refuses_a_run_over_the_cap_before_starting(monkeypatc
     monkeypatch.setattr(ui.settings, "TRAINING_CAPS", TrainingCaps(epochs=3))
     monkeypatch.setattr(ui.settings, "RUNS_DIR", tmp_path / "runs")
     with pytest.raises(gr.Error, match="at most 3 epochs"):  # a toast on the page, AppError for the API
-        ui.train.start_training("alexnet_cifar_small", str(tmp_path), "cpu", None, 4, 8, 0.01, "sgd",
-                                  0.9, 0.0, "constant", 0.0, False)
+        ui.train.start_training(dict(model="alexnet_cifar_small", data=str(tmp_path), device="cpu", epochs=4,
+                                     batch_size=8, lr=0.01, schedule="constant"))
     assert not ui.train.RUNNER.snapshot().active and not (tmp_path / "runs").exists()

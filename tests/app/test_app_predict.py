@@ -104,8 +104,8 @@ def test_checkpoints_are_listed_shipped_first_then_runs_from_both_places(tiny):
 
 def test_a_finished_training_run_appears_in_the_list(tiny):
     before = ui.choices.checkpoint_choices()
-    message = ui.train.start_training("alexnet_cifar_small", str(tiny[1]), "cpu", None, 1, 16, 0.02, "sgd", 0.9,
-                                        5e-4, "onecycle", 0.0, False)
+    message = ui.train.start_training(dict(model="alexnet_cifar_small", data=str(tiny[1]), device="cpu", epochs=1,
+                                           batch_size=16, lr=0.02, batch_norm=False))
     assert message.startswith("Started")
     assert ui.train.RUNNER.wait(120) and ui.train.RUNNER.snapshot().status == "finished"
     after = ui.choices.refresh_checkpoints(None)

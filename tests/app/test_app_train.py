@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -44,12 +45,12 @@ def settings(folder, **overrides):
 
 
 def test_start_runs_in_background_and_reports(folder):
-    message = ui.train.start_training(**settings(folder))
+    message = ui.train.start_training(settings(folder))
     assert message.startswith("Started")
     assert wait_for(lambda: RUNNER.snapshot().status == "finished"), RUNNER.snapshot().message
-    text, loss, accuracy, best = ui.train.training_status()
-    assert "Finished" in text and "Best validation accuracy" in text
-    assert best == RUNNER.snapshot().best_path and str(ui.settings.RUNS_DIR) not in text  # no server path shown
+    text, loss, accuracy, download = ui.train.training_status()
+    assert "Finished" in text and "Best validation accuracy" in text and str(ui.settings.RUNS_DIR) not in text
+    assert Path(download).read_bytes() == Path(RUNNER.snapshot().best_path).read_bytes()
     assert len(loss[loss.curve == "train (per step)"]) == RUNNER.snapshot().total_steps
     assert list(accuracy.epoch.unique()) == [1, 2]
     # the finished run's checkpoint is where the app lists runs
@@ -57,10 +58,10 @@ def test_start_runs_in_background_and_reports(folder):
 
 
 def test_second_start_is_refused_and_stop_ends_the_run(folder):
-    assert ui.train.start_training(**settings(folder, epochs=200)).startswith("Started")
+    assert ui.train.start_training(settings(folder, epochs=200)).startswith("Started")
     assert wait_for(lambda: RUNNER.snapshot().step > 0)
     with pytest.raises(gr.Error, match="already going"):
-        ui.train.start_training(**settings(folder))
+        ui.train.start_training(settings(folder))
     asked = time.time()
     assert ui.train.stop_training().startswith("Stopping")
     assert wait_for(lambda: RUNNER.snapshot().status == "stopped", timeout=10)
@@ -77,14 +78,14 @@ def test_bad_settings_get_a_sentence(folder, overrides, words):
     # Every refused setting is a gr.Error (a toast on the page, AppError for the API); a missing data folder
     # too is refused at the start: the memory check counts the images before any work.
     with pytest.raises(gr.Error) as error:
-        ui.train.start_training(**settings(folder, **overrides))
+        ui.train.start_training(settings(folder, **overrides))
     message = error.value.message
     assert words.lower() in message.lower(), message
     assert not RUNNER.snapshot().active
 
 
 def test_whitened_conv1_reaches_the_run(folder):
-    started = ui.train.start_training(**settings(folder, model="alexnet_cifar_hires", whiten=True, epochs=1))
+    started = ui.train.start_training(settings(folder, model="alexnet_cifar_hires", whiten=True, epochs=1))
     assert started.startswith("Started")
     assert wait_for(lambda: RUNNER.snapshot().status == "finished", timeout=60), RUNNER.snapshot().message
     from alexnet_core import checkpoints
@@ -92,8 +93,10 @@ def test_whitened_conv1_reaches_the_run(folder):
 
 
 def test_recipes_fill_the_fields():
-    values = dict(zip(ui.train.HYPER_FIELDS, ui.train.recipe_values("paper")))
+    values = dict(zip([s.name for s in ui.train.FORM_SETTINGS], ui.train.recipe_values("paper")))
     assert values["lr"] == 0.01 and values["schedule"] == "plateau" and values["weight_decay"] == 5e-4
+    assert values["nesterov"] is False and values["pca_lighting"] == 0.1 and values["tta"] == "none"
+    assert isinstance(values["model"], dict) and isinstance(values["epochs"], dict)   # left as they are
 
 
 def test_runner_refuses_a_second_run_directly(folder, tmp_path):
@@ -132,7 +135,7 @@ def drain(generator):
 
 
 def test_each_visitor_sees_and_stops_only_their_own_run(folder):
-    assert ui.train.start_training(**settings(folder, epochs=200), visitor=A).startswith("Started")
+    assert ui.train.start_training(settings(folder, epochs=200), visitor=A).startswith("Started")
     assert wait_for(lambda: RUNNER.snapshot(A).step > 0)
     assert RUNNER.snapshot(B).status == "idle"
     assert ui.train.training_status(B)[0].startswith("No run yet")
@@ -140,7 +143,7 @@ def test_each_visitor_sees_and_stops_only_their_own_run(folder):
     assert RUNNER.snapshot(A).active
     # One run at a time on this server: B's start waits (the queued event keeps trying), or is refused here.
     with pytest.raises(gr.Error, match="at a time"):
-        ui.train.start_training(**settings(folder), visitor=B)
+        ui.train.start_training(settings(folder), visitor=B)
     assert ui.train.stop_training(A).startswith("Stopping")
     assert RUNNER.wait(30, A) and RUNNER.snapshot(A).status == "stopped"
     # A's run is in A's folder and lists, not in B's nor in the server's runs/.
@@ -152,10 +155,11 @@ def test_each_visitor_sees_and_stops_only_their_own_run(folder):
 
 
 def test_the_train_event_streams_the_run_to_its_end_and_hands_over_the_checkpoint(folder):
-    outputs = drain(ui.train.train(*settings(folder, epochs=2).values(), visitor=A))
+    outputs = drain(ui.train.train(settings(folder, epochs=2), visitor=A))
     assert outputs[0][0].startswith("**")
-    text, loss, accuracy, best = outputs[-1]
-    assert text.startswith("**Finished**") and best == RUNNER.snapshot(A).best_path
+    text, loss, accuracy, download = outputs[-1]
+    assert text.startswith("**Finished**")
+    assert Path(download).name == f"{Path(RUNNER.snapshot(A).run_dir).name}-best.safetensors"
     assert loss.dtypes["loss"] == "float64" and loss.dtypes["step"] == "int64" and len(loss)
     # The stream ends with the run: a finished run's page follows nothing more.
     assert len(drain(ui.train.follow_training(A))) == 1
@@ -163,13 +167,13 @@ def test_the_train_event_streams_the_run_to_its_end_and_hands_over_the_checkpoin
 
 def test_a_second_start_waits_for_a_place_and_is_told_where_it_is_in_line(folder, monkeypatch):
     monkeypatch.setattr(ui.train, "FOLLOW_SECONDS", 0.05)
-    assert ui.train.start_training(**settings(folder, epochs=200), visitor=A).startswith("Started")
+    assert ui.train.start_training(settings(folder, epochs=200), visitor=A).startswith("Started")
     assert "number 1 in line" in ui.train.queue_notice(B)
     with pytest.raises(gr.Error, match="already going"):
         ui.train.queue_notice(A)
 
     async def first_outputs():
-        stream = ui.train.train(*settings(folder, epochs=1).values(), visitor=B)
+        stream = ui.train.train(settings(folder, epochs=1), visitor=B)
         waiting = await anext(stream)
         RUNNER.stop(A)
         rest = [item async for item in stream]
@@ -180,8 +184,8 @@ def test_a_second_start_waits_for_a_place_and_is_told_where_it_is_in_line(folder
 
 
 def test_typed_empty_plots_before_any_run():
-    text, loss, accuracy, best = ui.train.training_status("c" * 32)
-    assert text.startswith("No run yet") and best is None
+    text, loss, accuracy, download = ui.train.training_status("c" * 32)
+    assert text.startswith("No run yet") and download is None
     # No values yet, but every curve named (one NaN row each, which the chart leaves out): Gradio's LinePlot
     # keeps the colours of the curves in its first data, so a curve missing then would never be drawn.
     assert loss["loss"].isna().all() and accuracy["accuracy"].isna().all()
@@ -207,11 +211,11 @@ def test_runs_per_visitor_are_bounded_and_the_train_tab_says_so(folder, monkeypa
     limits = SharingLimits(runs_per_visitor=1, upload_mb_per_visitor=5)
     monkeypatch.setattr(ui.settings, "SHARING", limits)
     assert "1 runs per visitor" in limits.describe() and "5 MB of uploads per visitor" in limits.describe()
-    assert ui.train.start_training(**settings(folder, epochs=1), visitor=A).startswith("Started")
+    assert ui.train.start_training(settings(folder, epochs=1), visitor=A).startswith("Started")
     assert RUNNER.wait(60, A)
     with pytest.raises(gr.Error, match="as many as this server keeps per visitor"):
-        ui.train.start_training(**settings(folder, epochs=1), visitor=A)
-    assert ui.train.start_training(**settings(folder, epochs=1), visitor=B).startswith("Started")
+        ui.train.start_training(settings(folder, epochs=1), visitor=A)
+    assert ui.train.start_training(settings(folder, epochs=1), visitor=B).startswith("Started")
 
 
 def test_sharing_limits_from_the_environment():
@@ -246,6 +250,7 @@ def test_a_cap_that_cuts_the_images_warns_and_the_run_goes_on(folder, monkeypatc
     monkeypatch.setattr(ui.settings, "TRAINING_CAPS", TrainingCaps(images=20))
     with warnings.catch_warnings(record=True) as caught:  # gr.Warning outside a request: a Python warning
         warnings.simplefilter("always")
-        assert ui.train.start_training(**settings(folder, epochs=1), visitor=A).startswith("Started")
-    assert any("at most 20 images per split" in str(w.message) for w in caught), [str(w.message) for w in caught]
+        assert ui.train.start_training(settings(folder, epochs=1), visitor=A).startswith("Started")
+    assert any("at most 20 images per split: your run uses 20 of its 120 training images and 20 of its 120 "
+               "validation images" in str(w.message) for w in caught), [str(w.message) for w in caught]
     assert RUNNER.wait(60, A) and RUNNER.snapshot(A).status == "finished"

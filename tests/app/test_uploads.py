@@ -226,8 +226,9 @@ def test_a_zip_r_zip_of_class_folders_in_one_top_folder_is_selected_listed_and_t
     assert root in [v for _, v in ui.choices.data_choices(visitor)]
     assert root not in [v for _, v in ui.choices.data_choices(other)]
     assert not (Path(root) / "daisy" / "broken.jpg").exists()  # checked whole: the unreadable file is left out
-    assert ui.train.start_training("alexnet_cifar_small", root, "cpu", None, 1, 8, 0.02, "sgd", 0.9, 0.0,
-                                     "constant", 0.0, False, visitor=visitor).startswith("Started")
+    assert ui.train.start_training(dict(model="alexnet_cifar_small", data=root, device="cpu", epochs=1, batch_size=8,
+                                        lr=0.02, weight_decay=0.0, schedule="constant", batch_norm=False),
+                                   visitor=visitor).startswith("Started")
     assert RUNNER.wait(120, visitor) and RUNNER.snapshot(visitor).status == "finished", RUNNER.snapshot(visitor).message
 
 
@@ -294,7 +295,7 @@ def test_the_live_app_reads_only_checkpoints_and_data_from_its_own_lists(live_ap
                                                           api_name="/evaluate")
     runs_before = sorted(live_app.home.rglob("*.safetensors"))
     for data in ("/etc", str(tmp_path), "../../", str(live_app.tiny_data / "..")):
-        assert "not in the list of choices" in _app_error(client, "alexnet_cifar_small", data, "cpu", None,
+        assert "not in the list of choices" in _app_error(client, dict(model="alexnet_cifar_small", data=data),
                                                           api_name="/train")
     assert not RUNNER.snapshot().active and sorted(live_app.home.rglob("*.safetensors")) == runs_before
 

@@ -125,7 +125,7 @@ def test_the_api_lists_every_endpoint_and_predict_needs_only_the_image(client):
 
 def test_summary_gives_conv1s_55x55_maps_and_the_parameter_count(client):
     variant, totals_224, layers_224, totals_32, layers_32, custom, plot = client.predict(
-        "alexnet_torchvision", 224, False, api_name="/summary")
+        "alexnet_torchvision", 224, "off", api_name="/summary")
     assert "torchvision" in variant
     assert "61,100,840 parameters" in totals_224
     rows = {row[0]: row for row in _rows(layers_224)}
@@ -158,7 +158,7 @@ def test_train_streams_its_run_stops_on_train_stop_and_hands_over_its_checkpoint
 
     settings = dict(model="alexnet_cifar_small", data=str(live_app.tiny_data), device="cpu", limit=16,
                     epochs=500, batch_size=8)
-    job = client.submit(**settings, api_name="/train")   # streams (status, loss, accuracy, checkpoint) until the end
+    job = client.submit(settings=settings, api_name="/train")  # streams (status, loss, accuracy, checkpoint) to the end
     text, loss, _, best = _wait_status(client, lambda text, loss, acc: text.startswith("**Running")
                                        and _drawn(loss["data"]))  # a step's loss, not only the empty rows
     step, total = (int(n.replace(",", "")) for n in re.search(r"Step ([\d,]+) / ([\d,]+)", text).groups())
@@ -176,8 +176,9 @@ def test_train_streams_its_run_stops_on_train_stop_and_hands_over_its_checkpoint
     on_server = Path(RUNNER.snapshot(client_owner(client)).best_path)
     assert on_server.is_relative_to(live_app.home / "visitors") and (on_server.parent / "last.safetensors").is_file()
     assert f"`{on_server.parent.name}`" in text
-    # The best checkpoint came down to the client, byte for byte.
+    # The best checkpoint came down to the client, byte for byte, named after its run.
     assert Path(best).is_file() and Path(best).read_bytes() == on_server.read_bytes()
+    assert Path(best).name == f"{on_server.parent.name}-best.safetensors"
     meta = read_metadata(best)
     assert meta["model"] == "alexnet_cifar_small" and meta["classes"] == ["green", "red"]
     assert accuracy["columns"] == ["epoch", "accuracy", "curve"]
@@ -198,12 +199,12 @@ def test_two_api_clients_are_two_visitors_each_with_their_own_run(client, live_a
     try:
         settings = dict(model="alexnet_cifar_small", data=str(live_app.tiny_data), device="cpu", limit=16,
                         batch_size=8)
-        job_a = a.submit(**settings, epochs=500, api_name="/train")
+        job_a = a.submit(settings={**settings, "epochs": 500}, api_name="/train")
         _wait_status(a, lambda text, loss, acc: text.startswith("**Running"))
         assert b.predict(api_name="/train_status")[0].startswith("No run yet")
         assert b.predict(api_name="/train_stop") == "No run of yours is going."
         assert RUNNER.snapshot(client_owner(a)).status == "running"
-        job_b = b.submit(**settings, epochs=1, api_name="/train")
+        job_b = b.submit(settings={**settings, "epochs": 1}, api_name="/train")
         deadline = time.monotonic() + 30
         while job_b.status().code != Status.IN_QUEUE:
             assert time.monotonic() < deadline, job_b.status()
@@ -229,11 +230,15 @@ def _endpoint_checkpoints(live_app, client) -> list[str]:
 
 
 def test_train_refuses_settings_outside_their_range_before_starting(client, live_app, idle_runner):
-    with pytest.raises(AppError, match="less than minimum"):
-        client.predict(model="alexnet_cifar_small", data=str(live_app.tiny_data), limit=16, lr=-0.1,
-                       api_name="/train")
-    with pytest.raises(AppError, match="not in the list of choices"):
-        client.predict(model="alexnet_cifar_small", data="/etc", limit=16, api_name="/train")
+    tiny = dict(model="alexnet_cifar_small", data=str(live_app.tiny_data), limit=16)
+    with pytest.raises(AppError, match="Learning rate must be a number above 0"):
+        client.predict(settings={**tiny, "lr": -0.1}, api_name="/train")
+    with pytest.raises(AppError, match="not in the list of choices"):     # only the caller's Data list
+        client.predict(settings={**tiny, "data": "/etc"}, api_name="/train")
+    with pytest.raises(AppError, match="names a folder on the server"):   # the run folders are the app's
+        client.predict(settings={**tiny, "out": "/tmp/x"}, api_name="/train")
+    with pytest.raises(AppError, match="There is no setting 'learning_rate'"):
+        client.predict(settings={**tiny, "learning_rate": 0.1}, api_name="/train")
     assert idle_runner.snapshot().status in ("idle", "finished", "stopped", "failed")
 
 
@@ -351,10 +356,15 @@ def test_a_checkpoint_trained_through_the_api_downloads_and_predicts_for_whoever
 
     import ui.choices
     import ui.predict
+    from alexnet_core.checkpoints import read_metadata
 
-    *_, best = client.predict(model="alexnet_cifar_small", data=str(live_app.tiny_data), device="cpu", limit=16,
-                              epochs=1, batch_size=8, api_name="/train")
-    assert Path(best).is_file() and Path(best).suffix == ".safetensors"
+    settings = dict(recipe="paper", model="alexnet_cifar_small", data=str(live_app.tiny_data), device="cpu",
+                    limit=16, epochs=1, batch_size=8)
+    *_, best = client.predict(settings=settings, api_name="/train")
+    assert Path(best).is_file() and Path(best).name.endswith("-best.safetensors")
+    trained = read_metadata(best)["config"]   # the recipe's settings, the ones given over them, as --recipe does
+    assert (trained["nesterov"], trained["pca_lighting"], trained["schedule"], trained["batch_size"]) == \
+        (False, 0.1, "plateau", 8)
     other = "d" * 32
     on_server = next(p for _, p in ui.choices.checkpoint_choices(client_owner(client)) if "visitors" in p)
     with pytest.raises(gr.Error, match="not in the list of choices"):
@@ -419,8 +429,8 @@ def test_the_api_doc_examples_run_against_the_app(live_app, client, cifar10_dir,
     replacements = [
         (DOC_URL, live_app.url),
         ('"photo.jpg"', repr(photo)),
-        ('data="cifar10", limit=2000, epochs=2, batch_size=64', f"data={str(live_app.tiny_data)!r}, limit=16, "
-                                                                 "epochs=2, batch_size=8"),
+        ('"data": "cifar10", "limit": 2000, "epochs": 2, "batch_size": 64',
+         f'"data": {str(live_app.tiny_data)!r}, "limit": 16, "epochs": 2, "batch_size": 8'),
         ("time.sleep(5)", "time.sleep(0.2)"),
         ('data="cifar10", split="test", limit=200', f'data={_shared_choice("cifar10")!r}, split="test", limit=20'),
     ]
@@ -437,7 +447,7 @@ def test_the_api_doc_examples_run_against_the_app(live_app, client, cifar10_dir,
     assert "⚠️ alexnet cannot take 224x224 inputs" in out
     assert "**Finished**" in out and "No run of yours is going." in out
     assert namespace["status"].startswith("**Finished**"), namespace["status"]
-    assert Path(namespace["checkpoint"]).is_file() and namespace["checkpoint"].endswith(".safetensors")
+    assert Path(namespace["checkpoint"]).is_file() and namespace["checkpoint"].endswith("-best.safetensors")
     assert "ship [('ship'," in out
     assert "Grad-CAM explains **ship**" in out
     assert re.search(r"### [\d.]+% correct", out)

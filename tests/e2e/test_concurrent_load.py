@@ -31,7 +31,8 @@ def test_fifty_concurrent_predictions_during_a_training_run_all_complete(live_ap
     from tests.helpers import client_owner
 
     owner = client_owner(client)
-    job = client.submit("alexnet_cifar_small", str(live_app.tiny_data), "cpu", None, 1000, 8, 0.01,
+    job = client.submit(settings=dict(model="alexnet_cifar_small", data=str(live_app.tiny_data), device="cpu",
+                                      epochs=1000, batch_size=8, lr=0.01),
                         api_name="/train")  # streams the run's status until it ends
     try:
         assert wait_for(lambda: RUNNER.snapshot(owner).step >= 3), RUNNER.snapshot(owner).message
