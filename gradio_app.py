@@ -50,6 +50,9 @@ def build_app() -> gr.Blocks:
     # The first meta-device pass sets PyTorch's meta kernels up (about a second): pay that at start,
     # not on the first page load.
     summarize(architecture.DEFAULT_MODEL, get_spec(architecture.DEFAULT_MODEL).input_size)
+    # pyplot whole before the preload thread imports Grad-CAM (which imports it): Gradio switches matplotlib's
+    # backend around every event, and a first request during that import met a half-initialised pyplot.
+    import matplotlib.pyplot  # noqa: F401
     threading.Thread(target=predict.preload_shipped, name="preload-checkpoints", daemon=True).start()
     with gr.Blocks(title="AlexNet Studio") as app:
         gr.Markdown("# AlexNet Studio\n**Drop a photo below, or click an example**, and a trained AlexNet says what "

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import importlib.metadata
 import json
+import logging
 import math
 import os
 import pickle
@@ -57,6 +58,10 @@ MAX_STORE_SIZE = 2048  # the largest side a checkpoint may have photos decoded t
 MAX_CLASSES = 100_000
 MAX_HEADER_BYTES = 16 * 2**20
 MAX_META_DEPTH = 32
+# A normalised pixel is (x - mean) / std with x in [0, 1]: these bounds keep it, and every activation after it,
+# far inside float32 (real means and stds lie between 0 and 1).
+MIN_STD = 1e-3
+MAX_MEAN_STD = 1e3
 # Prefixes that wrappers add to state-dict keys: DataParallel/DDP ("module.") and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -206,11 +211,16 @@ def _meta_problem(meta: Any) -> str | None:
         if (not isinstance(values, list) or len(values) != meta["in_channels"]
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
             return f"preprocess.{key} is not a list of {meta['in_channels']} numbers (one per input channel)"
-        # JSON readers accept NaN and Infinity; either would make every confidence NaN.
-        if not all(math.isfinite(v) for v in values):
-            return f"preprocess.{key} has a value that is not a finite number"
+        # JSON readers accept NaN and Infinity, and numbers such as 1e308 that float32 cannot hold; any of
+        # them would make every confidence NaN.
+        if not all(math.isfinite(v) and abs(v) <= MAX_MEAN_STD for v in values):
+            return (f"preprocess.{key} has a value that is not a finite number from -{MAX_MEAN_STD:g} "
+                    f"to {MAX_MEAN_STD:g}")
     if not all(v > 0 for v in preprocess["std"]):
         return "preprocess.std has a value that is not positive"
+    if not all(v >= MIN_STD for v in preprocess["std"]):
+        # Dividing by a std of 1e-46 (zero in float32) or 1e-30 gives infinities, and then NaN.
+        return f"preprocess.std has a value below {MIN_STD:g}"
     # A forged size must neither crash the first forward pass nor make every photo decode to a huge image.
     size, store = preprocess["input_size"], preprocess.get("store_size", preprocess["input_size"])
     if size > MAX_INPUT_SIZE:
@@ -300,6 +310,9 @@ def _decode_meta(path: Path, header: dict[str, str]) -> Any:
         meta = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path.name} has damaged AlexNet Studio metadata (not valid JSON).") from err
+    except ValueError:   # Python refuses to read an integer of more than 4,300 digits (sys.int_info)
+        raise CheckpointError(f"{path.name} has AlexNet Studio metadata with a number thousands of digits long, "
+                              f"which no checkpoint needs.") from None
     except RecursionError:   # json's decoder recurses once per level: thousands of levels exhaust the stack
         raise deep from None
     if _too_deep(meta, MAX_META_DEPTH):   # a few hundred levels decode, but would break whatever walks them next
@@ -368,6 +381,50 @@ def _read_train_state_meta(path: Path) -> dict:
 def read_train_extra(path: str | os.PathLike) -> dict:
     """The ``extra`` dict of a training state (config, epoch, history, …); reads the header only."""
     return _read_train_state_meta(Path(path))["extra"]
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _train_state_problem(state: dict, tensors: dict[str, torch.Size]) -> str | None:
+    """What in a training state's header and tensor names ``load_train_state`` could not use, or None."""
+    optimizer, scheduler, rng = state["optimizer"], state["scheduler"], state["rng"]["python"]
+    if not isinstance(state["extra"].get("config"), dict):
+        return "it records no run settings (config)"
+    if not isinstance(optimizer["type"], str) or not isinstance(optimizer["state"], dict) \
+            or not all(isinstance(v, dict) and k.isdigit() for k, v in optimizer["state"].items()):
+        return "its optimizer state is damaged"
+    groups = optimizer["param_groups"]
+    if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list)
+                                               and all(map(_whole, g["params"])) for g in groups):
+        return "its optimizer's parameter groups are damaged"
+    if scheduler is not None and not (isinstance(scheduler, dict) and isinstance(scheduler.get("type"), str)
+                                      and isinstance(scheduler.get("state"), dict)):
+        return "its schedule's state is damaged"
+    # random.setstate wants (version, 625 ints, a float or None)
+    if not (isinstance(rng, list) and len(rng) == 3 and _whole(rng[0]) and isinstance(rng[1], list)
+            and len(rng[1]) == 625 and all(map(_whole, rng[1])) and (rng[2] is None or is_finite_number(rng[2]))):
+        return "its Python random state is damaged"
+    if tensors.get("rng.torch") != torch.get_rng_state().shape:
+        return "it lacks the random state of torch (rng.torch)"
+    for key in tensors:
+        parts = key.split(".")
+        if parts[0] not in ("model", "averaged", "optim", "rng") or (
+                parts[0] == "optim" and (len(parts) < 3 or not parts[1].isdigit())):
+            return f"it holds a tensor {key[:60]!r} that no training state has"
+    return None
+
+
+def check_train_state(path: str | os.PathLike) -> dict:
+    """Checks a training state before any work is done with it (header and tensor names; no tensor is read) and
+    returns its ``extra`` dict; CheckpointError with one sentence for what is damaged."""
+    path = Path(path)
+    state = _read_train_state_meta(path)
+    problem = _train_state_problem(state, _tensor_shapes(path))
+    if problem:
+        raise CheckpointError(f"{path.name} is damaged and cannot be resumed: {problem}.")
+    return state["extra"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -719,12 +776,24 @@ def _label(path: Path, meta: dict) -> str:
     return " · ".join(str(p) for p in parts if p)
 
 
+_log = logging.getLogger(__name__)
+_left_out: set[tuple[str, str]] = set()   # (file, reason) already logged: the app lists checkpoints often
+
+
+def _log_left_out(path: Path, error: Exception) -> None:
+    key = (str(path), str(error))
+    if key not in _left_out and len(_left_out) < 10_000:
+        _left_out.add(key)
+        _log.warning("Left out of the checkpoint lists: %s (%s)", path, error)
+
+
 def list_checkpoints(*dirs: str | os.PathLike, recursive: bool = True) -> list[CheckpointInfo]:
     """Every model checkpoint under ``dirs`` (files may be named directly), newest first.
 
     Training states (last.safetensors) and files whose header cannot be read or whose metadata is invalid
-    (absurd counts or sizes, NaN mean/std, nesting thousands deep) are skipped without a word: a listing must
-    not fail because of one broken file, and a file that can never be loaded is no choice to offer. Only
+    (absurd counts or sizes, NaN mean/std, nesting thousands deep, a number thousands of digits long) are left
+    out, with one line in the log the first time each is seen: a listing must not fail because of one broken
+    file, and a file that can never be loaded is no choice to offer. Only
     headers are read, so tensors that do not fit the metadata are found when the file is loaded, with a
     sentence that names the first one (``check_tensors``).
     """
@@ -742,7 +811,8 @@ def list_checkpoints(*dirs: str | os.PathLike, recursive: bool = True) -> list[C
             try:
                 meta = read_metadata(path)
                 modified = path.stat().st_mtime
-            except (CheckpointError, OSError):
+            except (CheckpointError, OSError) as error:
+                _log_left_out(path, error)
                 continue
             acc = meta.get("best_val_acc")
             found[path.resolve()] = modified, CheckpointInfo(

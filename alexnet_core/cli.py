@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -22,6 +24,22 @@ if TYPE_CHECKING:
     from .config import TrainConfig
 
 EXIT_USER_ERROR = 2  # the status argparse itself uses for bad arguments
+
+
+def check_out_folder(out: str) -> None:
+    """ValueError with one sentence, before any work, when --out cannot be a folder this command writes to: an
+    existing file, a path under a file, or a place the user may not write. Creates nothing."""
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: name a folder (it is created if needed).")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {out} cannot be created: {parent} is a file, not a folder.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} cannot be {'written to' if parent == path else 'created'}: you may not "
+                         f"write in {parent}.")
 
 
 def _add_models_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -121,6 +139,8 @@ def _cmd_train(args) -> int:
     cfg, given = _train_config(args)
     if not cfg.resume and (not args.model or not args.data):
         raise ValueError("train needs --model and --data (or --resume DIR).")
+    if args.out:
+        check_out_folder(args.out)
     stop = threading.Event()
 
     def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly and save; second: the usual interrupt
@@ -259,6 +279,7 @@ def _cmd_explain(args) -> int:
     from .checkpoints import load_model
     from .explain import explain, untrained_variant, write_explanation
 
+    check_out_folder(args.out)
     model, meta = load_model(args.checkpoint) if args.checkpoint else untrained_variant(args.model)
     result = explain(model, meta, args.image, target_class=args.target_class, top_k=args.top_k)
     for path in write_explanation(result, args.out):
@@ -283,8 +304,6 @@ def _add_card_parser(sub) -> None:
 
 
 def _cmd_card(args) -> int:
-    from pathlib import Path
-
     from .cards import model_card
     from .checkpoints import atomic_write_bytes, read_metadata
     from .devices import resolve_device
@@ -292,13 +311,15 @@ def _cmd_card(args) -> int:
     from .plots import confusion_plot
     from .transforms import TTA_CHOICES
 
+    check_out_folder(args.out)   # before evaluating thousands of images
     data = args.data or read_metadata(args.checkpoint).get("data")
     if not isinstance(data, str) or not data:
         raise ValueError(
             f"{Path(args.checkpoint).name} does not record the data it was trained on: name it with --data.")
     device = str(resolve_device(args.device))
-    model, pre, split = load_for_evaluation(args.checkpoint, data, args.split, device=device)
-    results = {tta: evaluate(model, split, pre, device=device, tta=tta) for tta in TTA_CHOICES}
+    # The batch that fits ten-crop, the most views (or one sentence before any image is decoded).
+    model, pre, split, batch = load_for_evaluation(args.checkpoint, data, args.split, device=device, tta="ten-crop")
+    results = {tta: evaluate(model, split, pre, device=device, tta=tta, batch_size=batch) for tta in TTA_CHOICES}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = Path(args.checkpoint).stem
@@ -384,4 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as error:   # a file or folder the system refuses (one the checks above could not foresee)
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}.", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -167,6 +167,27 @@ def _default_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
+DECODE_BATCH = 256   # images per batch when a split is decoded into memory
+# A memory check a loader calls before decoding: (images, held in memory or streamed, decoded images in flight).
+MemoryCheck = Callable[[int, bool, int], None]
+
+
+def decode_workers(n: int) -> int:
+    """Worker processes that decode ``n`` files into memory: starting them costs more than small sets take."""
+    return _default_workers() if n >= 1000 else 0
+
+
+def streaming_copies() -> int:
+    """How many batches of a StreamingData are in memory at once: the one in use, and each worker's two."""
+    return 2 * _default_workers() + 1
+
+
+def decoding_window(n: int) -> int:
+    """How many decoded images of ``n`` may be in memory at once besides the result while they are decoded: the
+    batch being copied and each worker's two batches prefetched (DataLoader's default)."""
+    return min(n, DECODE_BATCH * (2 * decode_workers(n) + 1))
+
+
 @dataclass
 class StreamingData:
     """A split too large for memory: the same uint8 batches as ImageData, decoded in DataLoader workers."""
@@ -226,9 +247,9 @@ def _decode_all(paths: list[str], pre: Preprocess, progress: Callable[[int, int]
     """Decodes every file into one uint8 tensor, using all cores (worker processes: PIL holds the GIL)."""
     side = pre.store_size
     images = torch.empty((len(paths), pre.in_channels, side, side), dtype=torch.uint8)
-    workers = _default_workers() if len(paths) >= 1000 else 0  # starting workers costs more than small sets
     done = 0
-    for batch, index in _decode_batches(paths, pre, list(range(len(paths))), 256, False, workers):
+    for batch, index in _decode_batches(paths, pre, list(range(len(paths))), DECODE_BATCH, False,
+                                        decode_workers(len(paths))):
         images[index] = batch
         done += len(index)
         if progress:
@@ -407,7 +428,7 @@ def _arrays_to_images(arrays: np.ndarray, pre: Preprocess) -> torch.Tensor:
 
 
 def _load_builtin(data: str, split: str, pre: Preprocess, val_fraction: float, seed: int, limit: int | None,
-                  root: Path, memory_limit_bytes: int) -> ImageData:
+                  root: Path, memory_limit_bytes: int, check: MemoryCheck | None = None) -> ImageData:
     dataset = _builtin_dataset(data, split != "test", root)
     arrays, labels = np.asarray(dataset.data), np.asarray(dataset.targets, dtype=np.int64)
     index = np.arange(len(labels))
@@ -417,6 +438,8 @@ def _load_builtin(data: str, split: str, pre: Preprocess, val_fraction: float, s
     index = _limit(index, limit, seed)
     if len(index) == 0:
         raise DataError(f"The {split} split of {describe_data(data)} is empty; use a larger val_fraction.")
+    if check is not None:
+        check(len(index), True, decoding_window(len(index)))
     needed = len(index) * pre.in_channels * pre.store_size ** 2
     if needed > memory_limit_bytes:
         raise DataError(f"{describe_data(data)} at store size {pre.store_size} needs "
@@ -444,6 +467,40 @@ def _cache_key(files: _FileList, pre: Preprocess) -> str:
     return h.hexdigest()[:32]
 
 
+def cache_limit() -> int:
+    """The most bytes the decoded-image cache may take on disk: $ALEXNET_STUDIO_MAX_CACHE_MB (2,000 MB by
+    default). The cache is keyed by the files and the store size, so every run and evaluation of the same images
+    shares one file; the least recently used files go first, and a split larger than half the bound is decoded
+    without being cached."""
+    text = os.environ.get(CACHE_LIMIT_ENV, "").strip()
+    try:
+        return int(float(text) * 10**6) if text else CACHE_LIMIT_DEFAULT
+    except ValueError:
+        raise DataError(f"{CACHE_LIMIT_ENV} must be a number of megabytes, not {text[:40]!r}.") from None
+
+
+CACHE_LIMIT_ENV = "ALEXNET_STUDIO_MAX_CACHE_MB"
+CACHE_LIMIT_DEFAULT = 2000 * 10**6
+
+
+def _trim_cache(cache_dir: Path, limit: int, keep: Path) -> None:
+    """Removes the least recently used cache files until the cache holds at most ``limit`` bytes."""
+    files = []
+    for entry in cache_dir.glob("images-*.safetensors"):
+        try:
+            stat = entry.stat()
+        except OSError:   # removed by another process meanwhile
+            continue
+        files.append((stat.st_mtime, stat.st_size, entry))
+    total = sum(size for _, size, _ in files)
+    for _, size, entry in sorted(files):
+        if total <= limit:
+            break
+        if entry != keep:
+            entry.unlink(missing_ok=True)
+            total -= size
+
+
 def _cached_decode(files: _FileList, pre: Preprocess, cache_dir: Path,
                    progress: Callable[[int, int], None] | None) -> torch.Tensor:
     path = cache_dir / f"images-{_cache_key(files, pre)}.safetensors"
@@ -452,16 +509,21 @@ def _cached_decode(files: _FileList, pre: Preprocess, cache_dir: Path,
         try:
             images = load_file(path)["images"]
             if tuple(images.shape) == expected and images.dtype == torch.uint8:
+                os.utime(path)   # recently used: the last file the cache's bound removes
                 if progress:
                     progress(len(images), len(images))
                 return images
         except Exception:  # a damaged cache file is simply decoded again
             pass
     images = _decode_all([str(p) for p in files.files], pre, progress)
+    limit = cache_limit()
+    if images.numel() > limit // 2:   # would push out everything else: decoded for this use only
+        return images
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
     save_file({"images": images}, str(partial), metadata={"source": str(files.base)})
     os.replace(partial, path)  # readers never see half a file
+    _trim_cache(cache_dir, limit, keep=path)
     return images
 
 
@@ -482,12 +544,15 @@ def load_split(data: str, split: str, pre: Preprocess, *, val_fraction: float = 
                test_fraction: float = 0.0, limit: int | None = None, root: str | Path | None = None,
                cache_dir: str | Path | None = None,
                memory_limit_bytes: int = IN_MEMORY_LIMIT,
-               progress: Callable[[int, int], None] | None = None) -> ImageData | StreamingData:
+               progress: Callable[[int, int], None] | None = None,
+               check: MemoryCheck | None = None) -> ImageData | StreamingData:
     """One split ("train", "val" or "test") of a data set, in memory when it fits, else streaming.
 
     ``root`` is where downloads go (default: default_home()/data); ``cache_dir`` where decoded folders are
     cached (default: default_home()/cache). ``limit`` takes a seeded random subset of at most that many
-    images. ``progress(done, total)`` is called while images are decoded.
+    images. ``progress(done, total)`` is called while images are decoded. ``check(images, held, decoding)`` is
+    called once the images are known and before any is decoded (a memory check that may raise): how many,
+    whether they will be held in memory, and how many decoded images may be in flight while they are decoded.
     """
     if split not in SPLITS:
         raise DataError(f"Unknown split '{split}': choose one of {', '.join(SPLITS)}.")
@@ -501,7 +566,7 @@ def load_split(data: str, split: str, pre: Preprocess, *, val_fraction: float = 
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_home() / "cache"
 
     if data in ("cifar10", "fashion-mnist"):
-        return _load_builtin(data, split, pre, val_fraction, seed, limit, root, memory_limit_bytes)
+        return _load_builtin(data, split, pre, val_fraction, seed, limit, root, memory_limit_bytes, check)
     if data == "flowers":
         root.mkdir(parents=True, exist_ok=True)
         files = _folder_split(_flowers_folder(root), split, val_fraction, seed, with_test=False,
@@ -512,14 +577,17 @@ def load_split(data: str, split: str, pre: Preprocess, *, val_fraction: float = 
     if not files.files:
         raise DataError(f"The {split} split of {describe_data(data)} is empty; use a larger val_fraction "
                         f"or more images.")
-    return _load_files(files, pre, cache_dir, progress, memory_limit_bytes)
+    return _load_files(files, pre, cache_dir, progress, memory_limit_bytes, check)
 
 
 def _load_files(files: _FileList, pre: Preprocess, cache_dir: Path, progress: Callable[[int, int], None] | None,
-                memory_limit_bytes: int) -> ImageData | StreamingData:
+                memory_limit_bytes: int, check: MemoryCheck | None = None) -> ImageData | StreamingData:
     labels = torch.tensor(files.labels, dtype=torch.int64)
     paths = [str(p) for p in files.files]
-    if len(paths) * pre.in_channels * pre.store_size ** 2 > memory_limit_bytes:
+    held = len(paths) * pre.in_channels * pre.store_size ** 2 <= memory_limit_bytes
+    if check is not None:
+        check(len(paths), held, decoding_window(len(paths)))
+    if not held:
         return StreamingData(labels, files.classes, paths, pre)
     return ImageData(_cached_decode(files, pre, cache_dir, progress), labels, files.classes, paths)
 
@@ -589,17 +657,18 @@ def labelled_folder(data: str, split: str) -> Path | None:
 
 def load_folder(folder: str | Path, pre: Preprocess, classes: list[str], *, limit: int | None = None,
                 seed: int = 0, cache_dir: str | Path | None = None, memory_limit_bytes: int = IN_MEMORY_LIMIT,
-                progress: Callable[[int, int], None] | None = None) -> tuple[ImageData | StreamingData, int]:
+                progress: Callable[[int, int], None] | None = None,
+                check: MemoryCheck | None = None) -> tuple[ImageData | StreamingData, int]:
     """Every image of a folder of class folders (FOLDER/<class>/...), labelled by their place in ``classes``
     (a model's classes: the folder may hold some of them only), or a seeded sample of ``limit`` of them.
-    Returns the data and how many images the folder holds in all."""
+    Returns the data and how many images the folder holds in all. ``check``: as load_split's."""
     folder = Path(folder)
     files = _list_folder(folder, folder, list(classes))
     total = len(files.files)
     _check_seed_and_limit(seed, limit)
     files = files.subset(_limit(np.arange(total), limit, seed))
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_home() / "cache"
-    return _load_files(files, pre, cache_dir, progress, memory_limit_bytes), total
+    return _load_files(files, pre, cache_dir, progress, memory_limit_bytes, check), total
 
 
 def class_names(data: str, root: str | Path | None = None) -> list[str]:

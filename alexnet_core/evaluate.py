@@ -15,7 +15,7 @@ from torch import nn
 
 from . import checkpoints
 from .data import ImageData, StreamingData, class_names, describe_data, labelled_folder, load_folder, load_split
-from .transforms import Preprocess, average_views, check_tta, tta_views
+from .transforms import TTA_VIEWS, Preprocess, average_views, check_tta, tta_views
 
 # Images per forward pass when measuring (validation after each epoch included); memory.estimate counts it.
 EVAL_BATCH = 256
@@ -100,22 +100,27 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, split: str = "test", 
                         tta: str = "none", limit: int | None = None, batch_size: int = EVAL_BATCH) -> EvalResult:
     """Loads a checkpoint and evaluates it on ``split`` of ``data``, preprocessing as it was trained.
     The result's ``measured`` says which images it measured, and how many."""
-    model, pre, split_data, measured = _prepare(checkpoint, data, split, device=device, limit=limit)
-    result = evaluate(model, split_data, pre, device=device, tta=tta, batch_size=batch_size)
+    model, pre, split_data, measured, batch = _prepare(checkpoint, data, split, device=device, limit=limit, tta=tta,
+                                                       batch_size=batch_size)
+    result = evaluate(model, split_data, pre, device=device, tta=tta, batch_size=batch)
     result.measured = measured
     return result
 
 
 def load_for_evaluation(checkpoint: str | Path, data: str, split: str = "test", *, device: str = "cpu",
-                        limit: int | None = None) -> tuple[nn.Module, Preprocess, ImageData]:
-    """A checkpoint's model and preprocessing, and ``split`` of ``data`` prepared for it.
+                        limit: int | None = None, tta: str = "ten-crop"
+                        ) -> tuple[nn.Module, Preprocess, ImageData, int]:
+    """A checkpoint's model and preprocessing, ``split`` of ``data`` prepared for it, and the batch that fits
+    in memory with ``tta`` (or a memory.MemoryRefusal before any image is decoded).
 
     Validation and test splits carved from train are carved exactly as during training (same fractions
     and seed), so a held-out test split stays held out. A folder of labelled photos that is not the
     checkpoint's training data (no train/ folder: DIR/test/<class>/, DIR/val/<class>/ or DIR/<class>/) is
     measured whole (``labelled_folder``).
     """
-    return _prepare(checkpoint, data, split, device=device, limit=limit)[:3]
+    model, pre, split_data, _, batch = _prepare(checkpoint, data, split, device=device, limit=limit, tta=tta,
+                                                batch_size=EVAL_BATCH)
+    return model, pre, split_data, batch
 
 
 def _same_data(a: str, b: str | None) -> bool:
@@ -130,9 +135,28 @@ def _same_data(a: str, b: str | None) -> bool:
         return False
 
 
-def _prepare(checkpoint: str | Path, data: str, split: str, *, device: str, limit: int | None):
+def _memory_check(meta: dict, pre: Preprocess, tta: str, batch_size: int, device: str, chosen: list[int]):
+    """The check the loaders call before decoding (data.MemoryCheck): the images and the batch must fit in the
+    memory this process may use (memory.evaluation_batch); the batch that fits is put in ``chosen``."""
+    from . import memory  # memory imports this module (EVAL_BATCH)
+    from .data import streaming_copies
+
+    def check(images: int, held: bool, decoding: int) -> None:
+        chosen.append(memory.evaluation_batch(
+            meta["model"], pre, batch_norm=meta["batch_norm"], num_classes=meta["num_classes"], images=images,
+            held=held, views=TTA_VIEWS[check_tta(tta)], decoding=decoding,
+            in_flight=streaming_copies(), batch_size=batch_size,
+            device="cpu" if torch.device(device).type == "cpu" else device))
+
+    return check
+
+
+def _prepare(checkpoint: str | Path, data: str, split: str, *, device: str, limit: int | None, tta: str = "none",
+             batch_size: int = EVAL_BATCH):
     model, meta = checkpoints.load_model(checkpoint, device=device)
     pre = Preprocess.from_dict(meta["preprocess"])
+    chosen: list[int] = []
+    check = _memory_check(meta, pre, tta, batch_size, device, chosen)
     config = meta["config"] if isinstance(meta.get("config"), dict) else {}
     classes = list(meta["classes"])
     # Only where it is the data the checkpoint was trained on are its held-out splits carved the same way;
@@ -146,16 +170,16 @@ def _prepare(checkpoint: str | Path, data: str, split: str, *, device: str, limi
                 f"{folder} has class folders this checkpoint was not trained on ({', '.join(unknown[:5])}"
                 f"{'…' if len(unknown) > 5 else ''}); its classes are {', '.join(classes[:10])}"
                 f"{'…' if len(classes) > 10 else ''}.")
-        split_data, total = load_folder(folder, pre, classes, limit=limit, seed=config.get("seed", 0))
+        split_data, total = load_folder(folder, pre, classes, limit=limit, seed=config.get("seed", 0), check=check)
         n = len(split_data)
         measured = (f"every image in {folder} ({total:,})" if n == total
                     else f"a seeded sample of {n:,} of the {total:,} images in {folder}")
-        return model, pre, split_data, measured
+        return model, pre, split_data, measured, chosen[-1]
     split_data = load_split(data, split, pre, val_fraction=config.get("val_fraction", 0.1),
                             test_fraction=config.get("test_fraction", 0.0) if same_data else 0.0,
-                            seed=config.get("seed", 0), limit=limit)
+                            seed=config.get("seed", 0), limit=limit, check=check)
     if list(split_data.classes) != classes:
         raise ValueError(
             f"The data's classes ({', '.join(split_data.classes[:5])}…) are not the ones this checkpoint "
             f"was trained on ({', '.join(classes[:5])}…).")
-    return model, pre, split_data, f"the {split} split of {describe_data(data)}"
+    return model, pre, split_data, f"the {split} split of {describe_data(data)}", chosen[-1]

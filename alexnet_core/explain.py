@@ -29,7 +29,7 @@ from PIL import Image
 from torch import nn
 from torchvision.utils import make_grid
 
-from . import checkpoints, data
+from . import checkpoints, data, memory
 from .images import decode_image, enlarge
 from .models import build_model, default_class_names, get_spec
 from .predict import check_top_k, network_view
@@ -302,6 +302,9 @@ def explain(model: nn.Module, meta_or_pre: dict | Preprocess,
     if len(classes) != num_classes:
         raise ExplainError(f"The model has {num_classes} classes but {len(classes)} class names were given.")
 
+    if not isinstance(meta_or_pre, Preprocess):   # Grad-CAM's backward pass, paid for before the photo is decoded
+        memory.check_inference("Grad-CAM", meta_or_pre["model"], pre, batch_norm=meta_or_pre["batch_norm"],
+                               num_classes=num_classes, grad=True)
     x = eval_transform(decode_image(image, pre), pre)
     network = _for_gradients(model)
     maps, logits = _forward(network, x)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,11 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 
 
 def error_reason(error: Exception) -> str:
-    text = str(error).strip().rstrip(".") or type(error).__name__
+    """The reason an error gives, for a sentence a user reads: an OSError's own words without the server path it
+    names ("File exists", not "[Errno 17] File exists: '/srv/…'"), and no object reprs ("<_io.BytesIO object at
+    0x7f…>", which Pillow puts in "cannot identify image file …")."""
+    text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+    text = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", text).strip().rstrip(".") or type(error).__name__
     return text.splitlines()[0]
 
 

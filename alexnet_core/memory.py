@@ -20,6 +20,7 @@ host's ``MemAvailable`` and the cgroup's limit less its usage, whichever is smal
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -197,3 +198,74 @@ def refusal(est: Estimate, batch_size: int, budget: int | None, source: str, mod
     if largest < 2:
         return f"{start}; not even a batch of 2 fits: use a smaller model, input size or fewer images per split."
     return f"{start}; the largest batch that fits is {largest:,}."
+
+
+# ---- evaluation, prediction and Grad-CAM -------------------------------------------------------------------
+
+class MemoryRefusal(ValueError):
+    """Work that would need more memory than this process may use; the message is one sentence."""
+
+
+@functools.lru_cache(maxsize=256)   # prediction checks it per photo: the shapes' arithmetic once per checkpoint
+def inference_estimate(model: str, pre, *, batch_norm: bool, num_classes: int, views: int = 1, grad: bool = False,
+                       in_flight: int = 1) -> Estimate:
+    """What running ``model`` on images prepared by ``pre`` (a transforms.Preprocess) needs: per image of a
+    batch, its decoded uint8 copies (``in_flight``: a DataLoader decodes batches ahead), and for each of its
+    ``views`` the float input and the forward pass (with ``grad``, what Grad-CAM's backward pass keeps); once,
+    the weights. Data held in memory is added by the caller (``stored_bytes``)."""
+    training, forward = activation_bytes(model, pre.input_size, batch_norm=batch_norm, num_classes=num_classes,
+                                         in_channels=pre.in_channels)
+    weights = summarize(model, pre.input_size, batch_norm=batch_norm, num_classes=num_classes,
+                        in_channels=pre.in_channels).total_params * 4
+    view_input = pre.in_channels * pre.input_size ** 2 * 4
+    per_image = stored_bytes(pre) * in_flight + views * ((training if grad else forward) + 2 * view_input)
+    parts = {"weights": weights * (2 if grad else 1)}   # Grad-CAM: the weights' gradients too
+    return Estimate(per_image=math.ceil(per_image * SAFETY), fixed=math.ceil(sum(parts.values()) * SAFETY),
+                    parts=parts)
+
+
+def stored_bytes(pre) -> int:
+    """One image as decode_image keeps it: uint8 at the store size."""
+    return pre.in_channels * pre.store_size ** 2
+
+
+def check_inference(what: str, model: str, pre, *, batch_norm: bool, num_classes: int, views: int = 1,
+                    grad: bool = False, device: torch.device | str = "cpu") -> None:
+    """Raises MemoryRefusal with one sentence when one image (``views`` views of it) would not fit: ``what``
+    names the work ("Predicting with ten-crop", "Grad-CAM")."""
+    est = inference_estimate(model, pre, batch_norm=batch_norm, num_classes=num_classes, views=views, grad=grad)
+    budget, source = available_bytes(device)
+    if budget is not None and est.total(1) > budget:
+        raise MemoryRefusal(
+            f"{what} with {model} at {pre.input_size}x{pre.input_size} pixels (images stored at "
+            f"{pre.store_size}x{pre.store_size}) needs about {gib(est.total(1))} of memory for one image, but this "
+            f"process may use {gib(budget)} ({source}); use a checkpoint with a smaller input or store size"
+            + (" or fewer test-time views." if views > 1 else "."))
+
+
+def evaluation_batch(model: str, pre, *, batch_norm: bool, num_classes: int, images: int, held: bool, views: int,
+                     decoding: int, in_flight: int, batch_size: int, device: torch.device | str = "cpu") -> int:
+    """The batch an evaluation of ``images`` images can use (``batch_size`` or less), or MemoryRefusal with one
+    sentence that says how many images would fit. ``held``: the decoded images are held in memory (twice while
+    they are written to the cache, and ``decoding`` more in flight while they are decoded); else they are
+    streamed, ``in_flight`` copies of each batch at a time."""
+    est = inference_estimate(model, pre, batch_norm=batch_norm, num_classes=num_classes, views=views,
+                             in_flight=1 if held else in_flight)
+    one = stored_bytes(pre)
+    data = math.ceil((2 * images + decoding) * one * SAFETY) if held else 0
+    budget, source = available_bytes(device)
+    batch = max(1, min(batch_size, images))
+    if budget is None or data + est.total(batch) <= budget:
+        return batch
+    if data + est.total(1) <= budget:
+        return max(1, min(batch, (budget - data - est.fixed) // est.per_image))
+    start = (f"Evaluating {model} on {images:,} images stored at {pre.store_size}x{pre.store_size} needs about "
+             f"{gib(data + est.total(1))} of memory, but this process may use {gib(budget)} ({source})")
+    # Each image held costs two copies, and up to one more while it is decoded.
+    fit = (budget - est.total(1)) // math.ceil(3 * one * SAFETY) if held else 0
+    if fit >= 1:
+        sentence = f"{start}; at most {fit:,} images fit: evaluate fewer images."
+    else:
+        sentence = (f"{start}; not even one image fits: use a checkpoint with a smaller input or store "
+                           f"size.")
+    raise MemoryRefusal(sentence)

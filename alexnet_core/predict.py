@@ -31,10 +31,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from . import checkpoints, data
+from . import checkpoints, data, memory
 from .images import decode_image, enlarge
 from .models import default_class_names, get_spec
-from .transforms import Preprocess, average_views, check_tta, eval_transform, tta_views
+from .transforms import TTA_VIEWS, Preprocess, average_views, check_tta, eval_transform, tta_views
 
 MAX_TOP_K = 1000  # ImageNet's class count: asking for more top classes than that is a mistake
 VIEW_MIN_SIDE = 224  # network_view upscales small inputs (CIFAR's 32) to at least this side
@@ -144,6 +144,7 @@ class Predictor:
         ValueError for a bad ``top_k`` or ``tta``; images.ImageError for anything that is not an image.
         """
         top_k, tta = check_top_k(top_k), check_tta(tta)
+        self.check_memory(tta)
         start = time.perf_counter()
         stored = decode_image(image, self.pre)
         views = tta_views(stored.to(self.device), self.pre, tta)
@@ -160,11 +161,23 @@ class Predictor:
             tta=tta,
         )
 
+    def check_memory(self, tta: str = "none") -> None:
+        """memory.MemoryRefusal (one sentence) when one image with ``tta`` would need more memory than this
+        process may use: a checkpoint's input and store sizes decide what a prediction costs."""
+        memory.check_inference("Predicting" + ("" if tta == "none" else f" with {tta}"), self.meta["model"],
+                               self.pre, batch_norm=self.meta["batch_norm"], num_classes=len(self.classes),
+                               views=TTA_VIEWS[check_tta(tta)], device=self.device)
+
     @torch.inference_mode()
     def warm_up(self) -> None:
-        """Runs each TTA's batch size once, so that the first real request does not pay for kernel set-up."""
+        """Runs each TTA's batch size once (those that fit in memory), so that the first real request does not pay
+        for kernel set-up."""
         side, channels = self.pre.input_size, self.pre.in_channels
-        for views in (1, 2, 10):
+        for tta, views in TTA_VIEWS.items():
+            try:
+                self.check_memory(tta)
+            except memory.MemoryRefusal:
+                break
             x = torch.zeros((views, channels, side, side), device=self.device)
             self.model(x.contiguous(memory_format=torch.channels_last))
 

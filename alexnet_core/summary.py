@@ -25,6 +25,7 @@ import torch
 import torchinfo
 from torch.utils.flop_counter import FlopCounterMode
 
+from .checkpoints import MAX_CLASSES
 from .geometry import architecture, check_fit, walk
 from .models import get_spec
 
@@ -65,9 +66,11 @@ def summarize(model: str, input_size: int, *, batch_norm: bool | None = None, nu
     """The exact summary of a variant at ``input_size``; raises geometry.SizeError if the size does not fit."""
     side = check_fit(model, input_size)
     spec = get_spec(model)
-    for label, count in (("number of classes", num_classes), ("number of input channels", in_channels)):
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-            raise ValueError(f"The {label} must be a whole number of at least 1, not {count!r}.")
+    # The bounds a checkpoint's metadata has (checkpoints.py): a summary builds no model those would refuse.
+    for label, count, most in (("number of classes", num_classes, MAX_CLASSES),
+                               ("number of input channels", in_channels, 3)):
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= most):
+            raise ValueError(f"The {label} must be a whole number from 1 to {most:,}, not {count!r}.")
     batch_norm = spec.batch_norm if batch_norm is None else bool(batch_norm)
     return _summarize(model, side, batch_norm, num_classes or spec.num_classes, in_channels or spec.in_channels)
 

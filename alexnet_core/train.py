@@ -16,6 +16,7 @@ next step. Under ``torchrun`` it trains with DistributedDataParallel; rank 0 val
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import math
 import os
@@ -35,6 +36,7 @@ from .config import ConfigError, TrainConfig, check_config, check_memory, descri
 from .devices import amp_on, autocast, describe_device, describe_machine, resolve_device
 from .evaluate import EvalResult, evaluate
 from .events import EndEvent, EpochEvent, Event, SnapshotEvent, StartEvent, StepEvent
+from .images import error_reason
 from .models import first_conv, get_spec, whiten_conv_
 from .optim import lr_factor, make_optimizer, make_weight_average
 from .transforms import Preprocess, eval_transform, train_transform
@@ -205,10 +207,42 @@ def _settle_config(cfg: TrainConfig, given: set[str] | None) -> tuple[TrainConfi
             resume_path = resume_path / "last.safetensors"
         if not resume_path.is_file():
             raise ConfigError(f"There is no resumable run at {cfg.resume} (no last.safetensors).")
-        saved = checkpoints.read_train_extra(resume_path)
+        saved = _check_resumable(resume_path)
         cfg, overrides = resumed_config(cfg, saved["config"], resume_path, given)
     check_config(cfg)
     return cfg, resume_path, overrides
+
+
+# What each of RunState's fields may hold in a saved state (checked before a resume does any work).
+_RUN_STATE_CHECKS = {
+    "epoch": lambda v: _count(v), "step": lambda v: _count(v), "step_in_epoch": lambda v: _count(v),
+    "epochs_since_best": lambda v: _count(v), "best_epoch": lambda v: v is None or _count(v),
+    "history": lambda v: isinstance(v, list) and all(isinstance(h, dict) for h in v),
+    "best_val_acc": lambda v: v is None or checkpoints.is_finite_number(v),
+    "plateau_scale": checkpoints.is_finite_number, "wall_time_s": checkpoints.is_finite_number,
+    "commands": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+}
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_resumable(path: Path) -> dict:
+    """The saved ``extra`` of a training state, checked whole before any work (checkpoints.check_train_state,
+    then RunState's fields and the generators' states); CheckpointError with one sentence for what is damaged."""
+    extra = checkpoints.check_train_state(path)
+    bad = [name for name, ok in _RUN_STATE_CHECKS.items() if name in extra and not ok(extra[name])]
+    for name in ("order_gen", "aug_gen"):
+        if name in extra or name == "order_gen":
+            try:
+                _decode_generator(torch.Generator(), extra.get(name))
+            except (TypeError, ValueError, RuntimeError, binascii.Error):
+                bad.append(name)
+    if bad:
+        raise checkpoints.CheckpointError(f"{path.name} is damaged and cannot be resumed: its {bad[0]} is not "
+                                          f"what a training state records.")
+    return extra
 
 
 def _prepare(cfg: TrainConfig, device: torch.device, rank: int, world: int, resume_path: Path | None) -> Run:
@@ -272,14 +306,19 @@ def _start_state(run: Run, resume_path: Path | None, command: str | None) -> Run
     the metadata every best checkpoint carries."""
     state = RunState()
     if resume_path is not None:
-        extra = checkpoints.load_train_state(resume_path, run.model, run.optimizer, averaged=run.averaged,
-                                             device=run.device)
-        state = RunState(**{f.name: extra[f.name] for f in dataclasses.fields(RunState) if f.name in extra})
-        if "commands" not in extra and run.best_path.exists():  # a run saved before commands were kept
-            state.commands = [c for c in [checkpoints.read_metadata(run.best_path).get("command")] if c]
-        _decode_generator(run.order_gen, extra["order_gen"])
-        if extra.get("aug_gen"):
-            _decode_generator(run.aug_gen, extra["aug_gen"])
+        try:
+            extra = checkpoints.load_train_state(resume_path, run.model, run.optimizer, averaged=run.averaged,
+                                                 device=run.device)
+            state = RunState(**{f.name: extra[f.name] for f in dataclasses.fields(RunState) if f.name in extra})
+            if "commands" not in extra and run.best_path.exists():  # a run saved before commands were kept
+                state.commands = [c for c in [checkpoints.read_metadata(run.best_path).get("command")] if c]
+            _decode_generator(run.order_gen, extra["order_gen"])
+            if extra.get("aug_gen"):
+                _decode_generator(run.aug_gen, extra["aug_gen"])
+        except (KeyError, TypeError, AttributeError, RuntimeError, IndexError, binascii.Error) as error:
+            # What _check_resumable cannot see from the header: tensors whose shapes or values do not fit.
+            raise checkpoints.CheckpointError(f"{resume_path.name} is damaged and cannot be resumed "
+                                              f"({error_reason(error)}).") from None
     if command:
         state.commands = [*state.commands, command]
     cfg = run.cfg

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from PIL import Image
 
 from .data import IMAGE_EXTENSIONS
-from .images import MAX_IMAGE_PIXELS
+from .images import MAX_IMAGE_PIXELS, error_reason
 
 MAX_ZIP_BYTES = 1 << 30           # 1 GiB uploaded
 MAX_FILES = 50_000
@@ -68,7 +68,7 @@ def extract_zip(zip_path: str | Path, dest: str | Path, *, max_files: int = MAX_
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise UploadError(f"{label} is not a readable zip file ({exc}).") from None
+        raise UploadError(f"{label} is not a readable zip file ({error_reason(exc)}).") from None
     with archive:
         members = archive.infolist()
         if len(members) > max_files:
@@ -110,8 +110,7 @@ def extract_zip(zip_path: str | Path, dest: str | Path, *, max_files: int = MAX_
         except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError, ValueError) as exc:
             # A damaged or encrypted member, an unsupported compression, a name the disk refuses, a full disk.
             shutil.rmtree(dest, ignore_errors=True)
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UploadError(f"{label} could not be unpacked ({reason}); nothing was kept.") from None
+            raise UploadError(f"{label} could not be unpacked ({error_reason(exc)}); nothing was kept.") from None
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise

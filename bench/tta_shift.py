@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
 
     data = args.data or checkpoints.read_metadata(args.checkpoint)["data"]
-    model, pre, split = load_for_evaluation(args.checkpoint, data, args.split, limit=args.limit)
+    model, pre, split, _ = load_for_evaluation(args.checkpoint, data, args.split, limit=args.limit)
     modes = {"none": ("none", None), "flip": ("flip", None),
              **{f"ten-crop pad {p}": ("ten-crop", p) for p in args.pads}}
     results = {mode: evaluate(model, split, pre, tta=tta, pad=pad) for mode, (tta, pad) in modes.items()}

@@ -151,7 +151,7 @@ def space_app(home: Path, **settings: str):
     """`python gradio_app.py` as a Hugging Face Space starts it (SYSTEM=spaces, SPACE_ID, the server's address),
     on a free local port, with ``home`` as its data folder and ``settings`` as extra environment variables (the
     Space's own defaults otherwise: the caller's ALEXNET_STUDIO_MAX_* are dropped). Yields (url, log path) once
-    the app answers; stops it afterwards."""
+    the app answers; stops it afterwards. The app's process id is in ``home``/app.pid (to read its memory)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -165,6 +165,7 @@ def space_app(home: Path, **settings: str):
     with log_path.open("w") as log:
         app = subprocess.Popen([sys.executable, "gradio_app.py"], cwd=REPO, env=env, stdout=log,
                                stderr=subprocess.STDOUT)
+        (Path(home) / "app.pid").write_text(str(app.pid))
         try:
             deadline = time.monotonic() + 300
             while True:
@@ -184,3 +185,46 @@ def space_app(home: Path, **settings: str):
             except subprocess.TimeoutExpired:
                 app.kill()
                 app.wait()
+
+
+def call_by_index(url: str, fn_index: int, data: list, session_hash: str, timeout: float = 120) -> tuple[bool, object]:
+    """Calls an event by its function index over raw HTTP, as any client may (gradio_client refuses events whose
+    ``api_name`` is False; the server does not). Returns (success, the outputs or the error message)."""
+    import json
+
+    joined = httpx.post(url + "gradio_api/queue/join", timeout=30,
+                        json={"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None})
+    joined.raise_for_status()
+    with httpx.stream("GET", url + "gradio_api/queue/data", params={"session_hash": session_hash},
+                      timeout=timeout) as events:
+        for line in events.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            message = json.loads(line[5:])
+            if message.get("msg") == "process_completed":
+                output = message.get("output") or {}
+                return bool(message.get("success")), output.get("data") if message.get("success") else \
+                    output.get("error")
+    raise AssertionError(f"no answer from event {fn_index}")
+
+
+def app_dependency(url: str, *, output_label: str | None = None, input_label: str | None = None,
+                   input_type: str | None = None) -> int:
+    """The function index of the first event whose outputs hold a component labelled ``output_label`` and whose
+    first input is labelled ``input_label`` (and of type ``input_type``), from the app's /config."""
+    config = httpx.get(url + "config", timeout=30).json()
+    components = {c["id"]: c for c in config["components"]}
+
+    def label(component_id: int) -> str | None:
+        return components[component_id].get("props", {}).get("label")
+
+    for index, dependency in enumerate(config["dependencies"]):
+        inputs, outputs = dependency["inputs"], dependency["outputs"]
+        if output_label is not None and output_label not in map(label, outputs):
+            continue
+        if input_label is not None and not (inputs and label(inputs[0]) == input_label):
+            continue
+        if input_type is not None and not (inputs and components[inputs[0]]["type"] == input_type):
+            continue
+        return dependency.get("id", index)
+    raise AssertionError(f"no event with output {output_label!r} and input {input_label!r}")

@@ -168,11 +168,11 @@ def refresh_inside_choices(current: str | None, visitor: str | None = None, requ
     return refreshed(inside_choices(owner_of(visitor, request)), current)
 
 
-def visitor_lists(visitor: str | None):
+def visitor_lists(visitor: str | None, request: gr.Request = None):
     """The lists a visitor sees, on page load: data sets with their uploads (Train, Evaluate), checkpoints with
     their runs and uploaded checkpoints (Predict, Evaluate, Inside). Choices only: the selections stay as they
     are, since a visitor may have picked an example (and with it a checkpoint) before this answer came."""
-    owner = owner_of(visitor)
+    owner = owner_of(visitor, request)
     data = data_choices(owner)
     return (gr.Dropdown(choices=data), gr.Dropdown(choices=data), gr.Dropdown(choices=model_choices(owner)),
             gr.Dropdown(choices=checkpoint_choices(owner)), gr.Dropdown(choices=inside_choices(owner)))

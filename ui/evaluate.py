@@ -12,6 +12,7 @@ from alexnet_core import images
 from alexnet_core.devices import resolve_device
 from alexnet_core.evaluate import EvalResult, evaluate_checkpoint
 from alexnet_core.plots import confusion_plot
+from alexnet_core.runner import LOCAL
 from alexnet_core.transforms import TTA_CHOICES
 
 from .choices import (
@@ -57,11 +58,15 @@ def evaluate_view(checkpoint: str | None, data: str | None, split: str = "test",
     """Accuracy in words, per-class accuracy (a table), the confusion matrix (a heat map) and the most
     confidently wrong images with their captions; gr.Error with the sentence that says what is wrong."""
     empty = pd.DataFrame(columns=["class", "accuracy", "correct", "images"])
-    checkpoint = listed_checkpoint(checkpoint, owner_of(visitor, request))
+    owner = owner_of(visitor, request)
+    checkpoint = listed_checkpoint(checkpoint, owner)
     if checkpoint is None:
         return NO_CHECKPOINT, empty, None, []
     if not data:
         raise gr.Error("Pick the data to evaluate on.")
+    if owner != LOCAL and data not in dict(data_choices(owner)).values():  # an API client can send any path
+        raise gr.Error("That data set is not in the list of choices: pick one from the Data list (your uploaded "
+                       "data sets are there).")
     limit = int(limit) if limit else None
     progress(0, desc=f"Evaluating on {f'{limit:,} images' if limit else f'the whole {split} split'}…")
     try:

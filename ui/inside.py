@@ -12,6 +12,7 @@ from PIL import Image
 
 from alexnet_core import imagenet
 from alexnet_core.checkpoints import read_metadata
+from alexnet_core.runner import LOCAL
 
 from .choices import (
     IMAGENET,
@@ -47,11 +48,14 @@ def _inside_model(choice: str):
     return predictor.model, predictor.meta
 
 
-def class_choices(choice: str | None) -> gr.Dropdown:
-    """The class picker for a model: "predicted class", then the model's classes."""
+def class_choices(choice: str | None, visitor: str | None = None, request: gr.Request = None) -> gr.Dropdown:
+    """The class picker for a model: "predicted class", then the model's classes; only "predicted class" for a
+    checkpoint that is not in the caller's list (an API client can send any path, by the event's index too)."""
+    owner = owner_of(visitor, request)
     try:
-        classes = _inside_model(choice)[1]["classes"] if choice else []
-    except ValueError:  # a broken checkpoint: explain_photo says why
+        listed = bool(choice) and listed_checkpoint(choice, owner, inside_choices(owner)) is not None
+        classes = _inside_model(choice)[1]["classes"] if listed else []
+    except (ValueError, gr.Error):  # a broken checkpoint (explain_photo says why), or not the caller's
         classes = []
     return gr.Dropdown(choices=[PREDICTED, *classes], value=PREDICTED)
 
@@ -89,19 +93,23 @@ def explain_photo(image: Image.Image | str | None, checkpoint: str | None = None
     return dict(result.top_k), result.gradcam, result.filters, gallery, info
 
 
-def show_layer_inside(model: str, layer: str | None, checkpoint: str | None, image, visitor: str | None = None):
+def show_layer_inside(model: str, layer: str | None, checkpoint: str | None, image, visitor: str | None = None,
+                      request: gr.Request = None):
     """The Architecture tab's link: opens the Inside tab on ``layer`` of ``model`` — with a checkpoint of that
-    variant where there is one, else the untrained variant — and an example photo if none is there yet."""
+    variant where there is one, else the untrained variant — and an example photo if none is there yet. A
+    checkpoint that is not in the caller's list is not read (an API client can send any path)."""
+    owner = owner_of(visitor, request)
+    choices = inside_choices(owner)
+    if owner != LOCAL and checkpoint not in {path for _, path in choices}:
+        checkpoint = None
     if not (checkpoint and not checkpoint.startswith(UNTRAINED) and _checkpoint_model(checkpoint) == model):
-        owner = owner_of(visitor)
         trained = [str(info.path) for info in checkpoint_infos(owner) if info.model == model]
         if model == imagenet.MODEL and imagenet.is_downloaded():  # the real AlexNet, where it is already here
             trained.append(IMAGENET)
         checkpoint = trained[0] if trained else UNTRAINED + model
     if image is None:
         image = _example_for(checkpoint)
-    return (gr.Tabs(selected="inside"), gr.Dropdown(choices=inside_choices(owner_of(visitor)), value=checkpoint),
-            image, layer)
+    return gr.Tabs(selected="inside"), gr.Dropdown(choices=choices, value=checkpoint), image, layer
 
 
 def _example_for(checkpoint: str) -> Image.Image | None:
@@ -150,8 +158,8 @@ def tab(app: gr.Blocks, visitor: gr.State) -> tuple[gr.Image, gr.Dropdown, gr.St
         focus = gr.State(None)     # the layer the Architecture tab's link asked for
 
     page.select(refresh_inside_choices, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
-    checkpoint.change(class_choices, inputs=checkpoint, outputs=target, api_name=False)
-    app.load(class_choices, inputs=checkpoint, outputs=target, api_name=False)
+    checkpoint.change(class_choices, inputs=[checkpoint, visitor], outputs=target, api_name=False)
+    app.load(class_choices, inputs=[checkpoint, visitor], outputs=target, api_name=False)
     explained = gr.on(
         triggers=[image.change, checkpoint.change, target.change, focus.change],
         fn=explain_photo,

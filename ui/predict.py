@@ -107,7 +107,9 @@ def upload_checkpoint(file: str | None, visitor: str | None = None, request: gr.
         raise gr.Error(f"{name} ({size / 10**6:,.0f} MB) does not fit in your room for uploads on this server "
                        f"({max(room, 0) / 10**6:,.0f} MB left).")
     try:
-        Predictor.from_checkpoint(file)  # reads the header and the tensors (safetensors: no code runs), builds the net
+        # Reads the header and the tensors (safetensors: no code runs), builds the net, and checks that one photo
+        # fits in the memory this server may use at the checkpoint's input and store sizes (memory.MemoryRefusal).
+        Predictor.from_checkpoint(file).check_memory()
     except (CheckpointError, ValueError, OSError) as error:
         reason = str(error).replace(file, name).replace(str(Path(file).parent) + os.sep, "")
         raise gr.Error(f"{name} is not a checkpoint AlexNet Studio can use: {reason}") from None

@@ -99,6 +99,10 @@ def file_name(path: str) -> str:
     return Path(path).name
 
 
+# Two or more parts after a "/" that does not follow a word, a dot, a colon or a slash (so URLs are left alone).
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/,;:()'\"]+/)+[^\s/,;:()'\"]*")
+
+
 def checkpoint_name(path: str | Path) -> str:
     """How the page names a checkpoint: a run's best.safetensors by its run's name, as its download is named
     (``<run name>-best.safetensors``); any other file by its own name."""
@@ -114,5 +118,7 @@ def for_the_page(message: str) -> str:
     for root in sorted(roots, key=lambda p: -len(str(p))):  # the deepest first
         message = re.sub(re.escape(str(root)) + r"[^\s,;:()]*", lambda m: checkpoint_name(m.group()) or m.group(),
                          message)
+    # Any other absolute path (the shared data sets', a folder on a private server) by its last two parts.
+    message = _ABSOLUTE_PATH.sub(lambda m: "/".join(Path(m.group()).parts[-2:]), message)
     return message.replace("; --resume continues the run.",
                            ": download it below, or use it in Predict, Evaluate and Inside.")

@@ -204,6 +204,14 @@ LYING = {
     "-infinite mean": (json.dumps(meta(mean=[float("-inf")] * 3)), "preprocess.mean has a value that is not a finite",
                        False),
     "zero std": (json.dumps(meta(std=[0.25, 0.0, 0.25])), "preprocess.std has a value that is not positive", False),
+    # Finite in JSON, not in float32 (issue 24): every confidence was NaN, and the page still named a class.
+    "std 1e-46": (json.dumps(meta(std=[1e-46] * 3)), "preprocess.std has a value below 0.001", False),
+    "std 1e-300": (json.dumps(meta(std=[0.25, 1e-300, 0.25])), "preprocess.std has a value below 0.001", False),
+    "mean 1e308": (json.dumps(meta(mean=[1e308] * 3)), "preprocess.mean has a value that is not a finite number from",
+                   False),
+    # Python reads no integer of more than 4,300 digits: its own ValueError said "Exceeds the limit (4300 digits)".
+    "a 5,000-digit integer": (json.dumps(meta())[:-1] + ', "epochs": ' + "9" * 5000 + "}",
+                              "a number thousands of digits long", False),
 }
 
 
@@ -308,7 +316,8 @@ def test_the_app_starts_and_lists_the_others_with_lying_checkpoints_in_its_runs_
     runs = tmp_path / "runs"
     (runs / "good").mkdir(parents=True)
     good = forged(runs / "good" / "best.safetensors", meta())
-    for case in ("nested 100,000 deep", "3,000,000 classes, each named", "NaN mean", "100,000 input channels"):
+    for case in ("nested 100,000 deep", "3,000,000 classes, each named", "NaN mean", "100,000 input channels",
+                 "a 5,000-digit integer", "std 1e-46"):
         lying(runs / case.replace(",", "").replace(" ", "_") / "best.safetensors", LYING[case][0])
     shape_liar = lying(runs / "shape_liar" / "best.safetensors", LYING["50,000 classes over a 3-class file"][0])
     monkeypatch.setattr(ui.settings, "RUNS_DIR", runs)
