@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import shutil
 import time
 from pathlib import Path
@@ -19,63 +18,28 @@ import pandas as pd
 
 from alexnet_core import data as datasets
 from alexnet_core.config import RECIPES, ConfigError
-from alexnet_core.devices import available_devices
-from alexnet_core.models import MODELS, get_spec
-from alexnet_core.runner import RUNNER, BusyError, RunSnapshot, ServerBusyError
+from alexnet_core.runner import RUNNER, BusyError, ServerBusyError
 from alexnet_core.train_settings import (
-    RECIPE_SETTINGS,
     SETTINGS_BY_NAME,
-    TRAIN_SETTINGS,
-    Setting,
     config_from_settings,
     recipe_config,
 )
 from alexnet_core.uploads import MAX_TOTAL_BYTES, UploadError, check_dataset, extract_zip
 
-from . import settings
-from .choices import OFF, ON, OWN, data_choices, default_data, switch_choices, switch_value
+from . import settings, train_live
+from .choices import data_choices, switch_choices
 from .fields import named_numbers
+from .train_form import (
+    FORM_SETTINGS,
+    field_for,
+    fill_form,
+    form_settings,
+    own_label,
+    recipe_values,
+    zero_means,
+)
+from .train_view import accuracy_frame, download_button, loss_frame, training_view
 from .visitors import file_name, for_the_page, owner_of, run_count, runs_dir, upload_room, uploads_dir
-
-# The form's fields, in the order its events take them: every setting of the table a page may set (the run
-# folders are the command line's only). The model's field is the first.
-FORM_SETTINGS = tuple(setting for setting in TRAIN_SETTINGS if setting.place != "cli")
-
-
-def own_label(model: str) -> str:
-    """The first choice of the BatchNorm field: what the variant itself does."""
-    return f"the model's own: {ON if model in MODELS and get_spec(model).batch_norm else OFF}"
-
-
-def _to_form(setting: Setting, value):
-    """A setting's value as its field shows it."""
-    if setting.kind == "switch" and setting.optional:
-        return OWN if value is None else ON if value else OFF
-    return value
-
-
-def _from_form(setting: Setting, value):
-    """A field's value as the setting takes it: the three-way BatchNorm choice as None/True/False; a blank
-    optional number, which the browser sends as 0, as None (where 0 is no value it may take)."""
-    if setting.kind == "switch" and setting.optional:
-        return switch_value(value)
-    if setting.optional and setting.kind in ("int", "float") and value in (0, "") and (setting.minimum or 0) > 0:
-        return None
-    return value
-
-
-def form_settings(recipe: str, *values) -> dict:
-    """The settings object Start sends: the recipe and every field of the form, by name."""
-    return {"recipe": recipe, **{setting.name: _from_form(setting, value)
-                                for setting, value in zip(FORM_SETTINGS, values)}}
-
-
-def recipe_values(recipe: str) -> list:
-    """The form after a recipe is picked: every setting a recipe sets (RECIPE_SETTINGS) as ``--recipe`` sets it
-    (its values, the defaults for the rest); what to train, on what, where and how long stay as they are."""
-    config = recipe_config(recipe) if recipe != "custom" else None
-    return [_to_form(setting, getattr(config, setting.name)) if config and setting.name in RECIPE_SETTINGS
-            else gr.update() for setting in FORM_SETTINGS]
 
 
 def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr.Request = None,
@@ -161,6 +125,10 @@ def start_training(asked: dict, visitor: str | None = None, request: gr.Request 
 
 
 STARTED = "Started: loading the data…"
+# What a run's answer holds: the status, the two charts and the download (the API's /train and /train_status);
+# the page's adds the live view's outputs (train_live.OUTPUTS).
+API_WIDTH = 4
+PAGE_WIDTH = API_WIDTH + len(train_live.OUTPUTS)
 TRAINING_QUEUE = "training"  # the concurrency id of the training event: its own queue and limit
 # How often a page that follows a run gets a new status and new plots.
 FOLLOW_SECONDS = 1.0
@@ -173,23 +141,35 @@ async def train(settings: dict, visitor: str | None = None, request: gr.Request 
     streams its status and plots until it ends (then the best checkpoint, to download). The event's concurrency
     limit is the server's runs at once, so a second visitor's Start waits in Gradio's queue; should a run still
     be training whose page has gone (the run outlives its page), this one waits for it here."""
-    owner = owner_of(visitor, request)
+    async for outputs in _train(settings, owner_of(visitor, request), request is not None, page=False):
+        yield outputs
+
+
+async def train_page(settings: dict, visitor: str | None = None, request: gr.Request = None):
+    """Start on the page: ``train``, with the network's live view (ui/train_live.py) beside the status, both
+    from the same state of the run in each answer."""
+    async for outputs in _train(settings, owner_of(visitor, request), request is not None, page=True):
+        yield outputs
+
+
+async def _train(settings: dict, owner: str, listed_only: bool, page: bool):
     try:
         while True:
             try:
-                _start_run(owner, settings, listed_only=request is not None)
+                _start_run(owner, settings, listed_only=listed_only)
                 break
             except ServerBusyError:
                 if owner not in _WAITING:
                     _WAITING.append(owner)
-                yield line_notice(_WAITING.index(owner) + 1), gr.update(), gr.update(), gr.update()
+                unchanged = (gr.update(),) * ((PAGE_WIDTH if page else API_WIDTH) - 1)
+                yield line_notice(_WAITING.index(owner) + 1), *unchanged
                 await asyncio.sleep(FOLLOW_SECONDS)
             except (BusyError, ValueError, TypeError) as error:
                 raise gr.Error(for_the_page(str(error))) from None
     finally:
         if owner in _WAITING:
             _WAITING.remove(owner)
-    async for outputs in follow_training(owner):
+    async for outputs in _follow(owner, page):
         yield outputs
 
 
@@ -207,10 +187,26 @@ async def follow_training(visitor: str | None = None, request: gr.Request = None
     """The visitor's run as it goes: its status and plots about every second while it trains, then once more
     when it has ended; once only when it is not going. A page follows only its own run, and a page with no
     run going sends nothing."""
-    owner = owner_of(visitor, request)
+    async for outputs in _follow(owner_of(visitor, request), page=False):
+        yield outputs
+
+
+async def follow_page(visitor: str | None = None, request: gr.Request = None):
+    """``follow_training`` with the network's live view, as the page shows it (on load, after a reload)."""
+    async for outputs in _follow(owner_of(visitor, request), page=True):
+        yield outputs
+
+
+async def _follow(owner: str, page: bool):
+    shown = None   # the snapshot the page shows: its pictures are drawn again only when a new one comes
     while True:
         snapshot = RUNNER.snapshot(owner)
-        yield training_view(snapshot)
+        outputs = training_view(snapshot)
+        if page:
+            latest = snapshot.latest.index if snapshot.latest is not None else None
+            outputs = (*outputs, *train_live.live(snapshot, fresh=latest != shown or not snapshot.active))
+            shown = latest
+        yield outputs
         if not snapshot.active:
             return
         await asyncio.sleep(FOLLOW_SECONDS)
@@ -220,9 +216,9 @@ async def follow_stopping(said: str, visitor: str | None = None, request: gr.Req
     """After Stop: the visitor's run followed to its end (it may have ended already: then once); no change when
     Stop found none going, so that its sentence stays on the page."""
     if said == NO_RUN_GOING:
-        yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        yield (gr.skip(),) * PAGE_WIDTH
         return
-    async for view in follow_training(visitor, request):
+    async for view in follow_page(visitor, request):
         yield view
 
 
@@ -258,148 +254,10 @@ def stop_training(visitor: str | None = None, request: gr.Request = None) -> str
     return "Stopping after this step…" if RUNNER.stop(owner_of(visitor, request)) else NO_RUN_GOING
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(seconds)
-    return f"{seconds // 3600} h {seconds // 60 % 60:02d} min" if seconds >= 3600 else \
-        f"{seconds // 60} min {seconds % 60:02d} s"
-
-
-LOSS_CURVES = ("train (per step)", "validation")
-ACCURACY_CURVES = ("train", "validation")
-
-
-def _curves_frame(rows: list[dict] | None, x: str, y: str, curves: tuple[str, ...]) -> pd.DataFrame:
-    """A chart's rows with typed columns, and one empty (NaN) row for each curve that has no value yet.
-
-    Typed, empty or not: an untyped empty frame makes the plot's axes categorical for good (every loss value its
-    own label and no line). The NaN rows, which Vega leaves out, name every curve from the first frame on:
-    Gradio's LinePlot fixes its colours to the curves in the first data it draws and never adds one, so a curve
-    missing then would never be drawn."""
-    rows = list(rows or [])
-    present = {row["curve"] for row in rows}
-    rows += [{x: 0, y: float("nan"), "curve": curve} for curve in curves if curve not in present]
-    return pd.DataFrame(rows, columns=[x, y, "curve"]).astype({x: "int64", y: "float64", "curve": "object"})
-
-
-def _loss_frame(rows: list[dict] | None = None) -> pd.DataFrame:
-    return _curves_frame(rows, "step", "loss", LOSS_CURVES)
-
-
-def _accuracy_frame(rows: list[dict] | None = None) -> pd.DataFrame:
-    return _curves_frame(rows, "epoch", "accuracy", ACCURACY_CURVES)
-
-
-def training_view(s: RunSnapshot) -> tuple[str, pd.DataFrame, pd.DataFrame, str | None]:
-    """A run's state in words, its loss and accuracy curves, and the download of its best checkpoint once it has
-    ended (named after the run; the button is disabled while there is none)."""
-    if s.status == "idle":
-        text = "No run yet. Pick a model and data, then Start."
-    else:
-        lines = [f"**{s.status.capitalize()}** · {for_the_page(s.message)}"]
-        if s.total_steps:
-            percent = 100 * s.step / s.total_steps
-            lines.append(f"Step {s.step:,} / {s.total_steps:,} ({percent:.0f}%) · epoch {s.epoch} / {s.epochs}"
-                         f" · {s.images_per_s:,.0f} images/s · {_duration(s.eta_s)} left")
-        if s.best_val_acc is not None:
-            lines.append(f"Best validation accuracy {s.best_val_acc:.1%}"
-                         + (f" · checkpoint of run `{Path(s.best_path).parent.name}`: download it below; Predict, "
-                            f"Evaluate and Inside list it for you" if s.best_path else ""))
-        text = "\n\n".join(lines)
-    train_loss, val_loss = LOSS_CURVES
-    loss = _loss_frame([{"step": step, "loss": value, "curve": train_loss} for step, value in s.steps]
-                       + [{"step": h["step"], "loss": h["val_loss"], "curve": val_loss} for h in s.history])
-    accuracy = _accuracy_frame([{"epoch": h["epoch"], "accuracy": h[key], "curve": label} for h in s.history
-                                for key, label in zip(("train_acc", "val_acc"), ACCURACY_CURVES)])
-    best = s.best_path if not s.active and s.best_path and Path(s.best_path).is_file() else None
-    return text, loss, accuracy, named_download(best) if best else None
-
-
-def download_button(checkpoint: str | None) -> gr.DownloadButton:
-    """The download button as its checkpoint allows: disabled while there is none. (The events that follow a run
-    send the checkpoint alone, which API clients receive as a file; the button's state follows its value.)"""
-    return gr.DownloadButton(interactive=checkpoint is not None)
-
-
-def named_download(best_path: str) -> str:
-    """A run's best checkpoint under its run's name, ``<run name>-best.safetensors``, which the download
-    keeps: a hard link (no second copy on disk where the file system allows one) in the downloads folder beside
-    the owner's runs folder, where no checkpoint list looks."""
-    best = Path(best_path)
-    run = best.parent.name
-    target = best.parent.parent.parent / "downloads" / f"{run}-best.safetensors"
-    if target.is_file() and target.samefile(best):
-        return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.{os.getpid()}")
-    staging.unlink(missing_ok=True)
-    try:
-        os.link(best, staging)
-    except OSError:  # a file system without hard links: a copy
-        shutil.copy2(best, staging)
-    os.replace(staging, target)  # in one step: a download never finds a half-made file
-    return str(target)
-
-
 def training_status(visitor: str | None = None, request: gr.Request = None
                     ) -> tuple[str, pd.DataFrame, pd.DataFrame, str | None]:
     """The caller's own run, once (the API's /train_status; the page follows its run with follow_training)."""
     return training_view(RUNNER.snapshot(owner_of(visitor, request)))
-
-
-def form_of_run(owner: str) -> dict:
-    """The form's values for ``owner``'s run, setting by setting, as it was started (a reload shows the settings
-    of the run it follows); empty when they have none."""
-    config = RUNNER.snapshot(owner).config
-    return {setting.name: _to_form(setting, config[setting.name]) for setting in FORM_SETTINGS} if config else {}
-
-
-def fill_form(visitor: str | None = None, request: gr.Request = None) -> list:
-    """On page load: the form set to the visitor's run, if they have one (otherwise left as it is)."""
-    owner = owner_of(visitor, request)
-    values = form_of_run(owner)
-    if not values:
-        return [gr.skip() for _ in FORM_SETTINGS]
-    return [gr.Dropdown(choices=data_choices(owner), value=values["data"]) if setting.name == "data"
-            else values[setting.name] for setting in FORM_SETTINGS]
-
-
-def _zero_means(setting: Setting, model: str) -> str:
-    """The help of an optional number's field, which shows its default as 0: "… (0: all)"; the input size's
-    names the variant's own side."""
-    own = f"the variant's own, {get_spec(model).input_size}" if model in MODELS else "the variant's own"
-    return setting.help.replace("default: the variant's own", "default: " + own).replace("default: ", "0: ")
-
-
-def _field(setting: Setting, defaults) -> gr.components.Component:
-    """The form's field for a setting of the table (its label, bounds, help and default)."""
-    value = _to_form(setting, getattr(defaults, setting.name))
-    info = setting.help or None
-    if setting.name == "model":
-        return gr.Dropdown(choices=[(f"{n} — {s.title}", n) for n, s in MODELS.items()], value=value,
-                           label=setting.label, scale=2)
-    if setting.name == "data":
-        choices = data_choices()
-        return gr.Dropdown(choices=choices, value=default_data(choices), label=setting.label, scale=2)
-    if setting.name == "device":
-        return gr.Dropdown(choices=["auto", *available_devices()], value=value, label=setting.label, scale=1)
-    if setting.kind == "choice":
-        return gr.Dropdown(choices=list(setting.choices), value=value, label=setting.label, info=info)
-    if setting.kind == "switch" and setting.optional:
-        return gr.Radio(choices=switch_choices(own_label(defaults.model)), value=value,
-                        label=setting.label, info=info)
-    if setting.kind == "switch":
-        return gr.Checkbox(value=value, label=setting.label, info=info)
-    if setting.optional and (setting.minimum or 0) <= 0:
-        # The browser sends an empty number field as 0, which this setting takes as a value of its own (no
-        # warm-up): a text field, whose blank stays blank (config_from_settings reads the number in it).
-        return gr.Textbox(value=value, label=setting.label, info=info, placeholder="blank: the default")
-    if setting.optional:  # the field shows an empty value as 0, and the browser sends it so (_from_form)
-        info = _zero_means(setting, defaults.model)
-    bounds = {} if setting.optional else dict(minimum=setting.minimum, maximum=setting.maximum)
-    return gr.Number(value=value, label=setting.label, info=info, precision=0 if setting.kind == "int" else None,
-                     **bounds)
 
 
 def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.Dropdown, gr.File, gr.Markdown]:
@@ -412,7 +270,7 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
 
     def fields_of(*names: str) -> None:
         for name in names:
-            fields[name] = _field(SETTINGS_BY_NAME[name], defaults)
+            fields[name] = field_for(SETTINGS_BY_NAME[name], defaults)
             fields[name].elem_id = f"train-{name.replace('_', '-')}"   # for tests and the browser
 
     with gr.Tab("Train", id="train"):
@@ -444,11 +302,12 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
             stop = gr.Button("Stop", variant="stop")
         status = gr.Markdown("No run yet.")
         with gr.Row():
-            loss_plot = gr.LinePlot(_loss_frame(), x="step", y="loss", color="curve", title="Loss", height=300)
-            acc_plot = gr.LinePlot(_accuracy_frame(), x="epoch", y="accuracy", color="curve", title="Accuracy",
+            loss_plot = gr.LinePlot(loss_frame(), x="step", y="loss", color="curve", title="Loss", height=300)
+            acc_plot = gr.LinePlot(accuracy_frame(), x="epoch", y="accuracy", color="curve", title="Accuracy",
                                    height=300, y_lim=[0, 1])
         download = gr.DownloadButton("Download the best checkpoint (.safetensors)", value=None, interactive=False,
                                      elem_id="train-download")
+        live = train_live.layout()
 
     form = [fields[setting.name] for setting in FORM_SETTINGS]
     named_numbers(*[field for field in form if isinstance(field, gr.Number)])
@@ -456,7 +315,7 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
     # What "the model's own" is follows the model.
     model, batch_norm, input_size = fields["model"], fields["batch_norm"], fields["input_size"]
     model.change(lambda name: (gr.Radio(choices=switch_choices(own_label(name))),
-                               gr.Number(info=_zero_means(SETTINGS_BY_NAME["input_size"], name))),
+                               gr.Number(info=zero_means(SETTINGS_BY_NAME["input_size"], name))),
                  inputs=model, outputs=[batch_norm, input_size], api_name=False)
     outputs = [status, loss_plot, acc_plot, download]
     download.change(download_button, inputs=download, outputs=download, api_name=False, show_progress="hidden",
@@ -467,17 +326,21 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
 
     started = start.click(ask, inputs=[visitor, recipe, *form], outputs=[asked, status], api_name=False,
                           show_progress="hidden")
-    training = started.success(train, inputs=[asked, visitor], outputs=outputs,
-                               api_name="train", concurrency_limit=settings.SHARING.runs_at_once,
-                               concurrency_id=TRAINING_QUEUE, show_progress="minimal")
+    page_outputs = [*outputs, *(live[name] for name in train_live.OUTPUTS)]
+    training = started.success(train_page, inputs=[asked, visitor], outputs=page_outputs, api_name=False,
+                               concurrency_limit=settings.SHARING.runs_at_once, concurrency_id=TRAINING_QUEUE,
+                               show_progress="minimal")
+    gr.on([], train, inputs=[asked, visitor], outputs=outputs, api_name="train",
+          concurrency_limit=settings.SHARING.runs_at_once, concurrency_id=TRAINING_QUEUE)
     # Once the page knows its visitor: the form set to their run, and the run followed if it is going (a reload
     # reconnects so).
     visited.then(fill_form, inputs=visitor, outputs=form, api_name=False, show_progress="hidden")
-    following = visited.then(follow_training, inputs=visitor, outputs=outputs, api_name=False,
+    following = visited.then(follow_page, inputs=visitor, outputs=page_outputs, api_name=False,
                              show_progress="hidden", concurrency_limit=None)
     stop.click(stop_training, inputs=visitor, outputs=status, api_name="train_stop", cancels=[training, following]
-               ).then(follow_stopping, inputs=[status, visitor], outputs=outputs, api_name=False,
+               ).then(follow_stopping, inputs=[status, visitor], outputs=page_outputs, api_name=False,
                       show_progress="hidden", concurrency_limit=None)
     gr.on([], training_status, inputs=visitor, outputs=outputs, api_name="train_status")
+    train_live.wire(live, visitor)
     _APPS.append(app)  # queue_notice counts the Start events waiting in its queue
     return fields["data"], zip_file, upload_note

@@ -10,6 +10,7 @@ import pytest
 import ui.choices
 import ui.settings
 import ui.train
+import ui.train_form
 import ui.visitors
 from alexnet_core.caps import SharingLimits, TrainingCaps
 from alexnet_core.config import TrainConfig
@@ -93,7 +94,7 @@ def test_whitened_conv1_reaches_the_run(folder):
 
 
 def test_recipes_fill_the_fields():
-    values = dict(zip([s.name for s in ui.train.FORM_SETTINGS], ui.train.recipe_values("paper")))
+    values = dict(zip([s.name for s in ui.train_form.FORM_SETTINGS], ui.train_form.recipe_values("paper")))
     assert values["lr"] == 0.01 and values["schedule"] == "plateau" and values["weight_decay"] == 5e-4
     assert values["nesterov"] is False and values["pca_lighting"] == 0.1 and values["tta"] == "none"
     assert isinstance(values["model"], dict) and isinstance(values["epochs"], dict)   # left as they are

@@ -10,6 +10,7 @@ import pytest
 import gradio_app
 import ui.settings
 import ui.train
+import ui.train_form
 from alexnet_core.caps import TrainingCaps
 from alexnet_core.cli import build_parser, train_config
 from alexnet_core.config import RECIPES, TrainConfig
@@ -22,7 +23,7 @@ def form():
     """The Train tab's recipe list and fields as a fresh page has them, by setting name."""
     app = gradio_app.build_app()
     by_id = {block.elem_id: block for block in app.blocks.values() if getattr(block, "elem_id", None)}
-    fields = {s.name: by_id[f"train-{s.name.replace('_', '-')}"] for s in ui.train.FORM_SETTINGS}
+    fields = {s.name: by_id[f"train-{s.name.replace('_', '-')}"] for s in ui.train_form.FORM_SETTINGS}
     return by_id["train-recipe"], fields
 
 
@@ -43,11 +44,11 @@ def page_config(form, started, model: str, recipe: str) -> TrainConfig:
     # text field as "".
     values = {name: field.value if field.value is not None else 0 if isinstance(field, gr.Number) else ""
               for name, field in fields.items()}
-    for setting, update in zip(ui.train.FORM_SETTINGS, ui.train.recipe_values(recipe)):   # recipe.change
+    for setting, update in zip(ui.train_form.FORM_SETTINGS, ui.train_form.recipe_values(recipe)):   # recipe.change
         if not isinstance(update, dict):                # gr.update(): the field stays as it is
             values[setting.name] = update
     values["model"] = model
-    ui.train.start_training(ui.train.form_settings(recipe, *values.values()), visitor="v" * 32)
+    ui.train.start_training(ui.train_form.form_settings(recipe, *values.values()), visitor="v" * 32)
     return started[-1]
 
 
@@ -79,8 +80,8 @@ def test_every_flag_is_a_field_of_the_page_and_every_setting_a_flag(form):
 def test_the_batchnorm_field_says_what_the_model_does_by_itself(form):
     _, fields = form
     assert fields["batch_norm"].value == ui.train.OWN
-    assert ui.train.own_label("alexnet_cifar_fast") == "the model's own: on"
-    assert ui.train.own_label("alexnet") == "the model's own: off"
+    assert ui.train_form.own_label("alexnet_cifar_fast") == "the model's own: on"
+    assert ui.train_form.own_label("alexnet") == "the model's own: off"
 
 
 def test_architecture_counts_a_variant_with_its_own_batchnorm():

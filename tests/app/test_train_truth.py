@@ -14,6 +14,7 @@ import ui.choices
 import ui.predict
 import ui.settings
 import ui.train
+import ui.train_form
 import ui.visitors
 from alexnet_core.caps import SharingLimits, TrainingCaps
 from alexnet_core.runner import RUNNER
@@ -97,11 +98,11 @@ def test_a_refused_run_does_not_count_and_leaves_nothing_on_disk(folder, monkeyp
 def test_a_reload_shows_the_settings_of_the_run_it_follows(folder):
     start(folder, epochs=2, lr=0.031, batch_size=12, optimizer="adam", weight_decay=0.0, label_smoothing=0.05)
     assert RUNNER.wait(60, A)
-    form = ui.train.form_of_run(A)     # what the page's fields are set to on load
+    form = ui.train_form.form_of_run(A)     # what the page's fields are set to on load
     values = {name: getattr(update, "value", update) for name, update in form.items()}
     assert values["epochs"] == 2 and values["lr"] == 0.031 and values["batch_size"] == 12
     assert values["optimizer"] == "adam" and values["label_smoothing"] == 0.05 and values["data"] == str(folder)
-    assert ui.train.form_of_run("b" * 32) == {}    # a visitor with no run keeps the form as it is
+    assert ui.train_form.form_of_run("b" * 32) == {}    # a visitor with no run keeps the form as it is
 
 
 def test_the_download_is_named_after_its_run_and_disabled_until_there_is_a_checkpoint(folder):

@@ -8,8 +8,8 @@ import pytest
 from matplotlib.figure import Figure
 
 import ui.compare
-import ui.live
 import ui.settings
+import ui.train_live
 from alexnet_core.config import TrainConfig
 from alexnet_core.runner import RUNNER
 from tests.helpers import make_image_folder, wait_for
@@ -36,7 +36,7 @@ def app_home(tmp_path, monkeypatch):
 
 def finished_run_of(owner, folder):
     """Runs a 2-epoch training for ``owner`` in their runs folder, as the Train tab does, and waits for it."""
-    out = ui.live.runs_dir(owner) / "tiny"
+    out = ui.train_live.runs_dir(owner) / "tiny"
     RUNNER.start(TrainConfig(model="alexnet_cifar_small", data=str(folder), epochs=2, batch_size=16, lr=0.02,
                              device="cpu", out=str(out)), owner)
     assert wait_for(lambda: not RUNNER.snapshot(owner).active, timeout=120)
@@ -48,7 +48,7 @@ def finished_run_of(owner, folder):
 def test_the_live_view_is_one_snapshot_rendered_whole(folder):
     state = finished_run_of(A, folder)
     assert state.latest is not None and state.snapshots_taken == 3        # the start and two validations
-    caption, filters, guesses, features, confusion, table, slider, gif = ui.live.live(state)
+    caption, filters, guesses, features, confusion, table, slider, gif = ui.train_live.live(state)
     assert "epoch 2" in caption and "fixed images guessed right" in caption
     assert filters.width > 0 and guesses.width > 0
     assert [name.split(" ")[0] for _, name in features] == list(state.latest.features)
@@ -60,19 +60,19 @@ def test_the_live_view_is_one_snapshot_rendered_whole(folder):
 
 def test_the_timeline_reads_the_visitors_own_snapshots_back_and_no_one_elses(folder):
     finished_run_of(A, folder)
-    first = ui.live.at_snapshot(1, A)
-    last = ui.live.at_snapshot(3, A)
+    first = ui.train_live.at_snapshot(1, A)
+    last = ui.train_live.at_snapshot(3, A)
     assert first[0].startswith("Snapshot 1 of 3") and "the start" in first[0]
     assert last[0].startswith("Snapshot 3 of 3") and "epoch 2" in last[0]
     assert isinstance(last[4], Figure) and not isinstance(first[4], Figure)   # the start has no validation yet
     # After a server restart the runner has forgotten the run: the timeline finds it in the visitor's folder.
     RUNNER._runs.clear()
-    assert ui.live.at_snapshot(2, A)[0].startswith("Snapshot 2 of 3")
+    assert ui.train_live.at_snapshot(2, A)[0].startswith("Snapshot 2 of 3")
     # Another visitor sees nothing of it.
-    nothing = ui.live.at_snapshot(1, B)
-    assert nothing[0] == ui.live.WAITING and all(isinstance(v, type(gr.skip())) for v in nothing[1:])
+    nothing = ui.train_live.at_snapshot(1, B)
+    assert nothing[0] == ui.train_live.WAITING and all(isinstance(v, type(gr.skip())) for v in nothing[1:])
     with pytest.raises(gr.Error, match="Start a run first"):
-        ui.live.use_photo(None, B)
+        ui.train_live.use_photo(None, B)
 
 
 def test_a_photo_of_ones_own_goes_into_the_next_snapshots(folder, tmp_path):
@@ -81,13 +81,13 @@ def test_a_photo_of_ones_own_goes_into_the_next_snapshots(folder, tmp_path):
     photo = tmp_path / "mine.png"
     Image.new("RGB", (50, 40), (250, 0, 0)).save(photo)
     finished_run_of(A, folder)
-    assert "Your photo" in ui.live.use_photo(str(photo), A)
+    assert "Your photo" in ui.train_live.use_photo(str(photo), A)
     chosen = RUNNER._runner(A)._photo
     assert chosen.shape == (3, 32, 32) and int(chosen[0].float().mean()) > 200   # red, at the run's store size
     text = tmp_path / "not-a-photo.png"
     text.write_text("hello")
     with pytest.raises(gr.Error) as error:
-        ui.live.use_photo(str(text), A)
+        ui.train_live.use_photo(str(text), A)
     assert "not-a-photo.png" in str(error.value) and str(tmp_path) not in str(error.value)
 
 

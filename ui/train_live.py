@@ -78,14 +78,28 @@ def pictures(snapshot: snapshots.Snapshot | None, images: snapshots.SnapshotImag
             confusion, table)
 
 
-def live(state) -> tuple:
+OUTPUTS = (*LIVE_OUTPUTS, "timeline", "gif")   # what the Train tab's answers write of the live view
+
+
+def live(state, fresh: bool = True) -> tuple:
     """The live view for a runner state (alexnet_core.runner.RunSnapshot), then the timeline slider's range and the
-    GIF button, which holds the filters' timeline once the run has ended."""
+    GIF button, which holds the filters' timeline once the run has ended (OUTPUTS' order). Unchanged (skip) when
+    not ``fresh``: the page shows this snapshot already."""
+    if not fresh:
+        return (gr.skip(),) * len(OUTPUTS)
     count = len(snapshots.paths(state.run_dir)) if state.run_dir and state.latest is not None else 0
     slider = gr.Slider(1, max(count, 1), value=max(count, 1), step=1) if count else gr.skip()
     gif = timeline_gif(Path(state.run_dir)) if count > 1 and not state.active else None
     return (*pictures(state.latest, state.latest_images), slider,
             gr.DownloadButton(value=gif, interactive=gif is not None))
+
+
+def wire(c: dict, visitor: gr.State) -> None:
+    """The live view's own events: the timeline slider and the photo for the feature maps."""
+    c["timeline"].release(at_snapshot, inputs=[c["timeline"], visitor], outputs=[c[k] for k in LIVE_OUTPUTS],
+                          api_name=False, trigger_mode="always_last", show_progress="hidden")
+    c["photo"].change(use_photo, inputs=[c["photo"], visitor], outputs=None, api_name=False,
+                      show_progress="hidden")
 
 
 def timeline_gif(run_dir: Path) -> str | None:
@@ -122,15 +136,16 @@ def at_snapshot(position: float, visitor: str | None = None, request: gr.Request
 
 
 def use_photo(photo, visitor: str | None = None, request: gr.Request = None) -> str:
-    """Shows ``photo``'s feature maps in the visitor's next snapshots (None: back to the validation image)."""
+    """Shows ``photo``'s feature maps in the visitor's next snapshots (None: back to the validation image), and
+    says so in a toast."""
     owner = owner_of(visitor, request)
     run_dir = _run_dir(owner)
     images = snapshots.load_images(run_dir) if run_dir else None
     if images is None:
         raise gr.Error("Start a run first: its snapshots then show your photo's feature maps.")
-    if not photo:
+    if photo is None:
         RUNNER.set_photo(None, owner)
-        return "The feature maps show a validation image again from the next snapshot on."
+        return _said("The feature maps show a validation image again from the next snapshot on.")
     side, channels = images.photo.shape[-1], images.photo.shape[0]
     pre = Preprocess(input_size=side, store_size=side, in_channels=channels, mean=(0.5,) * channels,
                      std=(0.5,) * channels)
@@ -139,4 +154,9 @@ def use_photo(photo, visitor: str | None = None, request: gr.Request = None) -> 
     except ImageError as error:
         raise gr.Error(readable(error, photo)) from None
     RUNNER.set_photo(tensor, owner)
-    return "Your photo's feature maps show from the next snapshot on."
+    return _said("Your photo's feature maps show from the next snapshot on.")
+
+
+def _said(sentence: str) -> str:
+    gr.Info(sentence)
+    return sentence
