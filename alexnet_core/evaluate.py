@@ -13,12 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoints
+from . import checkpoints, memory
 from .data import ImageData, StreamingData, class_names, describe_data, labelled_folder, load_folder, load_split
+from .memory import EVAL_BATCH
 from .transforms import TTA_VIEWS, Preprocess, average_views, check_tta, tta_views
-
-# Images per forward pass when measuring (validation after each epoch included); memory.estimate counts it.
-EVAL_BATCH = 256
 
 
 @dataclass
@@ -138,7 +136,6 @@ def _same_data(a: str, b: str | None) -> bool:
 def _memory_check(meta: dict, pre: Preprocess, tta: str, batch_size: int, device: str, chosen: list[int]):
     """The check the loaders call before decoding (data.MemoryCheck): the images and the batch must fit in the
     memory this process may use (memory.evaluation_batch); the batch that fits is put in ``chosen``."""
-    from . import memory  # memory imports this module (EVAL_BATCH)
     from .data import streaming_copies
 
     def check(images: int, held: bool, decoding: int) -> None:

@@ -30,8 +30,10 @@ from pathlib import Path
 import torch
 
 from .data import IN_MEMORY_LIMIT  # larger splits are streamed, not held
-from .evaluate import EVAL_BATCH  # validation's batch
 from .summary import summarize
+
+# Images per forward pass when measuring (evaluate.py; validation after each epoch included): estimate counts it.
+EVAL_BATCH = 256
 
 # Measured peaks of one training step were 0.7–1.14 of the unscaled estimate on a CPU at batches from 32 to 256
 # (bench/memory_estimate.py, docs/benchmarks.md); the margin covers that spread and allocator slack.
