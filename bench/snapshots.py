@@ -3,7 +3,8 @@
     python -m bench.snapshots [--data ../shared/data/cifar10] [--limit 4000] [--epochs 2] [--pairs 2]
 
 For alexnet_cifar_small and alexnet_cifar_fast, runs the same training with snapshots and without, interleaved in
-one process (with, without, without, with, … so that a drift in the machine's speed hits both alike), and reports:
+one process after one warm-up run (with, without, without, with, … so that a drift in the machine's speed hits
+both alike), and reports:
 - overhead: the mean training time with snapshots over the mean without, minus 1;
 - in_run_fraction: the time spent inside the snapshot work itself (taking, writing) over the run's training
   time, measured in the runs with snapshots: the same cost without the noise of comparing two runs.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -83,11 +85,15 @@ def main() -> None:
     for model in MODELS:
         # Decode (or load from the cache) once, so no run pays for the first JPEG decode.
         data.load_split(args.data, "train", data.preprocess_for(get_spec(model), data=args.data), limit=args.limit)
+        one_run(model, args, with_snapshots=False)    # a first run warms up what every later run reuses
         with_runs, without_runs = [], []
         for pair in range(args.pairs):
             order = (True, False) if pair % 2 == 0 else (False, True)
             for with_snapshots in order:
-                (with_runs if with_snapshots else without_runs).append(one_run(model, args, with_snapshots))
+                run = one_run(model, args, with_snapshots)
+                (with_runs if with_snapshots else without_runs).append(run)
+                print(f"{model} {'with' if with_snapshots else 'without'} snapshots: {run}", file=sys.stderr,
+                      flush=True)
         with_s = statistics.mean(r["seconds"] for r in with_runs)
         without_s = statistics.mean(r["seconds"] for r in without_runs)
         results[model] = {

@@ -35,12 +35,12 @@ def layout() -> dict[str, gr.components.Component]:
     """The live view's components, in the Train tab's Blocks: returned by name for the events to wire."""
     c: dict[str, gr.components.Component] = {}
     with gr.Accordion("The network, live", open=True):
-        c["caption"] = gr.Markdown(WAITING)
+        c["caption"] = gr.Markdown(WAITING, elem_id="live-caption")
         with gr.Row(equal_height=False):
-            c["filters"] = gr.Image(label="conv1's filters", type="pil", interactive=False, show_download_button=False,
-                                    height=260)
+            c["filters"] = gr.Image(label="conv1's filters", type="pil", interactive=False, height=260,
+                                    elem_id="live-filters")
             c["guesses"] = gr.Image(label="Guesses on fixed validation images (green: right, red: wrong)",
-                                    type="pil", interactive=False, height=260)
+                                    type="pil", interactive=False, height=260, elem_id="live-guesses")
         c["features"] = gr.Gallery(label="The most active feature maps of each conv layer, for the photo",
                                    columns=5, height="auto", object_fit="contain", allow_preview=True)
         with gr.Row(equal_height=False):
@@ -50,8 +50,9 @@ def layout() -> dict[str, gr.components.Component]:
         c["photo"] = photo_input(label="Your photo for the feature maps (default: a validation image)",
                                  sources=["upload", "webcam", "clipboard"], height=160)
         with gr.Row():
-            c["timeline"] = gr.Slider(1, 1, value=1, step=1, label="Timeline: snapshot", interactive=True)
-            c["gif"] = gr.DownloadButton("Download the filters' timeline (GIF)", interactive=False)
+            c["timeline"] = gr.Slider(1, 2, value=1, step=1, label="Timeline: snapshot", interactive=True,
+                                      elem_id="live-timeline")
+            c["gif"] = gr.DownloadButton("Download the filters' timeline (GIF)", interactive=False, elem_id="live-gif")
     return c
 
 
@@ -88,7 +89,7 @@ def live(state, fresh: bool = True) -> tuple:
     if not fresh:
         return (gr.skip(),) * len(OUTPUTS)
     count = len(snapshots.paths(state.run_dir)) if state.run_dir and state.latest is not None else 0
-    slider = gr.Slider(1, max(count, 1), value=max(count, 1), step=1) if count else gr.skip()
+    slider = gr.Slider(1, max(count, 2), value=count, step=1) if count else gr.skip()   # (a range of one is none)
     gif = timeline_gif(Path(state.run_dir)) if count > 1 and not state.active else None
     return (*pictures(state.latest, state.latest_images), slider,
             gr.DownloadButton(value=gif, interactive=gif is not None))

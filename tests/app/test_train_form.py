@@ -8,6 +8,7 @@ import gradio as gr
 import pytest
 
 import gradio_app
+import ui.choices
 import ui.settings
 import ui.train
 import ui.train_form
@@ -79,7 +80,7 @@ def test_every_flag_is_a_field_of_the_page_and_every_setting_a_flag(form):
 
 def test_the_batchnorm_field_says_what_the_model_does_by_itself(form):
     _, fields = form
-    assert fields["batch_norm"].value == ui.train.OWN
+    assert fields["batch_norm"].value == ui.choices.OWN
     assert ui.train_form.own_label("alexnet_cifar_fast") == "the model's own: on"
     assert ui.train_form.own_label("alexnet") == "the model's own: off"
 
@@ -88,6 +89,6 @@ def test_architecture_counts_a_variant_with_its_own_batchnorm():
     import ui.architecture
     # alexnet_cifar_fast is made with BatchNorm: 6,977,994 parameters, 6,976,842 without (the tab started "off")
     assert "6,977,994 parameters" in ui.architecture.architecture("alexnet_cifar_fast", None)[-2]
-    assert "6,976,842 parameters" in ui.architecture.architecture("alexnet_cifar_fast", None, ui.train.OFF)[-2]
+    assert "6,976,842 parameters" in ui.architecture.architecture("alexnet_cifar_fast", None, ui.choices.OFF)[-2]
     heading = ui.architecture.compare("alexnet", "alexnet_cifar_fast")[2]
     assert "6,977,994 parameters" in heading, heading

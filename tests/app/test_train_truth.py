@@ -102,7 +102,7 @@ def test_a_reload_shows_the_settings_of_the_run_it_follows(folder):
     values = {name: getattr(update, "value", update) for name, update in form.items()}
     assert values["epochs"] == 2 and values["lr"] == 0.031 and values["batch_size"] == 12
     assert values["optimizer"] == "adam" and values["label_smoothing"] == 0.05 and values["data"] == str(folder)
-    assert ui.train_form.form_of_run("b" * 32) == {}    # a visitor with no run keeps the form as it is
+    assert ui.train_form.form_of_run(secrets.token_hex(16)) == {}    # a visitor with no run keeps the form
 
 
 def test_the_download_is_named_after_its_run_and_disabled_until_there_is_a_checkpoint(folder):
