@@ -157,7 +157,8 @@ def tab(app: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown, gr.Button]:
             for size in COMPARED_SIZES:
                 tables += [
                     gr.Markdown(label=f"Totals at {size}"),
-                    gr.Dataframe(headers=TABLE_COLUMNS, label=f"Layers at {size}", interactive=False, wrap=True),
+                    gr.Dataframe(headers=TABLE_COLUMNS, label=f"Layers at {size}", interactive=False, wrap=True,
+                                 max_height=1200),  # whole: every layer, no scrolling inside the page
                 ]
 
     named_numbers(custom_size)

@@ -113,7 +113,8 @@ def tab(app: gr.Blocks, visitor: gr.State) -> tuple[gr.Dropdown, gr.Dropdown]:
         with gr.Row(equal_height=False):
             table = gr.Dataframe(label="Accuracy per class", interactive=False)
             matrix = gr.Plot(label="Confusion matrix", elem_classes=["mpl-figure"])
-        gallery = gr.Gallery(label="Most confidently wrong", columns=6, height="auto", object_fit="contain")
+        gallery = gr.Gallery(label="Most confidently wrong", columns=6, height="auto", object_fit="contain",
+                             elem_id="mistakes")
 
     named_numbers(limit)
     page.select(refresh_checkpoints, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)

@@ -138,6 +138,16 @@ def upload_checkpoint(file: str | None, visitor: str | None = None, request: gr.
     return gr.Dropdown(choices=model_choices(owner), value=str(target))  # Predict's list
 
 
+def upload_checkpoint_on_page(file: str | None, visitor: str | None = None, request: gr.Request = None):
+    """The page's upload: ``upload_checkpoint``; a refused file is said in a toast and leaves the box empty and
+    the Checkpoint list as it was (a gr.Error would put Gradio's "Error" badge in place of the list)."""
+    try:
+        return None, upload_checkpoint(file, visitor, request)
+    except gr.Error as error:
+        gr.Warning(error.message, title="Not uploaded")
+        return None, gr.Dropdown()
+
+
 def preload_shipped() -> None:
     """Loads and warms the shipped checkpoints, so that the first /predict pays for neither.
 
@@ -182,7 +192,8 @@ def tab(app: gr.Blocks, visitor: gr.State) -> gr.Dropdown:
 
     named_numbers(k)
     page.select(refresh_predict_choices, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
-    checkpoint_file.upload(upload_checkpoint, inputs=[checkpoint_file, visitor], outputs=checkpoint, api_name=False)
+    checkpoint_file.upload(upload_checkpoint_on_page, inputs=[checkpoint_file, visitor],
+                           outputs=[checkpoint_file, checkpoint], api_name=False)
     # One handler writes the whole answer, and only the last of overlapping inputs is answered: an example click
     # sets the photo and the checkpoint (two changes), and a visitor may click again before the answer comes.
     gr.on(
