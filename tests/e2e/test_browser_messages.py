@@ -120,13 +120,13 @@ def test_a_failed_checkpoint_choice_clears_the_answer_it_replaces(page):
 
 
 def test_a_refused_checkpoint_upload_leaves_the_checkpoint_list_intact(page, tmp_path):
-    notes = tmp_path / "notes.txt"
+    notes = tmp_path / "notes.safetensors"  # the right name, but no checkpoint inside
     notes.write_text("not a checkpoint")
     panel = _tab(page, "Predict")
     listed = panel.get_by_label("Checkpoint", exact=True).input_value()
     panel.get_by_text("Upload a checkpoint (.safetensors made by AlexNet Studio)").click()
     panel.locator("input[type=file]").last.set_input_files(str(notes))
-    assert "notes.txt is not a .safetensors file" in _toast(page)
+    assert "notes.safetensors is not a checkpoint AlexNet Studio can use" in _toast(page)
     page.wait_for_timeout(1500)
     block = panel.get_by_label("Checkpoint", exact=True).locator("xpath=ancestor::div[contains(@class, 'block')][1]")
     assert "Error" not in block.inner_text(), "Gradio's error badge stands in place of the Checkpoint list"
