@@ -469,7 +469,9 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
                           show_progress="hidden")
     training = started.success(train, inputs=[asked, visitor], outputs=outputs,
                                api_name="train", concurrency_limit=settings.SHARING.runs_at_once,
-                               concurrency_id=TRAINING_QUEUE, show_progress="minimal")
+                               concurrency_id=TRAINING_QUEUE, show_progress="hidden")  # the status line says
+    # where the run is (queue_notice's place in line, then its steps): Gradio's "queue: 1/1" said it twice and
+    # dimmed the notice to a faint grey.
     # Once the page knows its visitor: the form set to their run, and the run followed if it is going (a reload
     # reconnects so).
     visited.then(fill_form, inputs=visitor, outputs=form, api_name=False, show_progress="hidden")
