@@ -41,7 +41,19 @@ CSS = """
   /* a long accordion title wraps, and its ▼ stays inside the box */
   .label-wrap > span:not(.icon) { white-space: normal; text-align: left; flex: 1 1 auto; min-width: 0; }
   .label-wrap > .icon { flex-shrink: 0; margin-right: 6px; }  /* turned 90°, it juts out by a few pixels */
+  /* every tab one tap away: five narrower tab buttons fit a 390 px screen, so none hides behind "…" (Gradio
+     measures the buttons, hidden copies included, to decide which overflow) */
+  .tab-container button { padding: 0 7px !important; font-size: 14px !important; }
+  /* a dropdown takes the whole row, so that its value is readable rather than cut under the arrow */
+  .form { flex-wrap: wrap; }
+  .form > .block:has(input[role=combobox]) { min-width: 100% !important; }
 }
+/* a long dropdown value ends in "…" before the arrow instead of running under it */
+input[role=combobox] { text-overflow: ellipsis; padding-right: 4px; }
+/* a figure's label sits above it, not over its title (on a phone the title starts where the label is) */
+.mpl-figure [data-testid=block-label] { position: static; margin-bottom: 4px; }
+/* Evaluate's captions ("true: dandelion · predicted: tulips 80%") wrap instead of ending in "…" */
+#mistakes .caption-label { white-space: normal; max-width: calc(100% - 8px); }
 """
 
 

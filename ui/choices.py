@@ -19,6 +19,7 @@ from alexnet_core.runner import LOCAL
 from alexnet_core.uploads import dataset_root
 
 from . import settings
+from .messages import markdown_text
 from .visitors import owner_of, uploads_dir, visitor_folder
 
 # Single photos are fastest on the CPU: a GPU's transfers and launches cost more than a small net's forward pass.
@@ -117,7 +118,8 @@ def load_predictor(choice: str):
 def knows_line(classes: list[str], shown: int = 12) -> str:
     """What a model can answer, in one line: every class it knows (the first few of a long list), and that any
     other photo still gets one of them."""
-    names = ", ".join(classes[:shown]) + (f", … and {len(classes) - shown:,} more" if len(classes) > shown else "")
+    names = ", ".join(markdown_text(name) for name in classes[:shown])
+    names += f", … and {len(classes) - shown:,} more" if len(classes) > shown else ""
     return f"**Knows {len(classes):,} classes:** {names}; any other photo gets the nearest of them."
 
 

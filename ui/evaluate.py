@@ -25,11 +25,16 @@ from .choices import (
     refresh_checkpoints,
 )
 from .fields import named_numbers
+from .messages import whole_or_cleared
 from .visitors import for_the_page, owner_of
 
 MISTAKES_SHOWN = 12
 GALLERY_MIN_SIDE = 128  # small images (CIFAR's 32) are enlarged, without smoothing, to at least this
 GALLERY_MAX_SIDE = 256  # and large photos shrunk, to keep the page light
+
+
+def _empty_table() -> pd.DataFrame:
+    return pd.DataFrame(columns=["class", "accuracy", "correct", "images"])
 
 
 def _gallery_image(image: Image.Image) -> Image.Image:
@@ -57,11 +62,10 @@ def evaluate_view(checkpoint: str | None, data: str | None, split: str = "test",
                   progress: gr.Progress = gr.Progress()) -> tuple[str, pd.DataFrame, Figure | None, list]:
     """Accuracy in words, per-class accuracy (a table), the confusion matrix (a heat map) and the most
     confidently wrong images with their captions; gr.Error with the sentence that says what is wrong."""
-    empty = pd.DataFrame(columns=["class", "accuracy", "correct", "images"])
     owner = owner_of(visitor, request)
     checkpoint = listed_checkpoint(checkpoint, owner)
     if checkpoint is None:
-        return NO_CHECKPOINT, empty, None, []
+        return NO_CHECKPOINT, _empty_table(), None, []
     if not data:
         raise gr.Error("Pick the data to evaluate on.")
     if owner != LOCAL and data not in dict(data_choices(owner)).values():  # an API client can send any path
@@ -87,6 +91,16 @@ def evaluate_view(checkpoint: str | None, data: str | None, split: str = "test",
     return summary, table, confusion_plot(result), list(zip(images, captions))
 
 
+def evaluate_page(checkpoint: str | None, data: str | None, split: str = "test", limit: float | None = 1000,
+                  tta: str = "none", visitor: str | None = None, request: gr.Request = None,
+                  progress: gr.Progress = gr.Progress()):
+    """``evaluate_view`` for the page and the API, written whole: a refused evaluation clears the result it
+    replaces (an old "66.7% correct" beside the new error would read as its answer)."""
+    yield from whole_or_cleared(
+        lambda: evaluate_view(checkpoint, data, split, limit, tta, visitor, request, progress),
+        lambda message: (f"⚠️ {message}", _empty_table(), None, []))
+
+
 def tab(app: gr.Blocks, visitor: gr.State) -> tuple[gr.Dropdown, gr.Dropdown]:
     """The Evaluate tab's layout and events; returns its checkpoint and data lists (set per visitor)."""
     with gr.Tab("Evaluate", id="evaluate") as page:
@@ -104,10 +118,11 @@ def tab(app: gr.Blocks, visitor: gr.State) -> tuple[gr.Dropdown, gr.Dropdown]:
         with gr.Row(equal_height=False):
             table = gr.Dataframe(label="Accuracy per class", interactive=False)
             matrix = gr.Plot(label="Confusion matrix", elem_classes=["mpl-figure"])
-        gallery = gr.Gallery(label="Most confidently wrong", columns=6, height="auto", object_fit="contain")
+        gallery = gr.Gallery(label="Most confidently wrong", columns=6, height="auto", object_fit="contain",
+                             elem_id="mistakes")
 
     named_numbers(limit)
     page.select(refresh_checkpoints, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
-    run.click(evaluate_view, inputs=[checkpoint, data, split, limit, tta, visitor],
+    run.click(evaluate_page, inputs=[checkpoint, data, split, limit, tta, visitor],
               outputs=[summary, table, matrix, gallery], api_name="evaluate")
     return checkpoint, data

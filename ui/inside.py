@@ -26,6 +26,7 @@ from .choices import (
     load_predictor,
     refresh_inside_choices,
 )
+from .messages import markdown_text, whole_or_cleared
 from .photos import add_examples, example_photos, photo_input, readable
 from .visitors import owner_of
 
@@ -83,14 +84,23 @@ def explain_photo(image: Image.Image | str | None, checkpoint: str | None = None
         result = explain(model, meta, image, target_class=None if target in (None, "", PREDICTED) else target)
     except ValueError as error:  # not an image, a bad checkpoint, an unknown class: one sentence each
         raise gr.Error(readable(error, image)) from None
-    info = (f"Grad-CAM explains **{result.target_name}** · {time.perf_counter() - start:.2f} s on the CPU · "
-            f"{meta['model']} · each tile is one channel, normalised on its own (dark: quiet, bright: active)"
+    info = (f"Grad-CAM explains **{markdown_text(result.target_name)}** · {time.perf_counter() - start:.2f} s on "
+            f"the CPU · {meta['model']} · each tile is one channel, normalised on its own (dark: quiet, bright: active)"
             f"\n\n{knows_line(meta['classes'])}")
     gallery = [(grid.image, grid.label) for grid in result.activations]
     layers = [grid.layer for grid in result.activations]
     if layer in layers:
         gallery = gr.Gallery(value=gallery, selected_index=layers.index(layer))
     return dict(result.top_k), result.gradcam, result.filters, gallery, info
+
+
+def explain_page(image: Image.Image | str | None, checkpoint: str | None = None, target: str | None = PREDICTED,
+                 layer: str | None = None, visitor: str | None = None, request: gr.Request = None,
+                 progress=gr.Progress(track_tqdm=True)):
+    """``explain_photo`` for the page and the API, written whole: a refused photo or checkpoint clears the
+    answer it replaces, and its sentence stands in the info line."""
+    yield from whole_or_cleared(lambda: explain_photo(image, checkpoint, target, layer, visitor, request, progress),
+                                lambda message: (None, None, None, [], f"⚠️ {message}"))
 
 
 def show_layer_inside(model: str, layer: str | None, checkpoint: str | None, image, visitor: str | None = None,
@@ -162,7 +172,7 @@ def tab(app: gr.Blocks, visitor: gr.State) -> tuple[gr.Image, gr.Dropdown, gr.St
     app.load(class_choices, inputs=[checkpoint, visitor], outputs=target, api_name=False)
     explained = gr.on(
         triggers=[image.change, checkpoint.change, target.change, focus.change],
-        fn=explain_photo,
+        fn=explain_page,
         inputs=[image, checkpoint, target, focus, visitor],
         outputs=[top, gradcam, filters, gallery, info],
         api_name="explain",

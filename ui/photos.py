@@ -18,6 +18,7 @@ from alexnet_core import images
 
 from . import settings
 from .choices import default_checkpoint
+from .messages import page_text
 from .visitors import for_the_page
 
 EXAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -58,11 +59,12 @@ def _data_url_bytes(url: str, name: str) -> bytes:
 
     head, _, body = url.partition(",")
     if len(body) * 3 // 4 > images.MAX_IMAGE_BYTES:
-        raise gr.Error(images.too_many_bytes(name, len(body) * 3 / 4))
+        raise gr.Error(page_text(images.too_many_bytes(name, len(body) * 3 / 4)))
     try:
         return base64.b64decode(body) if head.endswith(";base64") else urllib.parse.unquote_to_bytes(body)
     except (binascii.Error, ValueError):
-        raise gr.Error(f"{name} is a data: URL whose content is not valid base64; send the image itself.") from None
+        raise gr.Error(f"{page_text(name)} is a data: URL whose content is not valid base64; send the image "
+                       f"itself.") from None
 
 
 def _check_image_header(source: str | bytes | None, name: str) -> None:
@@ -72,16 +74,16 @@ def _check_image_header(source: str | bytes | None, name: str) -> None:
         return
     size = len(source) if isinstance(source, bytes) else os.path.getsize(source) if os.path.isfile(source) else 0
     if size > images.MAX_IMAGE_BYTES:
-        raise gr.Error(images.too_many_bytes(name, size))
+        raise gr.Error(page_text(images.too_many_bytes(name, size)))
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
             pixels = opened.size
     except Image.DecompressionBombError:  # Pillow's own guard, raised by the header alone
-        raise gr.Error(images.too_many_pixels(name, None)) from None
+        raise gr.Error(page_text(images.too_many_pixels(name, None))) from None
     except Exception:  # not an image: the handler says so, in decode_image's words
         return
     if pixels[0] * pixels[1] > images.MAX_IMAGE_PIXELS:
-        raise gr.Error(images.too_many_pixels(name, pixels))
+        raise gr.Error(page_text(images.too_many_pixels(name, pixels)))
 
 
 def readable(error: Exception, image) -> str:

@@ -29,6 +29,7 @@ from .choices import (
     refresh_predict_choices,
 )
 from .fields import named_numbers
+from .messages import page_text, whole_or_cleared
 from .photos import add_examples, photo_input, readable
 from .visitors import checkpoint_name, file_name, owner_of, upload_room, visitor_folder
 
@@ -69,17 +70,33 @@ def predict_image(image: Image.Image | str | None, checkpoint: str | None = None
 
 
 def prediction_details(shown: tuple[Prediction, Preprocess] | None) -> tuple[pd.DataFrame, Image.Image | None]:
-    """Every class's probability (for the bar chart) and the image as the network sees it.
-
-    A step of its own after /predict, for the page only: API callers, who get the top classes, do not wait
-    for a PNG and a chart they never see.
-    """
+    """Every class's probability (for the bar chart) and the image as the network sees it: for the page only
+    (API callers, who get the top classes, do not wait for a PNG and a chart they never see)."""
     if shown is None:
         return _empty_bars(), None
     prediction, pre = shown
     ranked = sorted(prediction.probabilities.items(), key=lambda item: item[1], reverse=True)[:MAX_BARS]
     bars = pd.DataFrame({"class": [name for name, _ in ranked], "probability": [p for _, p in ranked]})
     return bars, network_view(prediction, pre)
+
+
+def predict_page(image: Image.Image | str | None, checkpoint: str | None = None, k: float = 5, tta: str = "none",
+                 visitor: str | None = None, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
+    """The page's whole answer from one prediction, written together: the top classes, the info line, the bar
+    chart and what the network sees. A refused input clears the answer it replaces (its sentence in the info
+    line and in the toast), rather than leaving the last photo's answer beside it."""
+    def compute():
+        top, info, shown = predict_image(image, checkpoint, k, tta, visitor, request, progress)
+        return top, info, *prediction_details(shown)
+
+    yield from whole_or_cleared(compute, lambda message: (None, f"⚠️ {message}", _empty_bars(), None))
+
+
+def predict_api(image: Image.Image | str | None, checkpoint: str | None = None, k: float = 5, tta: str = "none",
+                visitor: str | None = None, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)
+                ) -> tuple[dict | None, str]:
+    """/predict for API callers: the top classes and the info line (no chart, no PNG)."""
+    return predict_image(image, checkpoint, k, tta, visitor, request, progress)[:2]
 
 
 # A checkpoint a visitor brings: read without unpickling (safetensors) and refused above this size.
@@ -95,16 +112,17 @@ def upload_checkpoint(file: str | None, visitor: str | None = None, request: gr.
     if not file:
         return gr.Dropdown()
     owner, name = owner_of(visitor, request), file_name(file)
+    shown = page_text(name)  # a name the visitor chose, shown as text
     size = os.path.getsize(file)
     if not name.lower().endswith(".safetensors"):
-        raise gr.Error(f"{name} is not a .safetensors file: upload a checkpoint that AlexNet Studio made "
+        raise gr.Error(f"{shown} is not a .safetensors file: upload a checkpoint that AlexNet Studio made "
                        f"(a run's …-best.safetensors, from the Train tab's download button).")
     if size > MAX_CHECKPOINT_BYTES:
-        raise gr.Error(f"{name} is {size / 10**6:,.0f} MB; checkpoints of at most {MAX_CHECKPOINT_BYTES // 10**6} MB "
+        raise gr.Error(f"{shown} is {size / 10**6:,.0f} MB; checkpoints of at most {MAX_CHECKPOINT_BYTES // 10**6} MB "
                        f"are accepted.")
     room = upload_room(owner)
     if room is not None and size > room:
-        raise gr.Error(f"{name} ({size / 10**6:,.0f} MB) does not fit in your room for uploads on this server "
+        raise gr.Error(f"{shown} ({size / 10**6:,.0f} MB) does not fit in your room for uploads on this server "
                        f"({max(room, 0) / 10**6:,.0f} MB left).")
     try:
         # Reads the header and the tensors (safetensors: no code runs), builds the net, and checks that one photo
@@ -112,14 +130,24 @@ def upload_checkpoint(file: str | None, visitor: str | None = None, request: gr.
         Predictor.from_checkpoint(file).check_memory()
     except (CheckpointError, ValueError, OSError) as error:
         reason = str(error).replace(file, name).replace(str(Path(file).parent) + os.sep, "")
-        raise gr.Error(f"{name} is not a checkpoint AlexNet Studio can use: {reason}") from None
+        raise gr.Error(f"{shown} is not a checkpoint AlexNet Studio can use: {page_text(reason)}") from None
     folder = visitor_folder(owner)
     target_dir = (folder / "checkpoints") if folder is not None else settings.UPLOADS_DIR / "checkpoints"
     target = target_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)[-80:]}"
     target_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(file, target)
-    gr.Info(f"{name} is now in your Checkpoint lists (Predict, Evaluate, Inside).")
+    gr.Info(f"{shown} is now in your Checkpoint lists (Predict, Evaluate, Inside).")
     return gr.Dropdown(choices=model_choices(owner), value=str(target))  # Predict's list
+
+
+def upload_checkpoint_on_page(file: str | None, visitor: str | None = None, request: gr.Request = None):
+    """The page's upload: ``upload_checkpoint``; a refused file is said in a toast and leaves the box empty and
+    the Checkpoint list as it was (a gr.Error would put Gradio's "Error" badge in place of the list)."""
+    try:
+        return None, upload_checkpoint(file, visitor, request)
+    except gr.Error as error:
+        gr.Warning(error.message, title="Not uploaded")
+        return None, gr.Dropdown()
 
 
 def preload_shipped() -> None:
@@ -159,20 +187,25 @@ def tab(app: gr.Blocks, visitor: gr.State) -> gr.Dropdown:
                                   title="Probability of each class", height=260, x_label_angle=-45)
                 view = gr.Image(label="What the network sees (after preprocessing)", format="png",
                                 interactive=False, height=260)
+        # The API's /predict (top classes and info line only) has a trigger of its own that the page never fires.
         # Inside the Tab: a component left directly under gr.Tabs shifts the browser's tab order by one,
         # and a later tab then takes the place of the one after it (tests/app/test_app_layout.py).
-        shown = gr.State()
+        api_only = gr.Button(visible=False)
 
     named_numbers(k)
     page.select(refresh_predict_choices, inputs=[checkpoint, visitor], outputs=checkpoint, api_name=False)
-    checkpoint_file.upload(upload_checkpoint, inputs=[checkpoint_file, visitor], outputs=checkpoint, api_name=False)
+    checkpoint_file.upload(upload_checkpoint_on_page, inputs=[checkpoint_file, visitor],
+                           outputs=[checkpoint_file, checkpoint], api_name=False)
+    # One handler writes the whole answer, and only the last of overlapping inputs is answered: an example click
+    # sets the photo and the checkpoint (two changes), and a visitor may click again before the answer comes.
     gr.on(
         triggers=[image.change, checkpoint.change, k.change, tta.change],
-        fn=predict_image,
+        fn=predict_page,
         inputs=[image, checkpoint, k, tta, visitor],
-        outputs=[top, info, shown],
-        api_name="predict",
+        outputs=[top, info, bars, view],
+        api_name=False,
         trigger_mode="always_last",
-    ).then(prediction_details, inputs=shown, outputs=[bars, view], api_name=False, show_progress="hidden")
+    )
+    api_only.click(predict_api, inputs=[image, checkpoint, k, tta, visitor], outputs=[top, info], api_name="predict")
     return checkpoint
 

@@ -327,9 +327,11 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
     started = start.click(ask, inputs=[visitor, recipe, *form], outputs=[asked, status], api_name=False,
                           show_progress="hidden")
     page_outputs = [*outputs, *(live[name] for name in train_live.OUTPUTS)]
+    # show_progress hidden: the status line says where the run is (queue_notice's place in line, then its steps);
+    # Gradio's "queue: 1/1" said it twice and dimmed the notice to a faint grey.
     training = started.success(train_page, inputs=[asked, visitor], outputs=page_outputs, api_name=False,
                                concurrency_limit=settings.SHARING.runs_at_once, concurrency_id=TRAINING_QUEUE,
-                               show_progress="minimal")
+                               show_progress="hidden")
     gr.on([], train, inputs=[asked, visitor], outputs=outputs, api_name="train",
           concurrency_limit=settings.SHARING.runs_at_once, concurrency_id=TRAINING_QUEUE)
     # Once the page knows its visitor: the form set to their run, and the run followed if it is going (a reload

@@ -17,6 +17,7 @@ import gradio as gr
 from alexnet_core.runner import LOCAL
 
 from . import settings
+from .messages import page_text
 
 _VISITOR_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -113,12 +114,14 @@ def checkpoint_name(path: str | Path) -> str:
 
 def for_the_page(message: str) -> str:
     """A message from the library, as a visitor of the page should read it: files under the app's folders by
-    their names, not server paths; what to do in the browser, not on the command line."""
+    their names, not server paths; what to do in the browser, not on the command line; shown as text (escaped
+    for the HTML that toasts and Markdown render)."""
     roots = {settings.VISITORS_DIR, settings.UPLOADS_DIR, settings.RUNS_DIR, settings.STUDIO_HOME}
     for root in sorted(roots, key=lambda p: -len(str(p))):  # the deepest first
         message = re.sub(re.escape(str(root)) + r"[^\s,;:()]*", lambda m: checkpoint_name(m.group()) or m.group(),
                          message)
     # Any other absolute path (the shared data sets', a folder on a private server) by its last two parts.
     message = _ABSOLUTE_PATH.sub(lambda m: "/".join(Path(m.group()).parts[-2:]), message)
-    return message.replace("; --resume continues the run.",
-                           ": download it below, or use it in Predict, Evaluate and Inside.")
+    message = message.replace("; --resume continues the run.",
+                              ": download it below, or use it in Predict, Evaluate and Inside.")
+    return page_text(message)  # toasts and Markdown render HTML: "<urlopen error …>" would vanish

@@ -138,7 +138,8 @@ def test_summary_gives_conv1s_55x55_maps_and_the_parameter_count(client):
     # 32x32 is below the 63x63 torchvision's net needs: no rows, and the sentence that says why.
     assert "⚠️ alexnet_torchvision cannot take 32x32 inputs" in totals_32 and not _rows(layers_32)
     assert layers_32["visible"] is False
-    _, totals_224, layers_224, totals_32, _, custom, _ = client.predict(model="alexnet", api_name="/summary")
+    _, totals_224, layers_224, totals_32, _, custom, _ = client.predict(model="alexnet", custom_size=227,
+                                                                   api_name="/summary")
     assert "⚠️ alexnet cannot take 224x224 inputs" in totals_224 and "use 227" in totals_224
     assert not _rows(layers_224) and "⚠️" in totals_32
     assert "Custom size 227×227" in custom and "62,378,344 parameters" in custom

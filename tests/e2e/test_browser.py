@@ -93,8 +93,8 @@ def _shows(page, *texts: str) -> None:
 
 def test_architecture_shows_the_shapes_at_224_and_at_32(page):
     panel = _tab(page, "Architecture")
-    # Issue 19: the paper's AlexNet at 227 beside its CIFAR-10 adaptation at 32, both tables at once.
-    _shows(page, "AlexNet (2012 paper, one tower) at 227×227", "(227 − 11 + 2·0) / 4 + 1 = 55",
+    # Issue 25: torchvision's AlexNet at 224 beside the CIFAR-10 net at 32 (the page's promise), both tables at once.
+    _shows(page, "torchvision's AlexNet at 224×224", "(224 − 11 + 2·2) / 4 + 1 = 55.25 → 55",
            "AlexNet for CIFAR-10 (Paddle tutorial) at 32×32", "(32 − 7 + 2·2) / 2 + 1 = 15.5 → 15")
     # torchvision's AlexNet closer: conv1 (11x11, stride 4, padding 2) gives 55x55 at 224, and at 32 its pool5
     # would shrink below 1x1: the tab says so instead of showing a table.
@@ -287,7 +287,7 @@ def test_the_first_architecture_screen_holds_a_224_table_and_a_32_table(browser,
                                 "t.parentElement.scrollWidth > t.parentElement.clientWidth)")
         assert scrolls == [False, False]
         text = page.locator("[role=tabpanel]:visible").first.inner_text()
-        assert "at 227×227" in text and "at 32×32" in text
+        assert "at 224×224" in text and "at 32×32" in text
     finally:
         page.context.close()
     phone = _open(browser, fresh_app, 390, 844)

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -19,14 +20,22 @@ REPO = Path(__file__).resolve().parents[2]
 def test_pip_install_gives_the_alexnet_studio_command(tmp_path):
     """`pip install .` (pyproject.toml's [project]) installs the library with an `alexnet-studio` command that
     does what `python -m alexnet_core` does. Built from a copy of the package's files, so that setuptools'
-    build folders land there, not in the clone; into a venv that sees the installed dependencies (--no-deps)."""
+    build folders land there, not in the clone; into a venv that sees the dependencies of the interpreter running
+    the tests (--no-deps), wherever they are: a venv's --system-site-packages would see the base interpreter's
+    packages, not those of the venv a newcomer installed the README's requirements into."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "alexnet_core", source / "alexnet_core", ignore=shutil.ignore_patterns("__pycache__"))
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # The running interpreter's packages, after the venv's own (a .pth file's folders go at the end of sys.path).
+    inner_site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; "
+                                      "print(sysconfig.get_paths()['purelib'])"],
+                                     capture_output=True, text=True, check=True, timeout=60).stdout.strip())
+    outer = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    (inner_site / "outer-packages.pth").write_text("\n".join(outer) + "\n")
     install = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(source)],
                              capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stdout + install.stderr
