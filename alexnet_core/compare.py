@@ -82,16 +82,6 @@ def _cell(config: dict, name: str) -> str:
     return text if len(text) <= 40 else "…" + text[-39:]
 
 
-def history_rows(records: list[RunRecord], x: str = "epoch") -> list[dict]:
-    """Every run's validations as rows for a line chart: {x: epoch or minutes of training, "accuracy",
-    "loss", "run"}."""
-    if x not in X_AXES:
-        raise ValueError(f"The x axis must be one of {', '.join(X_AXES)}, not {x!r}.")
-    return [{x if x == "epoch" else "minutes": h.get("epoch", 0) if x == "epoch" else h.get("wall_time_s", 0) / 60,
-             "accuracy": h["val_acc"], "loss": h.get("val_loss", math.nan), "run": r.name}
-            for r in records for h in r.history]
-
-
 def comparison_plot(records: list[RunRecord], x: str = "epoch") -> Figure:
     """Validation accuracy (left) and loss (right) of every run on one pair of axes each, against ``x`` (epoch or
     time), with a legend naming each run."""

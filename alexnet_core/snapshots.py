@@ -253,13 +253,13 @@ RIGHT, WRONG = (22, 140, 60), (205, 40, 40)   # frame colours: readable in light
 
 def guesses_image(snapshot: Snapshot, images: SnapshotImages, columns: int = 8) -> Image.Image:
     """The fixed images in a grid, each framed green when the current guess is right and red when wrong, with the
-    guess (and, when wrong, the true class) written under it."""
+    guess and its probability (and, when wrong, the true class) written under it."""
     n = len(images.labels)
     rows = math.ceil(n / columns)
     cell_w, cell_h = TILE + 8, TILE + 8 + CAPTION
     sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=11)
+    font = _font(11)
     for i in range(n):
         x0, y0 = (i % columns) * cell_w, (i // columns) * cell_h
         guess, truth = int(snapshot.guesses[i]), int(images.labels[i])
@@ -268,13 +268,21 @@ def guesses_image(snapshot: Snapshot, images: SnapshotImages, columns: int = 8) 
         pixels = images.images[i].permute(1, 2, 0).numpy()
         picture = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).convert("RGB")
         sheet.paste(enlarge(picture, TILE).resize((TILE, TILE)), (x0 + 4, y0 + 4))
-        name = images.classes[guess]
-        draw.text((x0 + 2, y0 + TILE + 9), _fit(draw, ("✓ " if guess == truth else "✗ ") + name, font, cell_w - 4),
-                  fill=colour, font=font)
+        sure = f" {float(snapshot.confidences[i]):.0%}"    # how sure it is: this moves before the guess does
+        mark = "✓ " if guess == truth else "✗ "
+        draw.text((x0 + 2, y0 + TILE + 9), _fit(draw, mark + images.classes[guess], font, cell_w - 4 - int(
+            draw.textlength(sure, font=font))) + sure, fill=colour, font=font)
         if guess != truth:
             draw.text((x0 + 2, y0 + TILE + 22), _fit(draw, f"is {images.classes[truth]}", font, cell_w - 4),
                       fill=(90, 90, 90), font=font)
     return sheet
+
+
+def _font(size: int):
+    """DejaVu Sans, which matplotlib ships (it has ✓ and ✗, Pillow's own font has not)."""
+    from matplotlib import font_manager
+
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
@@ -294,7 +302,7 @@ def filters_animation(run_dir: str | Path, frame_ms: int = 400) -> bytes | None:
         picture = filters_image(snapshot)
         framed = Image.new("RGB", (picture.width, picture.height + 18), "white")
         framed.paste(picture, (0, 18))
-        ImageDraw.Draw(framed).text((4, 3), snapshot.label(), fill=(0, 0, 0), font=ImageFont.load_default(size=12))
+        ImageDraw.Draw(framed).text((4, 3), snapshot.label(), fill=(0, 0, 0), font=_font(12))
         frames.append(framed)
     if not frames:
         return None

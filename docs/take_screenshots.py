@@ -6,8 +6,8 @@ Uses Debian's /usr/bin/chromium (no browser download). Starts the app as a fresh
 its own empty data folder) on a free local port and shows it doing its job, at a desktop's size (1400x1000) and a
 phone's (390x844), light and dark: Predict answering an example photo with the shipped checkpoint, the
 Architecture tab's two tables and its all-columns tables, Inside on a photo its checkpoint knows, Evaluate on a
-few flower photos, and the Train tab mid-run (a tiny generated data set) with both curves. One file per tab, size
-and scheme: ``<tab>-<desktop|phone>-<light|dark>.png``.
+few flower photos, the Train tab mid-run (a tiny generated data set) with both curves and the network live, and
+Compare on the two shipped checkpoints. One file per tab, size and scheme: ``<tab>-<desktop|phone>-<light|dark>.png``.
 """
 
 from __future__ import annotations
@@ -152,12 +152,19 @@ def main() -> None:
                 panel.locator(".mpl-figure img").first.wait_for()
                 shot("evaluate")
 
-                # Train mid-run: both curves drawn, the run still going.
+                # Train mid-run: both curves drawn, the network live (filters, guesses, feature maps), still going.
                 panel = tab("Train")
                 page.wait_for_function("() => [...document.querySelectorAll('[role=tabpanel] .vega-embed')]"
                                        ".filter(v => v.querySelector('g.mark-line path')).length >= 2",
                                        timeout=180_000)
+                page.locator("#live-guesses img").first.wait_for()
                 shot("train")
+
+                # Compare: the two shipped checkpoints (the list's first two, chosen at the start), one line each.
+                panel = tab("Compare")
+                panel.get_by_role("button", name="Compare", exact=True).click()
+                page.locator("#compare-chart img").first.wait_for()
+                shot("compare")
         panel.get_by_role("button", name="Stop", exact=True).click()
         page.get_by_text("Stopped").first.wait_for()
         browser.close()

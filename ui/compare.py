@@ -11,7 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from alexnet_core.checkpoints import CheckpointError
-from alexnet_core.compare import history_rows, record_of, table
+from alexnet_core.compare import comparison_plot, record_of, table
 
 from .choices import checkpoint_choices, listed_checkpoint
 from .visitors import for_the_page, owner_of
@@ -21,8 +21,9 @@ X_CHOICES = [("epoch", "epoch"), ("training time", "time")]
 
 def compare_runs(chosen: list[str] | None, x: str = "epoch", visitor: str | None = None,
                  request: gr.Request = None) -> tuple:
-    """The two charts (validation accuracy and loss, a line per run) and the table for the chosen checkpoints;
-    gr.Error with one sentence for fewer than two or one that is not the visitor's (listed_checkpoint says so)."""
+    """The chart (validation accuracy and loss, a line per run, the legend naming each) and the table for the
+    chosen checkpoints; gr.Error with one sentence for fewer than two or one that is not the visitor's
+    (listed_checkpoint says so)."""
     owner = owner_of(visitor, request)
     choices = checkpoint_choices(owner)
     labels = {path: label for label, path in choices}
@@ -36,12 +37,8 @@ def compare_runs(chosen: list[str] | None, x: str = "epoch", visitor: str | None
             records.append(record_of(path, name=labels.get(path)))
         except (CheckpointError, ValueError) as error:
             raise gr.Error(for_the_page(str(error))) from None
-    x = x if x in ("epoch", "time") else "epoch"
-    frame = pd.DataFrame(history_rows(records, x))
-    axis = "epoch" if x == "epoch" else "minutes"
     headers, rows = table(records)
-    return (gr.LinePlot(frame, x=axis, y="accuracy", color="run"), gr.LinePlot(frame, x=axis, y="loss", color="run"),
-            pd.DataFrame(rows, columns=headers))
+    return comparison_plot(records, x if x in ("epoch", "time") else "epoch"), pd.DataFrame(rows, columns=headers)
 
 
 def refresh(current: list[str] | None, visitor: str | None = None, request: gr.Request = None) -> gr.CheckboxGroup:
@@ -57,19 +54,18 @@ def tab(app: gr.Blocks, visitor: gr.State) -> gr.CheckboxGroup:
         gr.Markdown("Overlay runs to see which settings learn faster: your runs and the shipped checkpoints, each "
                     "from the history its checkpoint records.")
         choices = checkpoint_choices()
-        runs = gr.CheckboxGroup(choices=choices, value=[path for _, path in choices[:2]], label="Runs")
+        runs = gr.CheckboxGroup(choices=choices, value=[path for _, path in choices[:2]], label="Runs",
+                                elem_id="compare-runs")
         with gr.Row():
             x = gr.Radio(X_CHOICES, value="epoch", label="Against")
             go = gr.Button("Compare", variant="primary")
-        empty = pd.DataFrame({"epoch": [], "accuracy": [], "loss": [], "run": []})
-        with gr.Row():
-            accuracy = gr.LinePlot(empty, x="epoch", y="accuracy", color="run", title="Validation accuracy",
-                                   height=320, elem_id="compare-accuracy")
-            loss = gr.LinePlot(empty, x="epoch", y="loss", color="run", title="Validation loss", height=320,
-                               elem_id="compare-loss")
+        # matplotlib, not gr.LinePlot: Gradio 6.31's line chart keeps the colours (and legend) of the first runs it
+        # drew, and drops the data of an update that names colours (tried in Chromium).
+        chart = gr.Plot(label="Validation accuracy and loss, a line per run", elem_classes=["mpl-figure"],
+                        elem_id="compare-chart")
         differences = gr.Dataframe(label="Best accuracies and the settings that differ", interactive=False,
-                                   wrap=True)
+                                   wrap=True, elem_id="compare-table")
     page.select(refresh, inputs=[runs, visitor], outputs=runs, api_name=False)
-    gr.on([go.click, x.change], compare_runs, inputs=[runs, x, visitor], outputs=[accuracy, loss, differences],
+    gr.on([go.click, x.change], compare_runs, inputs=[runs, x, visitor], outputs=[chart, differences],
           api_name="compare", trigger_mode="always_last")
     return runs
