@@ -102,7 +102,7 @@ def upload_checkpoint(file: str | None, visitor: str | None = None, request: gr.
     if size > MAX_CHECKPOINT_BYTES:
         raise gr.Error(f"{name} is {size / 10**6:,.0f} MB; checkpoints of at most {MAX_CHECKPOINT_BYTES // 10**6} MB "
                        f"are accepted.")
-    room = upload_room(owner)
+    room = upload_room(owner, request)
     if room is not None and size > room:
         raise gr.Error(f"{name} ({size / 10**6:,.0f} MB) does not fit in your room for uploads on this server "
                        f"({max(room, 0) / 10**6:,.0f} MB left).")

@@ -8,6 +8,7 @@ nobody else can see or stop it. Start is a queued event whose concurrency limit 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -19,12 +20,12 @@ from alexnet_core.config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
 from alexnet_core.devices import available_devices
 from alexnet_core.models import MODELS
 from alexnet_core.runner import RUNNER, BusyError, RunSnapshot, ServerBusyError
-from alexnet_core.uploads import MAX_TOTAL_BYTES, UploadError, check_dataset, extract_zip
+from alexnet_core.uploads import MAX_TOTAL_BYTES, UploadError, check_dataset, claimed_size, extract_zip
 
-from . import settings
+from . import room, settings
 from .choices import data_choices, default_data
 from .fields import named_numbers
-from .visitors import file_name, for_the_page, owner_of, run_count, runs_dir, upload_room, uploads_dir
+from .visitors import file_name, for_the_page, owner_of, run_count, runs_dir, upload_room, uploads_dir, visitor_folder
 
 # The Train tab's hyper-parameter fields, in the order the handlers take them.
 HYPER_FIELDS = ("epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
@@ -44,11 +45,23 @@ def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr
     if not zip_file:
         return gr.Dropdown(), gr.Dropdown(), ""
     owner, name = owner_of(visitor, request), file_name(zip_file)
-    room = upload_room(owner)
-    dest = uploads_dir(owner) / f"{Path(name).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    room_left = upload_room(owner, request)
+    room.check_rate(room.identity_of(request))
+    try:
+        # What its headers claim, room made for it on the disk; extract_zip writes no more than that, lie or not.
+        limit = min(MAX_TOTAL_BYTES, room_left or MAX_TOTAL_BYTES, claimed_size(zip_file, name) + 1)
+        room.make_room(limit, name)
+    except (room.NoRoomError, UploadError) as error:
+        raise gr.Error(str(error)) from None
+    # A folder of its own, whatever the zip's name and the time: a clash can never touch another upload.
+    dest = uploads_dir(owner) / f"{Path(name).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     try:
         progress(0, desc=f"Unpacking {name}…")
-        root = extract_zip(zip_file, dest, label=name, max_total_bytes=min(MAX_TOTAL_BYTES, room or MAX_TOTAL_BYTES))
+        root = extract_zip(zip_file, dest, label=name, max_total_bytes=limit)  # cleans up after itself
+    except UploadError as error:
+        raise gr.Error(str(error)) from None
+    Path(zip_file).unlink(missing_ok=True)  # Gradio's copy of the zip is not needed any more: free its room
+    try:
         progress(0.5, desc=f"Checking every image in {name}…")
         classes, removed = check_dataset(root, label=name)
     except UploadError as error:
@@ -66,17 +79,24 @@ def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr
 
 def _start_run(owner: str, model: str, data: str, device: str, limit: float | None, epochs: float,
                batch_size: float, lr: float, optimizer: str, momentum: float, weight_decay: float, schedule: str,
-               label_smoothing: float, batch_norm: bool, whiten: bool = False) -> None:
-    """Checks the form and the server's bounds, then starts ``owner``'s run (the library's errors pass on)."""
+               label_smoothing: float, batch_norm: bool, whiten: bool = False, request: gr.Request = None) -> None:
+    """Checks the form and the server's bounds, then starts ``owner``'s run (the library's errors pass on). The
+    per-visitor cap counts the request's identity (room.identity_of), whatever session it comes from."""
     from alexnet_core.config import config_from_form  # one sentence per field of the wrong type or empty
 
-    if settings.SHARING.runs_per_visitor and run_count(owner) >= settings.SHARING.runs_per_visitor:
-        raise ValueError(f"You have made {settings.SHARING.runs_per_visitor} runs, as many as this server keeps per "
-                         f"visitor: download the checkpoints you want to keep; the server forgets runs when it "
-                         f"restarts.")
-    if settings.SHARING.runs_per_server and run_count() >= settings.SHARING.runs_per_server:
-        raise ValueError(f"This server holds {settings.SHARING.runs_per_server} runs, as many as it keeps: try again "
-                         f"after it restarts, or train on your own machine.")
+    identity = room.claim(visitor_folder(owner), request)
+    per_visitor = room.per_identity(settings.SHARING.runs_per_visitor, identity)
+    if per_visitor and run_count(owner, identity) >= per_visitor:
+        raise ValueError(f"You have made {per_visitor} runs, as many as this server keeps per visitor: download the "
+                         f"checkpoints you want to keep; the server removes the oldest runs of visitors who have "
+                         f"left when it needs the room.")
+    if settings.SHARING.runs_per_server and run_count() >= settings.SHARING.runs_per_server \
+            and not room.remove_oldest_run():
+        raise ValueError(f"This server holds {settings.SHARING.runs_per_server} runs, as many as it keeps, and their "
+                         f"visitors are still here: try again in {settings.SHARING.away_minutes:g} minutes, or train "
+                         f"on your own machine.")
+    if model in MODELS:  # an unknown model gets config_from_form's sentence
+        room.make_room_for_run(model)
     config = config_from_form(
         model=model, data=data, device=device or "auto", limit=limit or None,
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
@@ -97,8 +117,9 @@ def start_training(model: str, data: str, device: str, limit: float | None, epoc
     """Starts the visitor's run in the background and says so; gr.Error with the sentence that says why not
     (a setting, a cap, their run already going, the server's runs all taken)."""
     try:
+        room.check_rate(room.identity_of(request))
         _start_run(owner_of(visitor, request), model, data, device, limit, epochs, batch_size, lr, optimizer,
-                   momentum, weight_decay, schedule, label_smoothing, batch_norm, whiten)
+                   momentum, weight_decay, schedule, label_smoothing, batch_norm, whiten, request=request)
     except (BusyError, ValueError, TypeError) as error:
         raise gr.Error(for_the_page(str(error))) from None
     return STARTED
@@ -122,9 +143,14 @@ async def train(model: str, data: str, device: str, limit: float | None, epochs:
     fields = (model, data, device, limit, epochs, batch_size, lr, optimizer, momentum, weight_decay, schedule,
               label_smoothing, batch_norm, whiten)
     try:
+        room.check_rate(room.identity_of(request))
         while True:
+            if owner in _LEFT_LINE:  # Stop while this event waited in line: no run starts
+                _LEFT_LINE.discard(owner)
+                yield LEFT_LINE, gr.update(), gr.update(), None
+                return
             try:
-                _start_run(owner, *fields)
+                _start_run(owner, *fields, request=request)
                 break
             except ServerBusyError:
                 if owner not in _WAITING:
@@ -142,6 +168,8 @@ async def train(model: str, data: str, device: str, limit: float | None, epochs:
 
 # Visitors whose training event holds a place in the queue but waits for a run whose page has gone to end.
 _WAITING: list[str] = []
+# Visitors who pressed Stop while their Start waited in line: their training event ends without a run.
+_LEFT_LINE: set[str] = set()
 
 
 def line_notice(position: int) -> str:
@@ -166,7 +194,7 @@ async def follow_training(visitor: str | None = None, request: gr.Request = None
 async def follow_stopping(said: str, visitor: str | None = None, request: gr.Request = None):
     """After Stop: the visitor's run followed to its end (it may have ended already: then once); no change when
     Stop found none going, so that its sentence stays on the page."""
-    if said == NO_RUN_GOING:
+    if said in (NO_RUN_GOING, LEFT_LINE):
         yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
         return
     async for view in follow_training(visitor, request):
@@ -177,6 +205,7 @@ def queue_notice(visitor: str | None = None, request: gr.Request = None) -> str 
     """Runs before Start's queued event: refuses a second run of one's own, and tells a visitor plainly that
     their run waits, and where they are in line, when the server's runs are all taken."""
     owner = owner_of(visitor, request)
+    _LEFT_LINE.discard(owner)  # a Stop of the page's earlier wait, whose event the page cancelled, is done with
     if RUNNER.snapshot(owner).active:
         raise gr.Error("Your training run is already going: stop it or wait for it to finish.")
     waiting = _waiting_runs() + len(_WAITING)
@@ -188,21 +217,37 @@ def queue_notice(visitor: str | None = None, request: gr.Request = None) -> str 
 _APPS: list[gr.Blocks] = []  # the apps built in this process: their queues say who waits to train
 
 
-def _waiting_runs() -> int:
-    """How many Start events wait in the training queue of the app(s) this process serves."""
-    waiting = 0
+def _queued_owners() -> list[str]:
+    """Whose Start events wait in the training queue of the app(s) this process serves (the visitor, the last
+    input, or the API client's session)."""
+    owners = []
     for app in _APPS:
         queue = getattr(getattr(app, "_queue", None), "event_queue_per_concurrency_id", {}).get(TRAINING_QUEUE)
-        waiting += len(queue.queue) if queue is not None else 0
-    return waiting
+        for event in list(queue.queue) if queue is not None else []:
+            inputs = getattr(getattr(event, "data", None), "data", None) or [None]
+            owners.append(inputs[-1] if isinstance(inputs[-1], str) and inputs[-1] else f"session-{event.session_hash}")
+    return owners
+
+
+def _waiting_runs() -> int:
+    """How many Start events wait in the training queue of the app(s) this process serves."""
+    return len(_queued_owners())
 
 
 NO_RUN_GOING = "No run of yours is going."
+LEFT_LINE = "You left the line: your run will not start."
 
 
 def stop_training(visitor: str | None = None, request: gr.Request = None) -> str:
-    """Stops the visitor's own run (nobody else's); its page's training event is cancelled with it."""
-    return "Stopping after this step…" if RUNNER.stop(owner_of(visitor, request)) else NO_RUN_GOING
+    """Stops the visitor's own run (nobody else's); its page's training event is cancelled with it. A Start that
+    still waits in line leaves it: its event ends without starting a run."""
+    owner = owner_of(visitor, request)
+    if RUNNER.stop(owner):
+        return "Stopping after this step…"
+    if owner in _WAITING or owner in _queued_owners():
+        _LEFT_LINE.add(owner)
+        return LEFT_LINE
+    return NO_RUN_GOING
 
 
 def _duration(seconds: float | None) -> str:
@@ -258,7 +303,7 @@ def training_view(s: RunSnapshot) -> tuple[str, pd.DataFrame, pd.DataFrame, str 
                        + [{"step": h["step"], "loss": h["val_loss"], "curve": val_loss} for h in s.history])
     accuracy = _accuracy_frame([{"epoch": h["epoch"], "accuracy": h[key], "curve": label} for h in s.history
                                 for key, label in zip(("train_acc", "val_acc"), ACCURACY_CURVES)])
-    best = s.best_path if not s.active and s.best_path and Path(s.best_path).is_file() else None
+    best = room.download_copy(s.best_path) if not s.active else None  # served as an attachment (ui.room)
     return text, loss, accuracy, best
 
 
@@ -274,7 +319,9 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
     defaults = TrainConfig(model="alexnet_cifar_small")
     with gr.Tab("Train", id="train"):
         caps = settings.TRAINING_CAPS.describe()
-        gr.Markdown(f"ℹ️ {' '.join(filter(None, [caps, settings.SHARING.describe()]))}", elem_id="training-caps")
+        removal = room.REMOVED_NOTE if settings.SHARING.disk_mb_per_server else ""
+        gr.Markdown(f"ℹ️ {' '.join(filter(None, [caps, settings.SHARING.describe(), removal]))}",
+                    elem_id="training-caps")
         with gr.Row():
             model = gr.Dropdown(choices=[(f"{n} — {s.title}", n) for n, s in MODELS.items()],
                                 value=defaults.model, label="Model", scale=2)
