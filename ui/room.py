@@ -194,9 +194,10 @@ REMOVED_NOTE = ("When its disk runs low, this server removes the oldest runs and
 removed_count = 0  # how many runs and uploads make_room has removed since the server started
 
 
-def make_room(needed: int, what: str) -> None:
-    """Makes ``needed`` bytes of room within the server's disk bound, removing old files of visitors no longer
-    around (then old files in Gradio's upload folder); NoRoomError naming ``what`` when it cannot."""
+def make_room(needed: int, what: str, held: int = 0) -> None:
+    """Makes ``needed`` bytes of room within the server's disk bound, beside ``held`` bytes promised to work
+    going, removing old files of visitors no longer around (then old files in Gradio's upload folder);
+    NoRoomError naming ``what`` when it cannot."""
     global removed_count
     bound = settings.SHARING.disk_mb_per_server
     if not bound:
@@ -206,7 +207,7 @@ def make_room(needed: int, what: str) -> None:
         raise NoRoomError(f"{what} needs {needed / MB:,.0f} MB, more than this server's disk bound of "
                           f"{bound / MB:,.0f} MB.")
     with _LOCK:
-        used = used_bytes() + _reserved
+        used = used_bytes() + _reserved + held
         if used + needed <= bound:
             return
         for item in _removable() + _stale_gradio_files():
@@ -243,13 +244,32 @@ def run_bytes(model: str) -> int:
     return 4 * params * 4 + MB
 
 
-def make_room_for_run(model: str) -> None:
-    """Refuses a run whose files would pass the per-run bound; makes room for it on the server's disk."""
+_GOING: dict[str, tuple[str, int]] = {}  # run folder -> (owner, bytes it may write): room held for runs going
+
+
+def _held_for_runs() -> int:
+    """Room still held for the runs going: what each may write less what it has written."""
+    with _LOCK:
+        going = list(_GOING.items())
+    held = 0
+    for out, (owner, need) in going:
+        if RUNNER.snapshot(owner).active:
+            held += max(0, need - (_size(Path(out), set()) if Path(out).exists() else 0))
+        else:
+            _GOING.pop(out, None)
+    return held
+
+
+def make_room_for_run(model: str, out: str, owner: str) -> None:
+    """Refuses a run whose files would pass the per-run bound; makes room for it on the server's disk, beside
+    the room held for the runs going, and holds it while the run goes."""
     need = run_bytes(model)
     if settings.SHARING.run_mb and need > settings.SHARING.run_mb * MB:
         raise NoRoomError(f"A run of {model} writes up to {need / MB:,.0f} MB of checkpoints; this server keeps "
                           f"runs of at most {settings.SHARING.run_mb:,} MB. Pick a smaller model.")
-    make_room(need * (1 + RUNNER.active_count()), "your run")
+    make_room(need, "your run", held=_held_for_runs())
+    with _LOCK:
+        _GOING[out] = (owner, need)
 
 
 def download_copy(path: str | None) -> str | None:

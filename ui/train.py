@@ -95,8 +95,6 @@ def _start_run(owner: str, model: str, data: str, device: str, limit: float | No
         raise ValueError(f"This server holds {settings.SHARING.runs_per_server} runs, as many as it keeps, and their "
                          f"visitors are still here: try again in {settings.SHARING.away_minutes:g} minutes, or train "
                          f"on your own machine.")
-    if model in MODELS:  # an unknown model gets config_from_form's sentence
-        room.make_room_for_run(model)
     config = config_from_form(
         model=model, data=data, device=device or "auto", limit=limit or None,
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
@@ -104,6 +102,7 @@ def _start_run(owner: str, model: str, data: str, device: str, limit: float | No
         label_smoothing=label_smoothing, batch_norm=bool(batch_norm), whiten=bool(whiten),
         out=str(runs_dir(owner) / f"{model}-{Path(data).name}-{time.strftime('%Y%m%d-%H%M%S')}"))
     capped = settings.TRAINING_CAPS.apply(config)
+    room.make_room_for_run(capped.model, capped.out, owner)
     # RUNNER.start checks the settings and the memory they need (one sentence, before any work).
     RUNNER.start(capped, owner)
     if capped.limit != config.limit:  # the run goes on, within the server's cap: say so, without stopping it
