@@ -73,24 +73,37 @@ def event_index(url: str, label: str, trigger: str) -> int:
                                                                     for t in dep["targets"]))
 
 
-def call_event(url: str, fn_index: int, data: list, session: str, headers=None, first_only: bool = False,
-               timeout: float = 120) -> dict:
-    """Joins the queue as a page does and reads its answer: the completion message (or the first message)."""
-    joined = httpx.post(url + "gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
-                        "session_hash": session, "event_data": None, "trigger_id": None},
-                        headers=headers, timeout=timeout)
-    if joined.status_code != 200:
-        return {"msg": "refused", "success": False, "output": {"error": joined.text}}
+def call_events(url: str, calls: list[tuple[int, list]], session: str, headers=None, first_only: bool = False,
+                timeout: float = 120) -> list[dict]:
+    """Joins the queue with each (fn_index, data) of one session as a page does, then reads the session's one
+    stream of answers: each event's completion message (or its first message), in the order of ``calls``."""
+    ids = []
+    for fn_index, data in calls:
+        joined = httpx.post(url + "gradio_api/queue/join", json={"data": data, "fn_index": fn_index,
+                            "session_hash": session, "event_data": None, "trigger_id": None},
+                            headers=headers, timeout=timeout)
+        if joined.status_code != 200:
+            return [{"msg": "refused", "success": False, "output": {"error": joined.text}}] * len(calls)
+        ids.append(joined.json()["event_id"])
+    answers: dict[str, dict] = {}
     with httpx.stream("GET", url + f"gradio_api/queue/data?session_hash={session}", headers=headers,
                       timeout=timeout) as stream:
         for line in stream.iter_lines():
             if not line.startswith("data:"):
                 continue
             message = json.loads(line[5:])
-            if message.get("msg") == "process_completed" or (first_only and message.get("msg") in (
-                    "estimation", "process_generating", "process_starts")):
-                return message
-    return {"msg": "closed", "success": False, "output": {}}
+            if message.get("event_id") in ids and message["event_id"] not in answers and (
+                    message.get("msg") == "process_completed" or (first_only and message.get("msg") in (
+                        "estimation", "process_generating", "process_starts"))):
+                answers[message["event_id"]] = message
+            if len(answers) == len(ids):
+                break
+    return [answers.get(event_id, {"msg": "closed", "success": False, "output": {}}) for event_id in ids]
+
+
+def call_event(url: str, fn_index: int, data: list, session: str, headers=None, first_only: bool = False,
+               timeout: float = 120) -> dict:
+    return call_events(url, [(fn_index, data)], session, headers, first_only, timeout)[0]
 
 
 def upload_zip(url: str, content: bytes, name: str, session: str, headers=None, index: int | None = None) -> dict:
@@ -170,13 +183,12 @@ def test_nothing_a_visitor_uploads_runs_as_the_app_in_chromium(space, tmp_path):
     headers = proxied("203.0.113.1")
     answer = upload_zip(url, data_zip(EVIL), "evil.zip", secrets.token_hex(8), headers)
     assert answer["success"], answer
-    urls = []
+    # every file of those names anywhere under the app's home, by the path the server knows it by
+    urls = [url + "gradio_api/file=" + str(p) for name in EVIL for p in home.rglob(name)]
     for name, content in EVIL.items():
         response = bare_upload(url, name, content, headers)
         assert response.status_code == 200, response.text
         urls.append(url + "gradio_api/file=" + response.json()[0])
-    # every file of those names anywhere under the app's home, by the path the server knows it by
-    urls += [url + "gradio_api/file=" + str(p) for name in EVIL for p in home.rglob(name)]
     for file_url in urls:
         response = httpx.get(file_url, timeout=30)
         kind = response.headers.get("content-type", "")
@@ -222,9 +234,12 @@ def test_two_uploads_with_the_same_name_in_the_same_second_both_stay(space):
     url, home, _ = space
     headers, session = proxied("203.0.113.5"), secrets.token_hex(8)
     stem = "a-data-set-whose-name-is-longer-than-forty-characters"
-    with ThreadPoolExecutor(2) as pool:
-        answers = list(pool.map(lambda n: upload_zip(url, data_zip(), f"{stem}-{n}.zip", session, headers), "12"))
-    assert all(answer["success"] for answer in answers), answers
+    names = [f"{stem}-{n}.zip" for n in (1, 2)]
+    paths = [bare_upload(url, name, data_zip(), headers).json()[0] for name in names]
+    index = event_index(url, "Zip", "upload")
+    answers = call_events(url, [(index, [file_data(path, name), None]) for path, name in zip(paths, names)],
+                          session, headers)  # one visitor, both in line at once: the same second
+    assert all(answer["success"] for answer in answers), [answer["output"] for answer in answers]
     folders = [p for p in (home / "visitors").glob("*/uploads/*") if p.name.startswith(stem[:40])]
     assert len(folders) == 2 and all(any(f.rglob("*.png")) for f in folders), folders
 
