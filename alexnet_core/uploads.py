@@ -84,12 +84,12 @@ def extract_zip(zip_path: str | Path, dest: str | Path, *, max_files: int = MAX_
         members = archive.infolist()
         if len(members) > max_files:
             raise UploadError(f"{label} holds {len(members):,} entries; at most {max_files:,} are allowed.")
-        total = sum(m.file_size for m in members)
+        total = sum(m.file_size for m in members if m.filename.lower().endswith(IMAGE_EXTENSIONS))  # what is kept
         packed = sum(m.compress_size for m in members)
         if total > max_total_bytes:
             raise UploadError(f"{label} unpacks to {total / 2**20:,.0f} MiB; at most "
                               f"{max_total_bytes / 2**20:,.0f} MiB are allowed.")
-        if packed and total / packed > MAX_RATIO:
+        if packed and sum(m.file_size for m in members) / packed > MAX_RATIO:
             raise UploadError(f"{label} is compressed suspiciously well (a zip bomb?); it was not unpacked.")
         plan = []
         for member in members:
