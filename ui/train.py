@@ -60,7 +60,8 @@ def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr
         root = extract_zip(zip_file, dest, label=name, max_total_bytes=limit)  # cleans up after itself
     except UploadError as error:
         raise gr.Error(str(error)) from None
-    Path(zip_file).unlink(missing_ok=True)  # Gradio's copy of the zip is not needed any more: free its room
+    if Path(zip_file).resolve().is_relative_to(room.gradio_folder().resolve()):
+        Path(zip_file).unlink(missing_ok=True)  # Gradio's copy of the zip is not needed any more: free its room
     try:
         progress(0.5, desc=f"Checking every image in {name}…")
         classes, removed = check_dataset(root, label=name)
