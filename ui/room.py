@@ -233,14 +233,20 @@ def remove_oldest_run() -> bool:
         return True
 
 
-def run_bytes(model: str) -> int:
-    """What a run of ``model`` may write: best and last weights, and two optimizer slots in last, in float32."""
+def run_bytes(model: str, data: str | None = None) -> int:
+    """What a run of ``model`` may write: best and last weights, and two optimizer slots in last, in float32; its
+    last layer as wide as the data folder's classes (a zip may hold thousands) or the model's default."""
     import torch
 
     from alexnet_core.models import get_spec
 
+    spec, classes = get_spec(model), 0
+    if data and Path(data).is_dir():
+        top = Path(data) / "train" if (Path(data) / "train").is_dir() else Path(data)
+        classes = sum(1 for p in top.iterdir() if p.is_dir())
     with torch.device("meta"):
-        params = sum(p.numel() for p in get_spec(model).build().parameters())
+        net = spec.build(num_classes=classes) if classes else spec.build()
+        params = sum(p.numel() for p in net.parameters())
     return 4 * params * 4 + MB
 
 
@@ -260,10 +266,10 @@ def _held_for_runs() -> int:
     return held
 
 
-def make_room_for_run(model: str, out: str, owner: str) -> None:
+def make_room_for_run(model: str, data: str, out: str, owner: str) -> None:
     """Refuses a run whose files would pass the per-run bound; makes room for it on the server's disk, beside
     the room held for the runs going, and holds it while the run goes."""
-    need = run_bytes(model)
+    need = run_bytes(model, data)
     if settings.SHARING.run_mb and need > settings.SHARING.run_mb * MB:
         raise NoRoomError(f"A run of {model} writes up to {need / MB:,.0f} MB of checkpoints; this server keeps "
                           f"runs of at most {settings.SHARING.run_mb:,} MB. Pick a smaller model.")

@@ -103,7 +103,7 @@ def _start_run(owner: str, model: str, data: str, device: str, limit: float | No
         label_smoothing=label_smoothing, batch_norm=bool(batch_norm), whiten=bool(whiten),
         out=str(runs_dir(owner) / f"{model}-{Path(data).name}-{time.strftime('%Y%m%d-%H%M%S')}"))
     capped = settings.TRAINING_CAPS.apply(config)
-    room.make_room_for_run(capped.model, capped.out, owner)
+    room.make_room_for_run(capped.model, capped.data, capped.out, owner)
     # RUNNER.start checks the settings and the memory they need (one sentence, before any work).
     RUNNER.start(capped, owner)
     if capped.limit != config.limit:  # the run goes on, within the server's cap: say so, without stopping it
