@@ -30,6 +30,7 @@ from .choices import (
 )
 from .fields import named_numbers
 from .photos import add_examples, photo_input, readable
+from .room import NoRoomError, make_room
 from .visitors import file_name, owner_of, upload_room, visitor_folder
 
 MAX_BARS = 20  # the bar chart shows at most this many classes (a 1000-class net's tail is unreadable)
@@ -106,6 +107,10 @@ def upload_checkpoint(file: str | None, visitor: str | None = None, request: gr.
     if room is not None and size > room:
         raise gr.Error(f"{name} ({size / 10**6:,.0f} MB) does not fit in your room for uploads on this server "
                        f"({max(room, 0) / 10**6:,.0f} MB left).")
+    try:
+        make_room(size, name)  # on the server's disk (ui.room)
+    except NoRoomError as error:
+        raise gr.Error(str(error)) from None
     try:
         Predictor.from_checkpoint(file)  # reads the header and the tensors (safetensors: no code runs), builds the net
     except (CheckpointError, ValueError, OSError) as error:
