@@ -138,6 +138,22 @@ def check_rate(identity: str, uploads: bool = False) -> None:
         times.append(now)
 
 
+def check_recent_bytes(identity: str, size: int) -> None:
+    """One address's share of Gradio's upload folder: what it sent within the cache's lifetime (after which
+    Gradio deletes it) stays within the per-visitor upload room; gr.Error beyond."""
+    bound = settings.SHARING.upload_mb_per_visitor
+    if not bound:
+        return
+    with _LOCK:
+        sent, now = _ACTIONS["bytes", identity], time.monotonic()
+        while sent and sent[0][0] < now - settings.CACHE_SECONDS:
+            sent.popleft()
+        if sum(n for _, n in sent) + size > bound * MB:
+            raise gr.Error(f"This address has sent {bound:,} MB of uploads in the last {settings.CACHE_SECONDS:,} s, "
+                           f"as much as this server takes from one; try again later.")
+        sent.append((now, size))
+
+
 # --- disk ------------------------------------------------------------------------------------------------------
 
 
@@ -182,7 +198,7 @@ def _removable() -> list[Path]:
     return sorted(items, key=lambda p: p.stat().st_mtime if p.exists() else 0)
 
 
-def _stale_gradio_files(grace_s: float = 60) -> list[Path]:
+def _stale_gradio_files(grace_s: float = 10) -> list[Path]:
     """Files in Gradio's upload folder older than ``grace_s`` (an upload is used within seconds), oldest first."""
     now = time.time()
     files = [p for p in gradio_folder().rglob("*") if p.is_file()] if gradio_folder().exists() else []
@@ -333,6 +349,7 @@ class UploadGuard:
         try:
             check_rate(identity, uploads=True)
             size = int(headers.get("content-length") or 0) or settings.max_upload_bytes()
+            check_recent_bytes(identity, size)
             await anyio.to_thread.run_sync(make_room, size, "this upload")
         except (gr.Error, NoRoomError, ValueError) as error:
             status = 429 if isinstance(error, gr.Error) else 507

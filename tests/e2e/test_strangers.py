@@ -411,6 +411,7 @@ def test_abuse_300_sessions_and_a_bare_upload_loop_leave_the_disk_bounded_and_a_
             watcher.result()
         seconds = time.monotonic() - start
         used = used_mb(home)
+        time.sleep(4)  # the flood's visitors are away now (ALEXNET_STUDIO_AWAY_MINUTES): their old work may go
         c = client(url, proxied("198.51.100.200"))
         try:
             train(c, data)
@@ -424,7 +425,7 @@ def test_abuse_300_sessions_and_a_bare_upload_loop_leave_the_disk_bounded_and_a_
               f"{used:.1f} MB after, {peak_used[0]:.1f} MB at most seen (bound {ABUSE_BOUND_MB} MB); peak RSS "
               f"{peak_rss_gb:.2f} GiB")
         assert len(outcomes) == 300 or time.monotonic() > deadline  # every session ran, or the time bound came
-        assert codes.count(507) > 0  # the uploading client did reach the bound
+        assert codes.count(507) + codes.count(429) > 0  # the uploading client was stopped, by the room or its share
         assert used <= ABUSE_BOUND_MB and peak_used[0] <= ABUSE_BOUND_MB
         assert "Finished" in status, status
         assert peak_rss_gb < ABUSE_RSS_BOUND_GB
