@@ -21,6 +21,7 @@ import shutil
 import threading
 import time
 from collections import defaultdict, deque
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -198,11 +199,21 @@ def _removable() -> list[Path]:
     return sorted(items, key=lambda p: p.stat().st_mtime if p.exists() else 0)
 
 
+_serving_since: float | None = None  # the first upload: files Gradio cached before it are the app's own (examples)
+
+
+def _note_serving() -> None:
+    global _serving_since
+    if _serving_since is None:
+        _serving_since = time.time() - 1
+
+
 def _stale_gradio_files(grace_s: float = 10) -> list[Path]:
-    """Files in Gradio's upload folder older than ``grace_s`` (an upload is used within seconds), oldest first."""
-    now = time.time()
+    """Files visitors put in Gradio's upload folder, older than ``grace_s`` (an upload is used within seconds),
+    oldest first; never the app's own (its examples, cached before the first upload)."""
+    now, since = time.time(), _serving_since or time.time()
     files = [p for p in gradio_folder().rglob("*") if p.is_file()] if gradio_folder().exists() else []
-    return sorted((p for p in files if now - p.stat().st_mtime > grace_s), key=lambda p: p.stat().st_mtime)
+    return sorted((p for p in files if since < p.stat().st_mtime < now - grace_s), key=lambda p: p.stat().st_mtime)
 
 
 REMOVED_NOTE = ("When its disk runs low, this server removes the oldest runs and uploads of visitors who are no "
@@ -210,11 +221,25 @@ REMOVED_NOTE = ("When its disk runs low, this server removes the oldest runs and
 removed_count = 0  # how many runs and uploads make_room has removed since the server started
 
 
-def make_room(needed: int, what: str, held: int = 0) -> None:
+@contextmanager
+def reserved(needed: int, what: str):
+    """Room for ``needed`` bytes made (make_room) and held while the work inside writes them: work going at
+    the same time cannot take it too."""
+    global _reserved
+    make_room(needed, what, reserve=True)
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _reserved -= needed if settings.SHARING.disk_mb_per_server else 0
+
+
+def make_room(needed: int, what: str, held: int = 0, reserve: bool = False) -> None:
     """Makes ``needed`` bytes of room within the server's disk bound, beside ``held`` bytes promised to work
-    going, removing old files of visitors no longer around (then old files in Gradio's upload folder);
-    NoRoomError naming ``what`` when it cannot."""
-    global removed_count
+    going and the room ``reserved`` for work writing now, removing old files of visitors no longer around (then
+    old files in Gradio's upload folder); NoRoomError naming ``what`` when it cannot. ``reserve``: hold the room
+    (for ``reserved``, which hands it back)."""
+    global removed_count, _reserved
     bound = settings.SHARING.disk_mb_per_server
     if not bound:
         return
@@ -222,17 +247,18 @@ def make_room(needed: int, what: str, held: int = 0) -> None:
     if needed > bound:
         raise NoRoomError(f"{what} needs {needed / MB:,.0f} MB, more than this server's disk bound of "
                           f"{bound / MB:,.0f} MB.")
-    with _LOCK:
+    with _LOCK:  # one at a time: two pieces of work never both take the same room
         used = used_bytes() + _reserved + held
-        if used + needed <= bound:
-            return
-        for item in _removable() + _stale_gradio_files():
+        for item in (_removable() + _stale_gradio_files()) if used + needed > bound else []:
             size = _size(item, set())
             shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
             removed_count += 1
             used -= size
             if used + needed <= bound:
-                return
+                break
+        if used + needed <= bound:
+            _reserved += needed if reserve else 0
+            return
     raise NoRoomError(f"This server's disk is full with the work of visitors who are still here, so {what} does not "
                       f"fit now; try again in {settings.SHARING.away_minutes:g} minutes.")
 
@@ -341,6 +367,7 @@ class UploadGuard:
 
     async def _upload(self, scope, receive, send):
         global _reserved
+        _note_serving()
         from starlette.datastructures import Headers
         from starlette.responses import PlainTextResponse
 
@@ -350,15 +377,13 @@ class UploadGuard:
             check_rate(identity, uploads=True)
             size = int(headers.get("content-length") or 0) or settings.max_upload_bytes()
             check_recent_bytes(identity, size)
-            await anyio.to_thread.run_sync(make_room, size, "this upload")
+            await anyio.to_thread.run_sync(make_room, size, "this upload", 0, True)
         except (gr.Error, NoRoomError, ValueError) as error:
             status = 429 if isinstance(error, gr.Error) else 507
             return await PlainTextResponse(getattr(error, "message", None) or str(error), status_code=status)(
                 scope, receive, send)
-        with _LOCK:
-            _reserved += size
         try:
             await self.app(scope, receive, send)
         finally:
             with _LOCK:
-                _reserved -= size
+                _reserved -= size if settings.SHARING.disk_mb_per_server else 0

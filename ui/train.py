@@ -47,18 +47,15 @@ def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr
     owner, name = owner_of(visitor, request), file_name(zip_file)
     room_left = upload_room(owner, request)
     room.check_rate(room.identity_of(request))
-    try:
-        # What its headers claim, room made for it on the disk; extract_zip writes no more than that, lie or not.
-        limit = min(MAX_TOTAL_BYTES, room_left or MAX_TOTAL_BYTES, claimed_size(zip_file, name) + 1)
-        room.make_room(limit, name)
-    except (room.NoRoomError, UploadError) as error:
-        raise gr.Error(str(error)) from None
     # A folder of its own, whatever the zip's name and the time: a clash can never touch another upload.
     dest = uploads_dir(owner) / f"{Path(name).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     try:
-        progress(0, desc=f"Unpacking {name}…")
-        root = extract_zip(zip_file, dest, label=name, max_total_bytes=limit)  # cleans up after itself
-    except UploadError as error:
+        # What its headers claim, room held for it on the disk; extract_zip writes no more than that, lie or not.
+        limit = min(MAX_TOTAL_BYTES, room_left or MAX_TOTAL_BYTES, claimed_size(zip_file, name) + 1)
+        with room.reserved(limit, name):
+            progress(0, desc=f"Unpacking {name}…")
+            root = extract_zip(zip_file, dest, label=name, max_total_bytes=limit)  # cleans up after itself
+    except (room.NoRoomError, UploadError) as error:
         raise gr.Error(str(error)) from None
     if Path(zip_file).resolve().is_relative_to(room.gradio_folder().resolve()):
         Path(zip_file).unlink(missing_ok=True)  # Gradio's copy of the zip is not needed any more: free its room

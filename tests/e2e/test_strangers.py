@@ -326,13 +326,16 @@ def small_disk(tmp_path_factory):
 
 def test_gradios_upload_folder_is_counted_bounded_and_cleaned(small_disk):
     """Defect 3: bare uploads with no event count against the server's disk bound (refused with 507 once it is
-    reached), and Gradio's cache deletes them a few seconds later, so uploads are taken again."""
+    reached, unless older ones can go), and Gradio's cache deletes them a few seconds later, so uploads are taken
+    again."""
     url, home, _ = small_disk
     with ThreadPoolExecutor(16) as pool:  # all at once: faster than the cache is cleaned
         codes = list(pool.map(lambda i: bare_upload(url, f"blob{i}.bin", os.urandom(10**6),
                                                     proxied("192.0.2.1")).status_code, range(16)))
-    assert 507 in codes and codes.count(200) <= 8, codes
-    assert used_mb(home) <= 8, used_mb(home)
+    # each one past the bound was refused (507), or made room by removing older ones of Gradio's (a loaded
+    # machine takes long enough for the first to be 10 s old): either way no more than the bound is kept
+    assert used_mb(home) <= 8 and len(list((home / "gradio").rglob("blob*.bin"))) <= 8, (codes, used_mb(home))
+    assert 507 in codes or codes.count(200) > 8, codes
     from tests.helpers import wait_for
 
     assert wait_for(lambda: not list((home / "gradio").rglob("blob*.bin")), 30), "Gradio's cache was not cleaned"
