@@ -347,6 +347,9 @@ def test_old_uploads_of_visitors_who_left_make_room_and_the_train_tab_says_so(sm
     removed for a new visitor's, and the Train tab says that this happens."""
     url, home, _ = small_disk
     assert "removes the oldest runs and uploads" in httpx.get(url + "config", timeout=30).text
+    from tests.helpers import wait_for
+
+    assert wait_for(lambda: not list((home / "gradio").rglob("*.bin")), 30)  # the last test's uploads are gone
     big = data_zip({f"red/x{i}.png": encoded(class_image(0, 600, np.random.default_rng(i)), "PNG")
                     for i in range(2)})
     first = upload_zip(url, big, "first.zip", secrets.token_hex(8), proxied("192.0.2.2"))
