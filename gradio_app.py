@@ -7,17 +7,21 @@ functions that call alexnet_core, so tests and the API can call them directly.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import threading
 
 import ui  # noqa: F401  (first: sets GRADIO_TEMP_DIR and TORCH_HOME, which gradio and torchvision read once)
 
 # isort: split
 import gradio as gr
+from starlette.middleware import Middleware
 
 from alexnet_core.models import get_spec
 from alexnet_core.summary import summarize
 from ui import architecture, compare, evaluate, inside, predict, settings, train
 from ui.choices import visitor_lists
+from ui.room import UploadGuard
 from ui.train import upload_dataset
 from ui.visitors import remember_visitor
 
@@ -66,12 +70,16 @@ def build_app() -> gr.Blocks:
     # backend around every event, and a first request during that import met a half-initialised pyplot.
     import matplotlib.pyplot  # noqa: F401
     threading.Thread(target=predict.preload_shipped, name="preload-checkpoints", daemon=True).start()
-    with gr.Blocks(title="AlexNet Studio") as app:
+    # Gradio deletes the files it caches (uploads, downloads) once they are CACHE_SECONDS old.
+    with gr.Blocks(title="AlexNet Studio", delete_cache=(settings.CACHE_SECONDS, settings.CACHE_SECONDS)) as app:
         gr.Markdown("# AlexNet Studio\n**Drop a photo below, or click an example**, and a trained AlexNet says what "
                     "it shows. Then look **Inside** it, compare its layers at 224 and at 32 in **Architecture**, "
                     "or **Train** your own.", elem_id="intro")
         # Who this page's visitor is: a random id their browser keeps (encrypted, in localStorage), so that a
         # reload finds their run, uploads and checkpoints; gr.State hands it to each handler. Outside gr.Tabs.
+        if os.environ.get("OAUTH_CLIENT_ID") and importlib.util.find_spec("authlib"):
+            # On a Space with hf_oauth: a signed-in visitor's caps count their Hugging Face user (ui/room.py).
+            gr.LoginButton(value="Sign in with Hugging Face for more room to train and upload", size="sm")
         saved = gr.BrowserState(None, storage_key="alexnet-studio-visitor")
         visitor = gr.State(None)
         visited = app.load(remember_visitor, inputs=saved, outputs=[visitor, saved], api_name=False,
@@ -103,12 +111,12 @@ def launch(app: gr.Blocks | None = None, **kwargs) -> gr.Blocks:
     app = app or build_app()
     app.queue(default_concurrency_limit=settings.CONCURRENCY, max_size=100)
     kwargs.setdefault("css", CSS)
-    # The Train tab hands a run's best checkpoint to a DownloadButton; Gradio serves files only from folders it
-    # is told of (a visitor's folder is named by a hash of their secret id, so nobody else can name it).
-    # Downloads are named after their run (ui/train.py, named_download): the server's own runs' in downloads/.
-    kwargs.setdefault("allowed_paths", [str(settings.VISITORS_DIR), str(settings.RUNS_DIR),
-                                        str(settings.STUDIO_HOME / "downloads")])
-    app.launch(max_file_size=settings.MAX_UPLOAD, **kwargs)
+    # No allowed_paths: Gradio serves only its own upload folder, and a file there that is not an image (a
+    # checkpoint to download, an .html someone uploaded) only as an attachment. UploadGuard caps the room and
+    # the rate of Gradio's upload route before it reads a byte (ui/room.py).
+    app_kwargs = kwargs.pop("app_kwargs", None) or {}
+    app_kwargs.setdefault("middleware", []).append(Middleware(UploadGuard))
+    app.launch(max_file_size=settings.MAX_UPLOAD, app_kwargs=app_kwargs, **kwargs)
     return app
 
 

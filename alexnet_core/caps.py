@@ -84,27 +84,41 @@ class TrainingCaps:
 @dataclass(frozen=True)
 class SharingLimits:
     """What one visitor, and all of them together, may take of a shared server: runs training at once (the
-    training event's concurrency limit), runs kept, and the disk their uploads fill. ``None``: no bound.
+    training event's concurrency limit), runs kept, the disk their uploads fill, the disk of one run and of the
+    whole server, and how many runs and uploads one address may make a minute. ``None``: no bound. A "visitor"
+    here is who the caps count (ui.room.identity_of): a signed-in Hugging Face user, who gets
+    ``signed_in_factor`` times the per-visitor bounds, or else a client address.
 
     Set by ALEXNET_STUDIO_RUNS_AT_ONCE, ALEXNET_STUDIO_MAX_RUNS_PER_VISITOR, ALEXNET_STUDIO_MAX_RUNS_PER_SERVER,
-    ALEXNET_STUDIO_MAX_UPLOAD_MB_PER_VISITOR and ALEXNET_STUDIO_MAX_UPLOAD_MB_PER_SERVER ("0": no bound); on a
-    Space the defaults below apply, elsewhere only one run trains at a time."""
+    ALEXNET_STUDIO_MAX_UPLOAD_MB_PER_VISITOR, ALEXNET_STUDIO_MAX_UPLOAD_MB_PER_SERVER, ALEXNET_STUDIO_MAX_RUN_MB,
+    ALEXNET_STUDIO_MAX_DISK_MB_PER_SERVER, ALEXNET_STUDIO_MAX_RUNS_PER_MINUTE, ALEXNET_STUDIO_MAX_UPLOADS_PER_MINUTE
+    ("0": no bound), ALEXNET_STUDIO_SIGNED_IN_FACTOR and ALEXNET_STUDIO_AWAY_MINUTES (after how long without a
+    request a visitor's old files may be removed to make room); on a Space the defaults below apply, elsewhere
+    only one run trains at a time."""
 
     runs_at_once: int = 1
     runs_per_visitor: int | None = None
     runs_per_server: int | None = None
     upload_mb_per_visitor: int | None = None
     upload_mb_per_server: int | None = None
+    run_mb: int | None = None
+    disk_mb_per_server: int | None = None
+    runs_per_minute: int | None = None
+    uploads_per_minute: int | None = None
+    signed_in_factor: int = 4
+    away_minutes: float = 30
 
     SPACE_DEFAULTS = {"runs_per_visitor": 5, "runs_per_server": 200, "upload_mb_per_visitor": 1024,
-                      "upload_mb_per_server": 20 * 1024}
+                      "upload_mb_per_server": 20 * 1024, "run_mb": 1200, "disk_mb_per_server": 30 * 1024,
+                      "runs_per_minute": 6, "uploads_per_minute": 120}
+    BOUNDS = ("runs_per_visitor", "runs_per_server", "upload_mb_per_visitor", "upload_mb_per_server", "run_mb",
+              "disk_mb_per_server", "runs_per_minute", "uploads_per_minute")
 
     @classmethod
     def from_env(cls, env=os.environ) -> SharingLimits:
         on_space = bool(env.get("SPACE_ID"))
         values = {}
-        for key in ("runs_at_once", "runs_per_visitor", "runs_per_server", "upload_mb_per_visitor",
-                    "upload_mb_per_server"):
+        for key in ("runs_at_once", *cls.BOUNDS):
             name = "ALEXNET_STUDIO_" + ("RUNS_AT_ONCE" if key == "runs_at_once" else "MAX_" + key.upper())
             value = _env_number(env, name, int)
             if value is None:
@@ -112,7 +126,10 @@ class SharingLimits:
                     values[key] = cls.SPACE_DEFAULTS[key]
                 continue
             values[key] = value or (1 if key == "runs_at_once" else None)
-        return cls(**values)
+        factor = _env_number(env, "ALEXNET_STUDIO_SIGNED_IN_FACTOR", int)
+        away = _env_number(env, "ALEXNET_STUDIO_AWAY_MINUTES", float)
+        return cls(**values, **({"signed_in_factor": max(1, factor)} if factor is not None else {}),
+                   **({"away_minutes": away} if away is not None else {}))
 
     def describe(self) -> str:
         parts = [f"{self.runs_at_once} training run{'s' * (self.runs_at_once != 1)} at a time (others wait in "
@@ -125,4 +142,15 @@ class SharingLimits:
             parts.append(f"{self.upload_mb_per_visitor:,} MB of uploads per visitor")
         if self.upload_mb_per_server:
             parts.append(f"{self.upload_mb_per_server:,} MB of uploads on the server")
-        return "This server shares itself: " + ", ".join(parts) + "."
+        if self.run_mb:
+            parts.append(f"{self.run_mb:,} MB a run")
+        if self.disk_mb_per_server:
+            parts.append(f"{self.disk_mb_per_server:,} MB of disk on the server")
+        if self.runs_per_minute or self.uploads_per_minute:
+            parts.append(f"{self.runs_per_minute or 'any number of'} runs and zip uploads and "
+                         f"{self.uploads_per_minute or 'any number of'} file uploads a minute per address")
+        said = "This server shares itself: " + ", ".join(parts) + "."
+        if self.runs_per_visitor or self.upload_mb_per_visitor:
+            said += (" A visitor is a signed-in Hugging Face user (who gets "
+                     f"{self.signed_in_factor} times the room) or else an address.")
+        return said

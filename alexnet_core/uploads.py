@@ -3,6 +3,7 @@
 Nothing in the archive may land outside its destination (no absolute paths, no "..", no drive letters, no
 symlinks), and caps on the zip's own size, the number of files, their total size and the compression ratio
 stop zip bombs before a byte is written; the bytes actually written are counted too, since a header can lie.
+Only image files (``data.IMAGE_EXTENSIONS``) are unpacked; anything else in the zip is left in it.
 Every problem is an ``UploadError`` with one sentence that names the user's file (``label``), and a refused zip
 leaves nothing behind. ``check_dataset`` then checks the unpacked data set whole (every image's header, at
 least two classes with readable images) before the app offers it as data.
@@ -48,6 +49,16 @@ def _safe_member_path(name: str, label: str = "The zip") -> PurePosixPath | None
     return None if name.endswith("/") else path
 
 
+def claimed_size(zip_path: str | Path, label: str = "The zip") -> int:
+    """What a zip's headers say its image files unpack to (extract_zip never writes more than it is allowed,
+    whatever the headers say); UploadError for a file that is not a readable zip."""
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            return sum(m.file_size for m in archive.infolist() if m.filename.lower().endswith(IMAGE_EXTENSIONS))
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UploadError(f"{label} is not a readable zip file ({exc}).") from None
+
+
 def extract_zip(zip_path: str | Path, dest: str | Path, *, max_files: int = MAX_FILES,
                 max_total_bytes: int = MAX_TOTAL_BYTES, label: str = "The zip") -> Path:
     """Unpacks ``zip_path`` into the new folder ``dest`` and returns the ImageFolder root inside it.
@@ -73,19 +84,21 @@ def extract_zip(zip_path: str | Path, dest: str | Path, *, max_files: int = MAX_
         members = archive.infolist()
         if len(members) > max_files:
             raise UploadError(f"{label} holds {len(members):,} entries; at most {max_files:,} are allowed.")
-        total = sum(m.file_size for m in members)
+        total = sum(m.file_size for m in members if m.filename.lower().endswith(IMAGE_EXTENSIONS))  # what is kept
         packed = sum(m.compress_size for m in members)
         if total > max_total_bytes:
             raise UploadError(f"{label} unpacks to {total / 2**20:,.0f} MiB; at most "
                               f"{max_total_bytes / 2**20:,.0f} MiB are allowed.")
-        if packed and total / packed > MAX_RATIO:
+        if packed and sum(m.file_size for m in members) / packed > MAX_RATIO:
             raise UploadError(f"{label} is compressed suspiciously well (a zip bomb?); it was not unpacked.")
         plan = []
         for member in members:
             if stat.S_ISLNK(member.external_attr >> 16):
                 raise UploadError(f"{label} holds a symbolic link ({member.filename}); it was not unpacked.")
             path = _safe_member_path(member.filename, label)
-            if path is not None and not path.name.startswith(".") and "__MACOSX" not in path.parts:
+            # Only image files are kept: nothing else (.html, .svg, .js…) can be served back from an upload.
+            if path is not None and not path.name.startswith(".") and "__MACOSX" not in path.parts \
+                    and path.name.lower().endswith(IMAGE_EXTENSIONS):
                 plan.append((member, path))
         dest.mkdir(parents=True, exist_ok=False)
         root = dest.resolve()

@@ -31,6 +31,7 @@ from .choices import (
 from .fields import named_numbers
 from .messages import page_text, whole_or_cleared
 from .photos import add_examples, photo_input, readable
+from .room import NoRoomError, make_room
 from .visitors import checkpoint_name, file_name, owner_of, upload_room, visitor_folder
 
 MAX_BARS = 20  # the bar chart shows at most this many classes (a 1000-class net's tail is unreadable)
@@ -120,10 +121,14 @@ def upload_checkpoint(file: str | None, visitor: str | None = None, request: gr.
     if size > MAX_CHECKPOINT_BYTES:
         raise gr.Error(f"{shown} is {size / 10**6:,.0f} MB; checkpoints of at most {MAX_CHECKPOINT_BYTES // 10**6} MB "
                        f"are accepted.")
-    room = upload_room(owner)
+    room = upload_room(owner, request)
     if room is not None and size > room:
         raise gr.Error(f"{shown} ({size / 10**6:,.0f} MB) does not fit in your room for uploads on this server "
                        f"({max(room, 0) / 10**6:,.0f} MB left).")
+    try:
+        make_room(size, name)  # on the server's disk (ui.room)
+    except NoRoomError as error:
+        raise gr.Error(str(error)) from None
     try:
         # Reads the header and the tensors (safetensors: no code runs), builds the net, and checks that one photo
         # fits in the memory this server may use at the checkpoint's input and store sizes (memory.MemoryRefusal).

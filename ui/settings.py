@@ -44,3 +44,12 @@ RUNNER.max_active = SHARING.runs_at_once
 CONCURRENCY = int(os.environ.get("ALEXNET_STUDIO_CONCURRENCY", "2"))
 # Uploads (photos, zipped data sets) larger than this are refused by Gradio before any of our code runs.
 MAX_UPLOAD = os.environ.get("ALEXNET_STUDIO_MAX_UPLOAD", "200mb")
+# Gradio's own upload folder (uploads, downloads handed out) is cleaned of files this old, every as many seconds.
+CACHE_SECONDS = int(os.environ.get("ALEXNET_STUDIO_CACHE_SECONDS", "3600"))
+
+
+def max_upload_bytes() -> int:
+    """MAX_UPLOAD in bytes (Gradio's cap on each uploaded file)."""
+    from alexnet_core.memory import parse_bytes
+
+    return parse_bytes(MAX_UPLOAD)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -24,9 +25,9 @@ from alexnet_core.train_settings import (
     config_from_settings,
     recipe_config,
 )
-from alexnet_core.uploads import MAX_TOTAL_BYTES, UploadError, check_dataset, extract_zip
+from alexnet_core.uploads import MAX_TOTAL_BYTES, UploadError, check_dataset, claimed_size, extract_zip
 
-from . import settings, train_live
+from . import room, settings, train_live
 from .choices import data_choices, switch_choices
 from .fields import named_numbers
 from .train_form import (
@@ -39,7 +40,16 @@ from .train_form import (
     zero_means,
 )
 from .train_view import accuracy_frame, download_button, loss_frame, training_view
-from .visitors import file_name, for_the_page, owner_of, run_count, runs_dir, upload_room, uploads_dir
+from .visitors import (
+    file_name,
+    for_the_page,
+    owner_of,
+    run_count,
+    runs_dir,
+    upload_room,
+    uploads_dir,
+    visitor_folder,
+)
 
 
 def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr.Request = None,
@@ -49,11 +59,21 @@ def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr
     if not zip_file:
         return gr.Dropdown(), gr.Dropdown(), ""
     owner, name = owner_of(visitor, request), file_name(zip_file)
-    room = upload_room(owner)
-    dest = uploads_dir(owner) / f"{Path(name).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    room_left = upload_room(owner, request)
+    room.check_rate(room.identity_of(request))
+    # A folder of its own, whatever the zip's name and the time: a clash can never touch another upload.
+    dest = uploads_dir(owner) / f"{Path(name).stem[:40]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     try:
-        progress(0, desc=f"Unpacking {name}…")
-        root = extract_zip(zip_file, dest, label=name, max_total_bytes=min(MAX_TOTAL_BYTES, room or MAX_TOTAL_BYTES))
+        # What its headers claim, room held for it on the disk; extract_zip writes no more than that, lie or not.
+        limit = min(MAX_TOTAL_BYTES, room_left or MAX_TOTAL_BYTES, claimed_size(zip_file, name) + 1)
+        with room.reserved(limit, name):
+            progress(0, desc=f"Unpacking {name}…")
+            root = extract_zip(zip_file, dest, label=name, max_total_bytes=limit)  # cleans up after itself
+    except (room.NoRoomError, UploadError) as error:
+        raise gr.Error(str(error)) from None
+    if Path(zip_file).resolve().is_relative_to(room.gradio_folder().resolve()):
+        Path(zip_file).unlink(missing_ok=True)  # Gradio's copy of the zip is not needed any more: free its room
+    try:
         progress(0.5, desc=f"Checking every image in {name}…")
         classes, removed = check_dataset(root, label=name)
     except UploadError as error:
@@ -69,18 +89,22 @@ def upload_dataset(zip_file: str | None, visitor: str | None = None, request: gr
             f"{name} is now in the Data lists of Train and Evaluate (for you only).")
 
 
-def _start_run(owner: str, asked: dict, listed_only: bool = False) -> None:
+def _start_run(owner: str, asked: dict, listed_only: bool = False, request: gr.Request = None) -> None:
     """Checks the settings object and the server's bounds, then starts ``owner``'s run (the library's errors pass
     on). ``listed_only``: the data must be in the owner's Data list (a request: an API client may send any
     string, which the page's list would not; a direct call from Python may name any folder, as the command line
-    may)."""
-    if settings.SHARING.runs_per_visitor and run_count(owner) >= settings.SHARING.runs_per_visitor:
-        raise ValueError(f"You have made {settings.SHARING.runs_per_visitor} runs, as many as this server keeps per "
-                         f"visitor: download the checkpoints you want to keep; the server forgets runs when it "
-                         f"restarts.")
-    if settings.SHARING.runs_per_server and run_count() >= settings.SHARING.runs_per_server:
-        raise ValueError(f"This server holds {settings.SHARING.runs_per_server} runs, as many as it keeps: try again "
-                         f"after it restarts, or train on your own machine.")
+    may). The per-visitor cap counts the request's identity (room.identity_of), whatever session it comes from."""
+    identity = room.claim(visitor_folder(owner), request)
+    per_visitor = room.per_identity(settings.SHARING.runs_per_visitor, identity)
+    if per_visitor and run_count(owner, identity) >= per_visitor:
+        raise ValueError(f"You have made {per_visitor} runs, as many as this server keeps per visitor: download the "
+                         f"checkpoints you want to keep; the server removes the oldest runs of visitors who have "
+                         f"left when it needs the room.")
+    if settings.SHARING.runs_per_server and run_count() >= settings.SHARING.runs_per_server \
+            and not room.remove_oldest_run():
+        raise ValueError(f"This server holds {settings.SHARING.runs_per_server} runs, as many as it keeps, and their "
+                         f"visitors are still here: try again in {settings.SHARING.away_minutes:g} minutes, or train "
+                         f"on your own machine.")
     folders = [name for name in (asked if isinstance(asked, dict) else {})
                if name in SETTINGS_BY_NAME and SETTINGS_BY_NAME[name].place == "cli"]
     if folders:  # a page or an API client never names a folder on the server
@@ -92,6 +116,7 @@ def _start_run(owner: str, asked: dict, listed_only: bool = False) -> None:
     config = dataclasses.replace(config, device=config.device or "auto", out=str(
         runs_dir(owner) / f"{config.model}-{Path(str(config.data)).name}-{time.strftime('%Y%m%d-%H%M%S')}"))
     capped = settings.TRAINING_CAPS.apply(config)
+    room.make_room_for_run(capped.model, capped.data, capped.out, owner)
     # RUNNER.start checks the settings and the memory they need (one sentence, before any work).
     RUNNER.start(capped, owner)
     if capped.limit != config.limit:  # the run goes on, within the server's cap: say so where it cut a split
@@ -118,7 +143,8 @@ def start_training(asked: dict, visitor: str | None = None, request: gr.Request 
     """Starts the visitor's run in the background and says so; gr.Error with the sentence that says why not
     (a setting, a cap, their run already going, the server's runs all taken)."""
     try:
-        _start_run(owner_of(visitor, request), asked, listed_only=request is not None)
+        room.check_rate(room.identity_of(request))
+        _start_run(owner_of(visitor, request), asked, listed_only=request is not None, request=request)
     except (BusyError, ValueError, TypeError) as error:
         raise gr.Error(for_the_page(str(error))) from None
     return STARTED
@@ -141,28 +167,33 @@ async def train(settings: dict, visitor: str | None = None, request: gr.Request 
     streams its status and plots until it ends (then the best checkpoint, to download). The event's concurrency
     limit is the server's runs at once, so a second visitor's Start waits in Gradio's queue; should a run still
     be training whose page has gone (the run outlives its page), this one waits for it here."""
-    async for outputs in _train(settings, owner_of(visitor, request), request is not None, page=False):
+    async for outputs in _train(settings, owner_of(visitor, request), request, page=False):
         yield outputs
 
 
 async def train_page(settings: dict, visitor: str | None = None, request: gr.Request = None):
     """Start on the page: ``train``, with the network's live view (ui/train_live.py) beside the status, both
     from the same state of the run in each answer."""
-    async for outputs in _train(settings, owner_of(visitor, request), request is not None, page=True):
+    async for outputs in _train(settings, owner_of(visitor, request), request, page=True):
         yield outputs
 
 
-async def _train(settings: dict, owner: str, listed_only: bool, page: bool):
+async def _train(settings: dict, owner: str, request: gr.Request | None, page: bool):
+    width = PAGE_WIDTH if page else API_WIDTH
     try:
+        room.check_rate(room.identity_of(request))
         while True:
+            if owner in _LEFT_LINE:  # Stop while this event waited in line: no run starts
+                _LEFT_LINE.discard(owner)
+                yield LEFT_LINE, *(gr.update(),) * (width - 2), None
+                return
             try:
-                _start_run(owner, settings, listed_only=listed_only)
+                _start_run(owner, settings, listed_only=request is not None, request=request)
                 break
             except ServerBusyError:
                 if owner not in _WAITING:
                     _WAITING.append(owner)
-                unchanged = (gr.update(),) * ((PAGE_WIDTH if page else API_WIDTH) - 1)
-                yield line_notice(_WAITING.index(owner) + 1), *unchanged
+                yield line_notice(_WAITING.index(owner) + 1), *(gr.update(),) * (width - 1)
                 await asyncio.sleep(FOLLOW_SECONDS)
             except (BusyError, ValueError, TypeError) as error:
                 raise gr.Error(for_the_page(str(error))) from None
@@ -175,6 +206,8 @@ async def _train(settings: dict, owner: str, listed_only: bool, page: bool):
 
 # Visitors whose training event holds a place in the queue but waits for a run whose page has gone to end.
 _WAITING: list[str] = []
+# Visitors who pressed Stop while their Start waited in line: their training event ends without a run.
+_LEFT_LINE: set[str] = set()
 
 
 def line_notice(position: int) -> str:
@@ -215,7 +248,7 @@ async def _follow(owner: str, page: bool):
 async def follow_stopping(said: str, visitor: str | None = None, request: gr.Request = None):
     """After Stop: the visitor's run followed to its end (it may have ended already: then once); no change when
     Stop found none going, so that its sentence stays on the page."""
-    if said == NO_RUN_GOING:
+    if said in (NO_RUN_GOING, LEFT_LINE):
         yield (gr.skip(),) * PAGE_WIDTH
         return
     async for view in follow_page(visitor, request):
@@ -226,6 +259,7 @@ def queue_notice(visitor: str | None = None, request: gr.Request = None) -> str 
     """Runs before Start's queued event: refuses a second run of one's own, and tells a visitor plainly that
     their run waits, and where they are in line, when the server's runs are all taken."""
     owner = owner_of(visitor, request)
+    _LEFT_LINE.discard(owner)  # a Stop of the page's earlier wait, whose event the page cancelled, is done with
     if RUNNER.snapshot(owner).active:
         raise gr.Error("Your training run is already going: stop it or wait for it to finish.")
     waiting = _waiting_runs() + len(_WAITING)
@@ -237,21 +271,37 @@ def queue_notice(visitor: str | None = None, request: gr.Request = None) -> str 
 _APPS: list[gr.Blocks] = []  # the apps built in this process: their queues say who waits to train
 
 
-def _waiting_runs() -> int:
-    """How many Start events wait in the training queue of the app(s) this process serves."""
-    waiting = 0
+def _queued_owners() -> list[str]:
+    """Whose Start events wait in the training queue of the app(s) this process serves (the visitor, the last
+    input, or the API client's session)."""
+    owners = []
     for app in _APPS:
         queue = getattr(getattr(app, "_queue", None), "event_queue_per_concurrency_id", {}).get(TRAINING_QUEUE)
-        waiting += len(queue.queue) if queue is not None else 0
-    return waiting
+        for event in list(queue.queue) if queue is not None else []:
+            inputs = getattr(getattr(event, "data", None), "data", None) or [None]
+            owners.append(inputs[-1] if isinstance(inputs[-1], str) and inputs[-1] else f"session-{event.session_hash}")
+    return owners
+
+
+def _waiting_runs() -> int:
+    """How many Start events wait in the training queue of the app(s) this process serves."""
+    return len(_queued_owners())
 
 
 NO_RUN_GOING = "No run of yours is going."
+LEFT_LINE = "You left the line: your run will not start."
 
 
 def stop_training(visitor: str | None = None, request: gr.Request = None) -> str:
-    """Stops the visitor's own run (nobody else's); its page's training event is cancelled with it."""
-    return "Stopping after this step…" if RUNNER.stop(owner_of(visitor, request)) else NO_RUN_GOING
+    """Stops the visitor's own run (nobody else's); its page's training event is cancelled with it. A Start that
+    still waits in line leaves it: its event ends without starting a run."""
+    owner = owner_of(visitor, request)
+    if RUNNER.stop(owner):
+        return "Stopping after this step…"
+    if owner in _WAITING or owner in _queued_owners():
+        _LEFT_LINE.add(owner)
+        return LEFT_LINE
+    return NO_RUN_GOING
 
 
 def training_status(visitor: str | None = None, request: gr.Request = None
@@ -275,7 +325,9 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
 
     with gr.Tab("Train", id="train"):
         caps = settings.TRAINING_CAPS.describe()
-        gr.Markdown(f"ℹ️ {' '.join(filter(None, [caps, settings.SHARING.describe()]))}", elem_id="training-caps")
+        removal = room.REMOVED_NOTE if settings.SHARING.disk_mb_per_server else ""
+        gr.Markdown(f"ℹ️ {' '.join(filter(None, [caps, settings.SHARING.describe(), removal]))}",
+                    elem_id="training-caps")
         with gr.Row():
             fields_of("model", "data", "device")
         with gr.Accordion("Upload an ImageFolder zip (class folders, or train/ and val/ folders)", open=False):

@@ -3,8 +3,6 @@ best checkpoint, named after the run (``training_view``, one answer from one sta
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import gradio as gr
@@ -12,7 +10,8 @@ import pandas as pd
 
 from alexnet_core.runner import RunSnapshot
 
-from .visitors import for_the_page
+from . import room
+from .visitors import checkpoint_name, for_the_page
 
 
 def _duration(seconds: float | None) -> str:
@@ -70,30 +69,11 @@ def training_view(s: RunSnapshot) -> tuple[str, pd.DataFrame, pd.DataFrame, str 
     accuracy = accuracy_frame([{"epoch": h["epoch"], "accuracy": h[key], "curve": label} for h in s.history
                                 for key, label in zip(("train_acc", "val_acc"), ACCURACY_CURVES)])
     best = s.best_path if not s.active and s.best_path and Path(s.best_path).is_file() else None
-    return text, loss, accuracy, named_download(best) if best else None
+    # Served from Gradio's own folder as an attachment, under the run's name (ui.room.download_copy).
+    return text, loss, accuracy, room.download_copy(best, checkpoint_name(best)) if best else None
 
 
 def download_button(checkpoint: str | None) -> gr.DownloadButton:
     """The download button as its checkpoint allows: disabled while there is none. (The events that follow a run
     send the checkpoint alone, which API clients receive as a file; the button's state follows its value.)"""
     return gr.DownloadButton(interactive=checkpoint is not None)
-
-
-def named_download(best_path: str) -> str:
-    """A run's best checkpoint under its run's name, ``<run name>-best.safetensors``, which the download
-    keeps: a hard link (no second copy on disk where the file system allows one) in the downloads folder beside
-    the owner's runs folder, where no checkpoint list looks."""
-    best = Path(best_path)
-    run = best.parent.name
-    target = best.parent.parent.parent / "downloads" / f"{run}-best.safetensors"
-    if target.is_file() and target.samefile(best):
-        return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.{os.getpid()}")
-    staging.unlink(missing_ok=True)
-    try:
-        os.link(best, staging)
-    except OSError:  # a file system without hard links: a copy
-        shutil.copy2(best, staging)
-    os.replace(staging, target)  # in one step: a download never finds a half-made file
-    return str(target)

@@ -16,7 +16,7 @@ import gradio as gr
 
 from alexnet_core.runner import LOCAL
 
-from . import settings
+from . import room, settings
 from .messages import page_text
 
 _VISITOR_ID = re.compile(r"[0-9a-f]{32}")
@@ -33,11 +33,13 @@ def remember_visitor(saved: str | None) -> tuple[str, str]:
 def owner_of(visitor: str | None, request: gr.Request | None = None) -> str:
     """Whose work this is: the page's visitor id; for an API client, which has no browser, its session (one
     gradio_client.Client is one visitor); LOCAL for a direct call from Python."""
+    owner = LOCAL
     if visitor:
-        return visitor
-    if request is not None and getattr(request, "session_hash", None):
-        return f"session-{request.session_hash}"
-    return LOCAL
+        owner = visitor
+    elif request is not None and getattr(request, "session_hash", None):
+        owner = f"session-{request.session_hash}"
+    room.seen(owner, visitor_folder(owner))  # around: their files are not removed to make room
+    return owner
 
 
 def visitor_folder(owner: str) -> Path | None:
@@ -74,25 +76,36 @@ def _uploaded_bytes_of(folder: Path) -> int:
     return _folder_bytes(folder / "uploads") + _folder_bytes(folder / "checkpoints")
 
 
-def upload_room(owner: str) -> int | None:
-    """How many more bytes this visitor may upload (None: no bound); gr.Error when there is no room."""
+def upload_room(owner: str, request: gr.Request | None = None) -> int | None:
+    """How many more bytes this visitor may upload (None: no bound); gr.Error when there is no room. The
+    per-visitor bound counts every folder of the request's identity (room.identity_of), whatever its session."""
+    identity = room.claim(visitor_folder(owner), request)
     rooms = []
-    if settings.SHARING.upload_mb_per_visitor:
-        rooms.append(settings.SHARING.upload_mb_per_visitor * 10**6 - uploaded_bytes(owner))
+    bound = room.per_identity(settings.SHARING.upload_mb_per_visitor, identity)
+    if bound:
+        used = (sum(_uploaded_bytes_of(folder) for folder in room.identity_folders(identity))
+                if identity != LOCAL else uploaded_bytes(owner))
+        rooms.append(bound * 10**6 - used)
     if settings.SHARING.upload_mb_per_server:
         rooms.append(settings.SHARING.upload_mb_per_server * 10**6 - uploaded_bytes())
-    room = min(rooms) if rooms else None
-    if room is not None and room <= 0:
+    room_left = min(rooms) if rooms else None
+    if room_left is not None and room_left <= 0:
         raise gr.Error("There is no room for more uploads on this server: its upload space (stated in the Train "
                        "tab) is full. Train on a built-in data set, or run AlexNet Studio on your own machine.")
-    return room
+    return room_left
 
 
-def run_count(owner: str | None = None) -> int:
+def run_count(owner: str | None = None, identity: str | None = None) -> int:
+    """Runs kept: ``owner``'s, every folder's of ``identity`` (room.identity_of) where given, or the server's."""
+    if identity is not None and identity != LOCAL:
+        return sum(_runs_in(folder / "runs") for folder in room.identity_folders(identity))
     if owner is not None:
-        folder = runs_dir(owner)
-        return sum(1 for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else 0
+        return _runs_in(runs_dir(owner))
     return sum(1 for p in settings.VISITORS_DIR.glob("*/runs/*") if p.is_dir())
+
+
+def _runs_in(folder: Path) -> int:
+    return sum(1 for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else 0
 
 
 def file_name(path: str) -> str:

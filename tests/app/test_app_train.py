@@ -50,7 +50,9 @@ def test_start_runs_in_background_and_reports(folder):
     assert message.startswith("Started")
     assert wait_for(lambda: RUNNER.snapshot().status == "finished"), RUNNER.snapshot().message
     text, loss, accuracy, download = ui.train.training_status()
-    assert "Finished" in text and "Best validation accuracy" in text and str(ui.settings.RUNS_DIR) not in text
+    assert "Finished" in text and "Best validation accuracy" in text
+    assert str(ui.settings.RUNS_DIR) not in text  # no server path shown
+    # the download is the best checkpoint, handed over from Gradio's upload folder (ui.room.download_copy)
     assert Path(download).read_bytes() == Path(RUNNER.snapshot().best_path).read_bytes()
     assert len(loss[loss.curve == "train (per step)"]) == RUNNER.snapshot().total_steps
     assert list(accuracy.epoch.unique()) == [1, 2]
@@ -161,6 +163,7 @@ def test_the_train_event_streams_the_run_to_its_end_and_hands_over_the_checkpoin
     text, loss, accuracy, download = outputs[-1]
     assert text.startswith("**Finished**")
     assert Path(download).name == f"{Path(RUNNER.snapshot(A).run_dir).name}-best.safetensors"
+    assert Path(download).read_bytes() == Path(RUNNER.snapshot(A).best_path).read_bytes()
     assert loss.dtypes["loss"] == "float64" and loss.dtypes["step"] == "int64" and len(loss)
     # The stream ends with the run: a finished run's page follows nothing more.
     assert len(drain(ui.train.follow_training(A))) == 1
