@@ -19,7 +19,7 @@ MODULES = _parse("alexnet_core")
 UI_MODULES = _parse("ui")
 PACKAGES = {"alexnet_core": MODULES, "ui": UI_MODULES}
 # What the tabs of ui/ share; a tab module imports only these, never another tab.
-UI_SHARED = {"settings", "visitors", "choices", "photos", "fields"}
+UI_SHARED = {"settings", "visitors", "choices", "photos", "fields", "messages", "room"}
 MAX_MODULE_LINES = 400  # a module of ui/ (and gradio_app.py) reads in one sitting
 MAX_TRAIN_LINES = 100
 MAX_FUNCTION_LINES = 150
