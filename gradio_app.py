@@ -89,7 +89,9 @@ def launch(app: gr.Blocks | None = None, **kwargs) -> gr.Blocks:
     kwargs.setdefault("css", CSS)
     # The Train tab hands a run's best checkpoint to a DownloadButton; Gradio serves files only from folders it
     # is told of (a visitor's folder is named by a hash of their secret id, so nobody else can name it).
-    kwargs.setdefault("allowed_paths", [str(settings.VISITORS_DIR), str(settings.RUNS_DIR)])
+    # Downloads are named after their run (ui/train.py, named_download): the server's own runs' in downloads/.
+    kwargs.setdefault("allowed_paths", [str(settings.VISITORS_DIR), str(settings.RUNS_DIR),
+                                        str(settings.STUDIO_HOME / "downloads")])
     app.launch(max_file_size=settings.MAX_UPLOAD, **kwargs)
     return app
 

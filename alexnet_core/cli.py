@@ -71,68 +71,42 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 # ---- train -----------------------------------------------------------------------------------------------
 
 def _add_train_parser(sub) -> None:
-    from .config import AMP_CHOICES, FLIPS, OPTIMIZERS, RECIPES, SCHEDULES
-    from .devices import DEVICE_CHOICES
-    from .transforms import VALIDATION_TTA
+    from .config import RECIPES
+    from .train_settings import TRAIN_SETTINGS
 
     p = sub.add_parser("train", help="train a variant; writes best.safetensors and a resumable last.safetensors",
                        description="Train a variant. Settings left out come from --recipe, then from the defaults "
                                    "(the paper's SGD with a OneCycle schedule).")
-    p.add_argument("--model", help="registry name (see `models`)")
-    p.add_argument("--data", help="cifar10, fashion-mnist, flowers, or an ImageFolder directory")
     p.add_argument("--recipe", choices=list(RECIPES), help="a preset: the paper's, a tutorial's or the Studio's")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="base (peak) learning rate")
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=SCHEDULES)
-    p.add_argument("--warmup-epochs", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--ema", type=float, help="the weight average: decay of a moving average of the weights, which "
-                                           "is validated and saved (0: off; 0.998 averages about the last 500 steps)")
-    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
-                   help="BatchNorm after every conv (default: the variant's own; a modern addition to the 2012 design)")
-    p.add_argument("--input-size", type=int, help="network input side (default: the variant's own)")
-    p.add_argument("--pca-lighting", type=float, help="the paper's PCA colour augmentation strength (0.1 in the paper)")
-    p.add_argument("--cutout", type=int, help="side in pixels of a square blanked out of each training image (0: off)")
-    p.add_argument("--flip", choices=FLIPS,
-                   help="how training mirrors images: random: each image mirrored with probability 1/2; "
-                        "alternating: half mirrored once, then every image every other epoch (airbench)")
-    p.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
-                   help="start conv1 as a whitening of the training patches and keep it frozen "
-                        "(airbench's first layer)")
-    p.add_argument("--tta", choices=VALIDATION_TTA, help="test-time augmentation when validating")
-    p.add_argument("--val-fraction", type=float, help="share of train held out for validation when there is no val/")
-    p.add_argument("--test-fraction", type=float,
-                   help="share of train held out as the test split when there is no test/ (never trained on or "
-                        "used for selection)")
-    p.add_argument("--limit", type=int, help="at most this many images per split")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help=f"one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--amp", choices=AMP_CHOICES, help="mixed precision (auto: where the device gains from it)")
-    p.add_argument("--max-steps", type=int, help="end after this many steps (still validates and saves)")
-    p.add_argument("--time-limit", type=float,
-                   help="end after this many seconds of training (still validates and saves)")
-    p.add_argument("--out", help="run directory (default: runs/<model>-<data>-<time>)")
-    p.add_argument("--resume", help="a run directory to continue where it stopped")
-    p.add_argument("--half", action=argparse.BooleanOptionalAction, default=None,
-                   help="store best.safetensors in fp16 (default on; loading gives fp32)")
+    # One flag per setting of the table the Train tab's form is made from (train_settings.py). Every default is
+    # None: a flag left out takes the recipe's value, then TrainConfig's.
+    for setting in TRAIN_SETTINGS:
+        help = setting.help.replace("%", "%%") or None   # argparse formats help with %
+        if setting.kind == "switch":
+            p.add_argument(setting.flag, action=argparse.BooleanOptionalAction, default=None,
+                           help=help)
+        elif setting.kind == "choice":
+            p.add_argument(setting.flag, choices=setting.choices, help=help,
+                           metavar="NAME" if setting.name == "model" else None)
+        else:
+            p.add_argument(setting.flag, type={"int": int, "float": float}.get(setting.kind, str),
+                           help=help)
     p.set_defaults(run=_cmd_train)
+
+
+def train_config(argv: list[str]) -> tuple[TrainConfig, set[str]]:
+    """The config ``python -m alexnet_core train ARGV…`` trains, without training (tests compare it with the
+    Train tab's)."""
+    return _train_config(build_parser().parse_args(["train", *argv]))
 
 
 def _train_config(args) -> tuple[TrainConfig, set[str]]:
     """The config the flags ask for, and the settings given (typed flags and the recipe's): a resumed run
     takes every other setting from the run it continues."""
-    from .config import RECIPES, TrainConfig
+    from .train_settings import SETTINGS_BY_NAME, config_from_settings
 
-    explicit = {k: v for k, v in vars(args).items()
-                if k in TrainConfig.__dataclass_fields__ and v is not None}
-    recipe = RECIPES.get(args.recipe or "", {})
-    return TrainConfig.from_dict({**recipe, **explicit}), set(recipe) | set(explicit)
+    given = {name: value for name, value in vars(args).items() if name in SETTINGS_BY_NAME and value is not None}
+    return config_from_settings({"recipe": args.recipe, **given})
 
 
 def _cmd_train(args) -> int:

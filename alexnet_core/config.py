@@ -1,5 +1,5 @@
-"""What a training run is asked to do: ``TrainConfig``, the recipes, the checks made before any work, the
-Train tab's form parsing and the rules for resuming a run.
+"""What a training run is asked to do: ``TrainConfig``, the recipes, the checks made before any work and the
+rules for resuming a run (how a form, the API or the flags become a TrainConfig: train_settings.py).
 
 ``check_config`` refuses a setting that cannot work and ``check_memory`` a run that cannot fit, each with one
 sentence (``ConfigError``), before any image is decoded.
@@ -177,45 +177,6 @@ def check_memory(cfg: TrainConfig, device: torch.device | None = None, world: in
     if sentence:
         raise ConfigError(sentence)
     return est
-
-
-# The names a form shows for the settings it takes (the Train tab's fields).
-FORM_LABELS = {"epochs": "Epochs", "batch_size": "Batch size", "lr": "Learning rate", "momentum": "Momentum",
-               "weight_decay": "Weight decay", "label_smoothing": "Label smoothing", "limit": "Images per split",
-               "input_size": "Input size", "seed": "The seed", "cutout": "Cutout", "ema": "The weight average (ema)"}
-
-
-def config_from_form(**fields) -> TrainConfig:
-    """A TrainConfig from a form's raw values: numbers may come as floats (2.0), strings ("0.01") or None (an
-    emptied field). A value of the wrong type or an empty required field raises ConfigError with one sentence
-    that names the setting; ranges are then checked by check_config, before any work."""
-    types = {f.name: f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-             for f in dataclasses.fields(TrainConfig)}
-    values = {}
-    for name, value in fields.items():
-        kind = types.get(name, "")
-        label = FORM_LABELS.get(name, f"The setting {name}")
-        if not kind.startswith(("int", "float")):
-            values[name] = value
-            continue
-        if value is None or (isinstance(value, str) and not value.strip()):
-            if kind.endswith("None"):
-                values[name] = None
-                continue
-            raise ConfigError(f"{label} is empty: enter a {'whole ' if kind.startswith('int') else ''}number.")
-        try:
-            number = float(value) if not isinstance(value, bool) else math.nan
-        except (TypeError, ValueError):
-            number = math.nan
-        if kind.startswith("int"):
-            if not (math.isfinite(number) and number.is_integer()):
-                raise ConfigError(f"{label} must be a whole number, not {value!r}.")
-            values[name] = int(number)
-        else:
-            if math.isnan(number):
-                raise ConfigError(f"{label} must be a number, not {value!r}.")
-            values[name] = number
-    return TrainConfig(**values)
 
 
 # ---- resuming a run ---------------------------------------------------------------------------------------

@@ -15,9 +15,11 @@ as soon as it asks, and training still has every core while nobody is asking (do
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .config import TrainConfig, check_config, check_memory
 from .events import EndEvent, EpochEvent, StartEvent, StepEvent
@@ -73,6 +75,13 @@ def _lower_this_threads_priority(nice: int) -> None:
         pass
 
 
+def _remove_if_no_checkpoint(folder: Path) -> None:
+    """A failed run's folder, removed when it holds no checkpoint: a run that saved nothing leaves nothing on
+    disk, and does not count towards a visitor's runs."""
+    if folder.is_dir() and not any(folder.rglob("*.safetensors")):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class TrainingRunner:
     """Starts, watches and stops one training run at a time."""
 
@@ -84,6 +93,7 @@ class TrainingRunner:
         self._state = RunSnapshot()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._new_folder = False
         self.on_finish: list = []      # callables run with the EndEvent (e.g. refresh checkpoint lists)
 
     def start(self, config: TrainConfig) -> None:
@@ -95,6 +105,8 @@ class TrainingRunner:
             check_config(config)
             check_memory(config)   # a batch too large for this machine is refused here, not mid-step
             self._stop.clear()
+            # A folder this run makes is removed again should the run fail before saving any checkpoint.
+            self._new_folder = bool(config.out) and not config.resume and not Path(config.out).exists()
             self._state = RunSnapshot(status="preparing", message="Loading the data…",
                                       config=config.to_dict(), epochs=config.epochs, started_at=time.time())
             self._thread = threading.Thread(target=self._run, args=(config,), name="training", daemon=True)
@@ -131,6 +143,8 @@ class TrainingRunner:
         except Exception as exc:  # a run must never take the app down with it
             end = EndEvent("failed", str(exc) or type(exc).__name__, config.out or "", None, None, 0.0)
             self._on_event(end)
+        if end.status == "failed" and self._new_folder:
+            _remove_if_no_checkpoint(Path(config.out))
         for callback in self.on_finish:
             try:
                 callback(end)

@@ -30,7 +30,7 @@ from .choices import (
 )
 from .fields import named_numbers
 from .photos import add_examples, photo_input, readable
-from .visitors import file_name, owner_of, upload_room, visitor_folder
+from .visitors import checkpoint_name, file_name, owner_of, upload_room, visitor_folder
 
 MAX_BARS = 20  # the bar chart shows at most this many classes (a 1000-class net's tail is unreadable)
 TTA_LABELS = {"none": "no test-time augmentation", "flip": "the image and its mirror (2 views)",
@@ -61,7 +61,7 @@ def predict_image(image: Image.Image | str | None, checkpoint: str | None = None
         prediction = predictor.predict(image, top_k=k, tta=tta)
     except ValueError as error:  # not an image, a bad checkpoint, a bad k or tta: one sentence each
         raise gr.Error(readable(error, image)) from None
-    source = "torchvision's ImageNet weights" if path == IMAGENET else f"`{Path(path).name}`"
+    source = "torchvision's ImageNet weights" if path == IMAGENET else f"`{checkpoint_name(path)}`"
     info = (f"{1000 * prediction.seconds:.1f} ms on {PREDICT_DEVICE} (decode, preprocess, forward, softmax) · "
             f"{TTA_LABELS[prediction.tta]} · {predictor.meta['model']} from {source}\n\n"
             f"{knows_line(predictor.classes)}")
@@ -98,7 +98,7 @@ def upload_checkpoint(file: str | None, visitor: str | None = None, request: gr.
     size = os.path.getsize(file)
     if not name.lower().endswith(".safetensors"):
         raise gr.Error(f"{name} is not a .safetensors file: upload a checkpoint that AlexNet Studio made "
-                       f"(best.safetensors, from the Train tab's download button).")
+                       f"(a run's …-best.safetensors, from the Train tab's download button).")
     if size > MAX_CHECKPOINT_BYTES:
         raise gr.Error(f"{name} is {size / 10**6:,.0f} MB; checkpoints of at most {MAX_CHECKPOINT_BYTES // 10**6} MB "
                        f"are accepted.")

@@ -99,12 +99,20 @@ def file_name(path: str) -> str:
     return Path(path).name
 
 
+def checkpoint_name(path: str | Path) -> str:
+    """How the page names a checkpoint: a run's best.safetensors by its run's name, as its download is named
+    (``<run name>-best.safetensors``); any other file by its own name."""
+    path = Path(path)
+    return f"{path.parent.name}-best.safetensors" if path.name == "best.safetensors" and path.parent.name \
+        else path.name
+
+
 def for_the_page(message: str) -> str:
     """A message from the library, as a visitor of the page should read it: files under the app's folders by
     their names, not server paths; what to do in the browser, not on the command line."""
     roots = {settings.VISITORS_DIR, settings.UPLOADS_DIR, settings.RUNS_DIR, settings.STUDIO_HOME}
     for root in sorted(roots, key=lambda p: -len(str(p))):  # the deepest first
-        message = re.sub(re.escape(str(root)) + r"[^\s,;:()]*", lambda m: Path(m.group()).name or m.group(),
+        message = re.sub(re.escape(str(root)) + r"[^\s,;:()]*", lambda m: checkpoint_name(m.group()) or m.group(),
                          message)
     return message.replace("; --resume continues the run.",
                            ": download it below, or use it in Predict, Evaluate and Inside.")
