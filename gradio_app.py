@@ -16,7 +16,7 @@ import gradio as gr
 
 from alexnet_core.models import get_spec
 from alexnet_core.summary import summarize
-from ui import architecture, evaluate, inside, predict, settings, train
+from ui import architecture, evaluate, inside, own_classes, predict, settings, train
 from ui.choices import visitor_lists
 from ui.train import upload_dataset
 from ui.visitors import remember_visitor
@@ -69,6 +69,8 @@ def build_app() -> gr.Blocks:
             image, inside_checkpoint, focus, _ = inside.tab(app, visitor)
             train_data, zip_file, upload_note = train.tab(app, visitor, visited)
             evaluate_checkpoint, evaluate_data = evaluate.tab(app, visitor)
+            own_classes.tab(app, visitor, predict_checkpoint, inside_checkpoint, evaluate_checkpoint, evaluate_data,
+                            train_data)
         # The Architecture tab links each layer to its activations in the Inside tab.
         look.click(inside.show_layer_inside, inputs=[model, layer, inside_checkpoint, image, visitor],
                    outputs=[tabs, inside_checkpoint, image, focus], api_name=False)

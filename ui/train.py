@@ -21,7 +21,7 @@ from alexnet_core import data as datasets
 from alexnet_core.config import RECIPES, ConfigError
 from alexnet_core.devices import available_devices
 from alexnet_core.models import MODELS, get_spec
-from alexnet_core.runner import RUNNER, BusyError, RunSnapshot, ServerBusyError
+from alexnet_core.runner import LOCAL, RUNNER, BusyError, RunSnapshot, ServerBusyError
 from alexnet_core.train_settings import (
     RECIPE_SETTINGS,
     SETTINGS_BY_NAME,
@@ -30,10 +30,11 @@ from alexnet_core.train_settings import (
     config_from_settings,
     recipe_config,
 )
+from alexnet_core.transfer import IMAGENET, start_settings
 from alexnet_core.uploads import MAX_TOTAL_BYTES, UploadError, check_dataset, extract_zip
 
 from . import settings
-from .choices import data_choices, default_data
+from .choices import checkpoint_choices, data_choices, default_data
 from .fields import named_numbers
 from .visitors import file_name, for_the_page, owner_of, run_count, runs_dir, upload_room, uploads_dir
 
@@ -122,6 +123,10 @@ def _start_run(owner: str, asked: dict) -> None:
     if folders:  # a page or an API client never names a folder on the server
         raise ConfigError(f"The setting {folders[0]} names a folder on the server: the app keeps each run in your "
                           f"own folder; leave it out.")
+    start = asked.get("start_from") if isinstance(asked, dict) else None
+    if start and start not in dict(start_choices(owner)).values():  # a page never names a server's files
+        raise ConfigError("Start from must be imagenet or a checkpoint in your list (the shipped ones and your "
+                          "runs), as the Predict tab lists them.")
     config, _ = config_from_settings(asked)
     config = dataclasses.replace(config, device=config.device or "auto", out=str(
         runs_dir(owner) / f"{config.model}-{Path(str(config.data)).name}-{time.strftime('%Y%m%d-%H%M%S')}"))
@@ -353,6 +358,21 @@ def fill_form(visitor: str | None = None, request: gr.Request = None) -> list:
             else values[setting.name] for setting in FORM_SETTINGS]
 
 
+def start_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
+    """What a run may start from (transfer.py): random weights, the ImageNet AlexNet, the shipped checkpoints and
+    the visitor's own runs."""
+    return [("random weights (none)", ""), ("imagenet: torchvision's ImageNet AlexNet", IMAGENET),
+            *checkpoint_choices(owner)]
+
+
+def start_model(start: str | None, model: str):
+    """The model field after a start is picked: the start's model (a start decides it)."""
+    try:
+        return start_settings(start)["model"] if start else gr.skip()
+    except ConfigError:
+        return gr.skip()
+
+
 def _field(setting: Setting, defaults) -> gr.components.Component:
     """The form's field for a setting of the table (its label, bounds, help and default)."""
     value = _to_form(setting, getattr(defaults, setting.name))
@@ -363,6 +383,8 @@ def _field(setting: Setting, defaults) -> gr.components.Component:
     if setting.name == "data":
         choices = data_choices()
         return gr.Dropdown(choices=choices, value=default_data(choices), label=setting.label, scale=2)
+    if setting.name == "start_from":
+        return gr.Dropdown(choices=start_choices(), value="", label=setting.label, info=info)
     if setting.name == "device":
         return gr.Dropdown(choices=["auto", *available_devices()], value=value, label=setting.label, scale=1)
     if setting.kind == "choice":
@@ -429,6 +451,7 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
     model, batch_norm = fields["model"], fields["batch_norm"]
     model.change(lambda name: gr.Radio(choices=[(own_label(name), OWN), (ON, ON), (OFF, OFF)]), inputs=model,
                  outputs=batch_norm, api_name=False)
+    fields["start_from"].change(start_model, inputs=[fields["start_from"], model], outputs=model, api_name=False)
     outputs = [status, loss_plot, acc_plot, download]
 
     def ask(visitor_id: str | None, recipe_name: str, *values, request: gr.Request = None):
