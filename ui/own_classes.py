@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -58,6 +57,14 @@ def _classes(values: tuple) -> list[tuple[str, list]]:
     return [(name, [*(files[i] or [])]) for i, name in enumerate(names)]
 
 
+def _free_folder(folder: Path) -> Path:
+    """``folder``, or ``folder-2``, ``folder-3``… where a data set of the same classes exists already."""
+    n = 1
+    while (candidate := folder if n == 1 else folder.with_name(f"{folder.name}-{n}")).exists():
+        n += 1
+    return candidate
+
+
 def add_shot(shot: str | None, files: list | None) -> tuple[list, None]:
     """The webcam's shot added to the class's photos (and the webcam cleared for the next one)."""
     if not shot:
@@ -97,7 +104,7 @@ async def train_own_classes(visitor: str | None, start: str, retrain: str, *valu
                            start=gr.Dropdown(value=shipped) if shipped else gr.skip())
             return
     names = [name.strip() for name, photos in classes if (name or "").strip() or photos]
-    dest = uploads_dir(owner) / f"{run_name(names)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest = _free_folder(uploads_dir(owner) / run_name(names))
     try:
         root = await asyncio.to_thread(make_dataset, classes, dest, upload_room(owner))
         _start_run(owner, {**FAST_SETTINGS, "data": str(root), "start_from": start, "retrain": retrain})
@@ -162,30 +169,35 @@ def tab(app: gr.Blocks, visitor: gr.State, predict: gr.Dropdown, inside: gr.Drop
                                value="classifier", label="Retrain", scale=2,
                                info="classifier: the conv layers' features of each photo computed once")
         names, files, groups = [], [], []
-        for i in range(MAX_CLASSES):
-            with gr.Group(visible=i < SHOWN_AT_FIRST) as group:
-                names.append(gr.Textbox(label=f"Class {i + 1}", placeholder="a name, e.g. mug",
-                                        elem_id=f"own-name-{i}", max_length=40))
-                files.append(gr.File(label="Photos: drop or pick", file_count="multiple", file_types=["image"],
-                                     type="filepath", elem_id=f"own-photos-{i}"))
-                with gr.Accordion("📷 Webcam", open=False):
-                    shot = gr.Image(sources=["webcam"], type="filepath", label="Take a photo", height=200)
-                    gr.Button("Add this shot to the class", size="sm").click(
-                        add_shot, inputs=[shot, files[i]], outputs=[files[i], shot], api_name=False)
-            groups.append(group)
+        for row_start in range(0, MAX_CLASSES, 3):   # three classes a row (one a row on a phone: rows wrap)
+            with gr.Row(equal_height=False):
+                for i in range(row_start, min(row_start + 3, MAX_CLASSES)):
+                    with gr.Column(visible=i < SHOWN_AT_FIRST, min_width=260, variant="panel") as group:
+                        names.append(gr.Textbox(label=f"Class {i + 1}", placeholder="a name, e.g. mug",
+                                                elem_id=f"own-name-{i}", max_length=40))
+                        files.append(gr.File(label="Photos: drop or pick", file_count="multiple",
+                                             file_types=["image"], type="filepath", elem_id=f"own-photos-{i}",
+                                             height=180))
+                        with gr.Accordion("📷 Webcam", open=False):
+                            shot = gr.Image(sources=["webcam"], type="filepath", label="Take a photo", height=200)
+                            gr.Button("Add this shot to the class", size="sm").click(
+                                add_shot, inputs=[shot, files[i]], outputs=[files[i], shot], api_name=False)
+                    groups.append(group)
         shown = gr.State(SHOWN_AT_FIRST)
         with gr.Row():
             more = gr.Button("+ Add a class", size="sm")
             go = gr.Button("Train on my classes", variant="primary", elem_id="own-train")
         status = gr.Markdown("", elem_id="own-status")
-        with gr.Row(equal_height=False):
-            result = gr.Markdown(elem_id="own-result")
-            matrix = gr.Plot(label="Confusion matrix (held-out photos)", elem_classes=["mpl-figure"])
+        with gr.Row(equal_height=False):   # side by side on a desktop, one under the other on a phone
+            with gr.Column(min_width=340):
+                result = gr.Markdown(elem_id="own-result")
+            with gr.Column(min_width=340):
+                matrix = gr.Plot(label="Confusion matrix (held-out photos)", elem_classes=["mpl-figure"])
         download = gr.DownloadButton("Download the model (.safetensors)", value=None, interactive=False)
 
     def add_class(count: int):
         count = min(count + 1, MAX_CLASSES)
-        return count, *[gr.Group(visible=i < count) for i in range(MAX_CLASSES)]
+        return count, *[gr.Column(visible=i < count) for i in range(MAX_CLASSES)]
 
     more.click(add_class, inputs=shown, outputs=[shown, *groups], api_name=False, show_progress="hidden")
     page.select(refresh_starts, inputs=[start, visitor], outputs=start, api_name=False, show_progress="hidden")
