@@ -163,10 +163,10 @@ def tab(app: gr.Blocks, visitor: gr.State, predict: gr.Dropdown, inside: gr.Drop
                     f"webcam. A fifth of each class is held out to measure the result. Your photos and model are "
                     f"yours only; the server forgets them when it restarts.", elem_id="own-intro")
         with gr.Row():
-            start = gr.Dropdown(choices=start_choices("local"), value=IMAGENET, label="Start from", scale=3,
+            start = gr.Dropdown(choices=start_choices("local"), value=IMAGENET, label="Start from", scale=3, min_width=280,
                                 info="a trained network: its last layer is made new for your classes")
             retrain = gr.Radio([("the classifier only (fast)", "classifier"), ("every layer (slower)", "all")],
-                               value="classifier", label="Retrain", scale=2,
+                               value="classifier", label="Retrain", scale=2, min_width=260,
                                info="classifier: the conv layers' features of each photo computed once")
         names, files, groups = [], [], []
         for row_start in range(0, MAX_CLASSES, 3):   # three classes a row (one a row on a phone: rows wrap)
@@ -178,7 +178,7 @@ def tab(app: gr.Blocks, visitor: gr.State, predict: gr.Dropdown, inside: gr.Drop
                         files.append(gr.File(label="Photos: drop or pick", file_count="multiple",
                                              file_types=["image"], type="filepath", elem_id=f"own-photos-{i}",
                                              height=180))
-                        with gr.Accordion("📷 Webcam", open=False):
+                        with gr.Accordion("Webcam: take photos", open=False):
                             shot = gr.Image(sources=["webcam"], type="filepath", label="Take a photo", height=200)
                             gr.Button("Add this shot to the class", size="sm").click(
                                 add_shot, inputs=[shot, files[i]], outputs=[files[i], shot], api_name=False)
