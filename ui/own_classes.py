@@ -163,8 +163,8 @@ def tab(app: gr.Blocks, visitor: gr.State, predict: gr.Dropdown, inside: gr.Drop
                     f"webcam. A fifth of each class is held out to measure the result. Your photos and model are "
                     f"yours only; the server forgets them when it restarts.", elem_id="own-intro")
         with gr.Row():
-            start = gr.Dropdown(choices=start_choices("local"), value=IMAGENET, label="Start from", scale=3, min_width=280,
-                                info="a trained network: its last layer is made new for your classes")
+            start = gr.Dropdown(choices=start_choices("local"), value=IMAGENET, label="Start from", scale=3,
+                                min_width=280, info="a trained network: its last layer is made new for your classes")
             retrain = gr.Radio([("the classifier only (fast)", "classifier"), ("every layer (slower)", "all")],
                                value="classifier", label="Retrain", scale=2, min_width=260,
                                info="classifier: the conv layers' features of each photo computed once")
