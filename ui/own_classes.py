@@ -101,7 +101,7 @@ async def train_own_classes(visitor: str | None, start: str, retrain: str, *valu
             shipped = shipped_start()
             yield _outputs(f"⚠️ The ImageNet AlexNet cannot be downloaded on this server, so start from a shipped "
                            f"checkpoint instead{' (selected now)' if shipped else ''}, then Train again.",
-                           start=gr.Dropdown(value=shipped) if shipped else gr.skip())
+                           start=gr.update(value=shipped) if shipped else gr.skip())
             return
     names = [name.strip() for name, photos in classes if (name or "").strip() or photos]
     dest = _free_folder(uploads_dir(owner) / run_name(names))

@@ -56,3 +56,21 @@ def test_the_tab_refuses_bad_classes_in_one_sentence_and_keeps_nothing(home):
         _run("/etc/passwd", "classifier", *names, *files)
     assert_one_sentence(elsewhere.value.message, "start")
     assert not list((home / "visitors").rglob("*.jpg")) and not RUNNER.snapshot("0" * 32).active
+
+
+def test_without_the_imagenet_weights_the_tab_says_so_and_offers_the_shipped_checkpoint(home, monkeypatch):
+    import urllib.error
+
+    from alexnet_core import imagenet
+
+    def offline(weights):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(imagenet, "_predictor", None)
+    monkeypatch.setattr(imagenet, "_download_state_dict", offline)
+    answers = _run(ui.own_classes.IMAGENET, "classifier", *[""] * MAX_CLASSES, *[None] * MAX_CLASSES)
+    status, *_ = answers[-1]
+    start = answers[-1][ui.own_classes.OUTPUTS.index("start")]
+    assert_one_sentence(status.lstrip("⚠️ "), "ImageNet AlexNet", "shipped checkpoint")
+    assert start["value"] == ui.own_classes.shipped_start() and start["value"].endswith("cifar10.safetensors")
+    assert not list((home / "visitors").rglob("*")) and not RUNNER.snapshot("0" * 32).active
