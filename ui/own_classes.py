@@ -28,7 +28,7 @@ from alexnet_core.uploads import UploadError
 
 from . import settings
 from .choices import checkpoint_choices, data_choices, inside_choices, model_choices
-from .train import FOLLOW_SECONDS, TRAINING_QUEUE, _start_run, named_download
+from .train import FOLLOW_SECONDS, TRAINING_QUEUE, _start_run, named_download, stop_training
 from .visitors import for_the_page, owner_of, upload_room, uploads_dir
 
 SHOWN_AT_FIRST = 3
@@ -187,6 +187,7 @@ def tab(app: gr.Blocks, visitor: gr.State, predict: gr.Dropdown, inside: gr.Drop
         with gr.Row():
             more = gr.Button("+ Add a class", size="sm")
             go = gr.Button("Train on my classes", variant="primary", elem_id="own-train")
+            stop = gr.Button("Stop", variant="stop", size="sm")
         status = gr.Markdown("", elem_id="own-status")
         with gr.Row(equal_height=False):   # side by side on a desktop, one under the other on a phone
             with gr.Column(min_width=340):
@@ -201,7 +202,9 @@ def tab(app: gr.Blocks, visitor: gr.State, predict: gr.Dropdown, inside: gr.Drop
 
     more.click(add_class, inputs=shown, outputs=[shown, *groups], api_name=False, show_progress="hidden")
     page.select(refresh_starts, inputs=[start, visitor], outputs=start, api_name=False, show_progress="hidden")
-    go.click(train_own_classes, inputs=[visitor, start, retrain, *names, *files],
+    training = go.click(train_own_classes, inputs=[visitor, start, retrain, *names, *files],
              outputs=[status, result, matrix, download, start, predict, inside, evaluate, evaluate_data, train_data],
              api_name="train_own_classes", concurrency_limit=settings.SHARING.runs_at_once,
              concurrency_id=TRAINING_QUEUE)
+    # Stop ends the visitor's run (theirs only: the Train tab's Stop does the same) and this page's event with it.
+    stop.click(stop_training, inputs=visitor, outputs=status, api_name=False, cancels=[training])
