@@ -19,7 +19,7 @@ from starlette.middleware import Middleware
 
 from alexnet_core.models import get_spec
 from alexnet_core.summary import summarize
-from ui import architecture, compare, evaluate, inside, predict, settings, train
+from ui import architecture, compare, evaluate, inside, predict, settings, train, train_own_classes
 from ui.choices import visitor_lists
 from ui.room import UploadGuard
 from ui.train import upload_dataset
@@ -92,6 +92,8 @@ def build_app() -> gr.Blocks:
             image, inside_checkpoint, focus, _ = inside.tab(app, visitor)
             train_data, zip_file, upload_note = train.tab(app, visitor, visited)
             evaluate_checkpoint, evaluate_data = evaluate.tab(app, visitor)
+            train_own_classes.tab(app, visitor, predict_checkpoint, inside_checkpoint, evaluate_checkpoint,
+                                  evaluate_data, train_data)
             compare.tab(app, visitor)
         # The Architecture tab links each layer to its activations in the Inside tab.
         look.click(inside.show_layer_inside, inputs=[model, layer, inside_checkpoint, image, visitor],

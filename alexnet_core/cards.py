@@ -15,6 +15,7 @@ from . import checkpoints
 from .checkpoints import is_finite_number
 from .evaluate import EvalResult
 from .models import count_params, get_spec
+from .transfer import describe_provenance
 
 # The per-epoch record a card prints; a record without every one of these as a finite number is left out.
 HISTORY_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "wall_time_s")
@@ -87,6 +88,7 @@ def model_card(path: str | Path, results: dict[str, EvalResult], split: str, con
         "",
         f"- File: `{path.name}`, {path.stat().st_size / 2**20:.1f} MiB, sha256 `{digest[:16]}…`",
         f"- Data: `{meta.get('data')}` ({meta.get('data_description', '')}); {_splits_text(config)}",
+        f"- Started from: {describe_provenance(meta.get('started_from'))}",
         f"- **Top-1 on the {split} split ({plain.n:,} images): {plain.accuracy:.2%}**" + "".join(
             f"; with {tta} test-time augmentation {result.accuracy:.2%}"
             for tta, result in results.items() if tta != "none"),

@@ -137,8 +137,8 @@ def _cmd_train(args) -> int:
     from .train import train
 
     cfg, given = _train_config(args)
-    if not cfg.resume and (not args.model or not args.data):
-        raise ValueError("train needs --model and --data (or --resume DIR).")
+    if not cfg.resume and (not (args.model or args.start_from) or not args.data):
+        raise ValueError("train needs --model (or --start-from) and --data (or --resume DIR).")
     if args.out:
         check_out_folder(args.out)
     stop = threading.Event()

@@ -24,6 +24,7 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("onecycle", "cosine", "plateau", "constant")
 AMP_CHOICES = ("auto", "on", "off")
 FLIPS = ("random", "alternating")
+RETRAIN = ("all", "classifier")   # with a start (transfer.py): every layer, or the classifier on frozen features
 
 
 @dataclass
@@ -67,6 +68,9 @@ class TrainConfig:
     resume: str | None = None        # a run directory (or its last.safetensors) to continue
     half: bool = True                # store best.safetensors in fp16 (loading gives fp32)
     workers: int = 2                 # DataLoader workers, only for data too large for memory
+    start_from: str | None = None    # None: random weights; "imagenet" or a checkpoint: start from its layers
+                                     # (all but the last), and the start decides the model (transfer.py)
+    retrain: str = "all"             # with a start: "all" layers, or the "classifier" on frozen conv features
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -146,6 +150,13 @@ def check_config(cfg: TrainConfig) -> None:
     need(cfg.limit is None or cfg.limit >= 2, "Images per split must be at least 2.")
     need(cfg.max_steps is None or cfg.max_steps >= 1, "Max steps must be at least 1.")
     need(cfg.time_limit is None or cfg.time_limit > 0, "The time limit must be above 0.")
+    need(cfg.retrain in RETRAIN, f"Retrain must be one of: {', '.join(RETRAIN)}.")
+    need(cfg.retrain == "all" or bool(cfg.start_from),
+         "Retraining the classifier only needs a trained start: set Start from (imagenet or a checkpoint).")
+    need(cfg.start_from is None or isinstance(cfg.start_from, str),
+         f"Start from must be imagenet or a checkpoint, not {cfg.start_from!r}.")
+    need(not (cfg.start_from and cfg.whiten),
+         "A run with a start keeps its conv1: whitening would replace it; leave out --whiten.")
     need(cfg.amp in AMP_CHOICES, f"Mixed precision must be one of: {', '.join(AMP_CHOICES)}.")
     need(cfg.input_size is None or 8 <= cfg.input_size <= MAX_INPUT_SIZE,
          f"Input size must be from 8 to {MAX_INPUT_SIZE}.")
@@ -168,7 +179,9 @@ def check_memory(cfg: TrainConfig, device: torch.device | None = None, world: in
                           store_size=pre.store_size, num_classes=len(data.class_names(cfg.data)),
                           in_channels=pre.in_channels, bf16=amp_on(device, cfg.amp), host=on_host,
                           # the alternating flip keeps a second, half-mirrored copy of the training images
-                          images=n_train * (2 if cfg.flip == "alternating" else 1) + n_val)
+                          images=n_train * (2 if cfg.flip == "alternating" else 1) + n_val,
+                          # the classifier only: each training image's features and its mirror's, kept
+                          cached_features=2 * n_train if cfg.retrain == "classifier" else 0)
     budget, source = memory.available_bytes(device)
     if budget is not None and on_host and world > 1:
         budget //= world          # processes on one host share its memory
@@ -184,7 +197,7 @@ def check_memory(cfg: TrainConfig, device: torch.device | None = None, world: in
 # Settings a resumed run cannot change: they define the model, its saved optimizer and weight-average state,
 # and which images it trains and validates on. Every other setting may be overridden when resuming.
 RESUME_FIXED = ("model", "data", "batch_norm", "input_size", "optimizer", "ema", "whiten", "val_fraction",
-                "test_fraction", "limit", "seed")
+                "test_fraction", "limit", "seed", "start_from", "retrain")
 # How long this command goes on: limits of the command that ended the last session, not of the run (they
 # count the whole run's steps and time, so keeping them would end a resumed run at once).
 COMMAND_LIMITS = ("max_steps", "time_limit")

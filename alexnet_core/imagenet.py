@@ -78,6 +78,27 @@ _lock = threading.Lock()
 _predictor: Predictor | None = None
 
 
+def _downloaded(weights) -> dict[str, torch.Tensor]:
+    """torchvision's state dict, or ImageNetUnavailable with one sentence where it cannot be had."""
+    try:
+        return _download_state_dict(weights)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a broken download fails the hash check
+        raise ImageNetUnavailable(
+            f"The ImageNet AlexNet needs a {DOWNLOAD_MB} MB download from download.pytorch.org on first use, "
+            f"and this machine cannot get it ({type(error).__name__}): pick a shipped checkpoint, or use it "
+            f"where the internet is.") from error
+
+
+def imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """The ImageNet weights under our layer names (a run that starts from them: transfer.py), downloaded the first
+    time (ImageNetUnavailable where they cannot be)."""
+    with _lock:
+        if _predictor is not None:
+            return {k: v.detach().cpu().clone() for k, v in _predictor.model.state_dict().items()}
+    model = build_model(MODEL, num_classes=1000, in_channels=3, batch_norm=False)
+    return _as_ours(_downloaded(_weights()), model)
+
+
 def imagenet_predictor(device: str | torch.device = "cpu") -> Predictor:
     """The ImageNet AlexNet, downloaded the first time (ImageNetUnavailable where it cannot be), then kept."""
     global _predictor
@@ -85,13 +106,7 @@ def imagenet_predictor(device: str | torch.device = "cpu") -> Predictor:
         if _predictor is not None and _predictor.device == torch.device(device):
             return _predictor
         weights = _weights()
-        try:
-            state_dict = _download_state_dict(weights)
-        except (OSError, RuntimeError) as error:  # URLError is an OSError; a broken download fails the hash check
-            raise ImageNetUnavailable(
-                f"The ImageNet AlexNet needs a {DOWNLOAD_MB} MB download from download.pytorch.org on first use, "
-                f"and this machine cannot get it ({type(error).__name__}): pick a shipped checkpoint, or use it "
-                f"where the internet is.") from error
+        state_dict = _downloaded(weights)
         classes = list(weights.meta["categories"])
         model = build_model(MODEL, num_classes=len(classes), in_channels=3, batch_norm=False)
         model.load_state_dict(_as_ours(state_dict, model), strict=True)

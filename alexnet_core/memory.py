@@ -89,9 +89,11 @@ def activation_bytes(model: str, input_size: int, *, batch_norm: bool, num_class
 
 
 def estimate(cfg, *, input_size: int, store_size: int, num_classes: int, in_channels: int, images: int,
-             bf16: bool, host: bool = True) -> Estimate:
+             bf16: bool, host: bool = True, cached_features: int = 0) -> Estimate:
     """What a run of ``cfg`` (a TrainConfig) needs: ``images`` is the number of training and validation
-    images held in memory; ``host`` whether the data is decoded in the same memory (CPU training)."""
+    images held in memory; ``host`` whether the data is decoded in the same memory (CPU training);
+    ``cached_features`` the feature vectors a classifier-only run keeps (transfer.py), each the classifier's
+    input in fp32."""
     summary = summarize(cfg.model, input_size, batch_norm=bool(cfg.batch_norm), num_classes=num_classes,
                         in_channels=in_channels)
     training, forward = activation_bytes(cfg.model, input_size, batch_norm=bool(cfg.batch_norm),
@@ -109,9 +111,16 @@ def estimate(cfg, *, input_size: int, store_size: int, num_classes: int, in_chan
         # Decoding writes the data to the cache, which briefly holds a second copy in memory.
         "data": data_bytes * (2 if host else 1),
         "validation batch": EVAL_BATCH * forward * (2 if cfg.tta == "flip" else 1),
+        "feature cache": cached_features * _classifier_inputs(summary) * 4,
     }
     return Estimate(per_image=math.ceil(training * SAFETY), fixed=math.ceil(sum(parts.values()) * SAFETY),
                     parts=parts)
+
+
+def _classifier_inputs(summary) -> int:
+    """How many numbers the classifier takes per image: the flattened output of the conv layers."""
+    flat = [row for row in summary.layers if row.type == "Flatten"]
+    return _elements(flat[0].output_shape) if flat else 0
 
 
 # ---- what the process may use ------------------------------------------------------------------------------

@@ -33,12 +33,21 @@ def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int) -> 
     return 1.0
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov) or Adam, with weight decay on weights only: biases and BatchNorm get none."""
-    trained = [p for p in model.parameters() if p.requires_grad]   # a frozen (whitened) conv1 is left out
-    decay = [p for p in trained if p.ndim >= 2]
-    no_decay = [p for p in trained if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(model: nn.Module, cfg: TrainConfig, pretrained: set[str] = frozenset(),
+                   pretrained_factor: float = 1.0) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or Adam, with weight decay on weights only: biases and BatchNorm get none.
+
+    The parameters named in ``pretrained`` (copied from a start, transfer.py) learn at ``pretrained_factor`` of
+    the learning rate: each group carries its ``lr_scale``, which the loop applies at every step."""
+    trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]   # frozen layers are left out
+    groups = []
+    for scale, members in ((1.0, [p for n, p in trained if n not in pretrained]),
+                           (pretrained_factor, [p for n, p in trained if n in pretrained])):
+        decay = [p for p in members if p.ndim >= 2]
+        no_decay = [p for p in members if p.ndim < 2]
+        groups += [{"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": scale},
+                   {"params": no_decay, "weight_decay": 0.0, "lr_scale": scale}]
+    groups = [group for group in groups if group["params"]]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)

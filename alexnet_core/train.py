@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from . import checkpoints, data
+from . import checkpoints, data, transfer
 from . import snapshots as snaps
 from .config import ConfigError, TrainConfig, check_config, check_memory, describe_overrides, resumed_config
 from .devices import amp_on, autocast, describe_device, describe_machine, resolve_device
@@ -82,6 +82,7 @@ class Run:
     total_steps: int                  # --max-steps cuts it short
     warmup_steps: int
     meta: dict = field(default_factory=dict)   # what every saved best.safetensors says about the run
+    started_from: dict | None = None  # the start's provenance (transfer.py); None: random weights
 
     @property
     def best_path(self) -> Path:
@@ -266,7 +267,14 @@ def _prepare(cfg: TrainConfig, device: torch.device, rank: int, world: int, resu
         train_data = train_data.to(device)
     if isinstance(val_data, data.ImageData):
         val_data = val_data.to(device)
-    if cfg.flip == "alternating":
+    spec_model = spec.build(num_classes=len(train_data.classes), in_channels=pre.in_channels,
+                            batch_norm=cfg.batch_norm)
+    model, pretrained, started_from = _start(cfg, spec_model, world)
+    model = model.to(device)
+    if cfg.retrain == "classifier":   # each image's features once, before any step (transfer.py)
+        train_data = transfer.cache_features(model, train_data, pre)
+        started_from["feature_seconds"] = round(train_data.seconds, 2)
+    elif cfg.flip == "alternating":
         train_data = _half_mirrored(train_data, cfg.seed)
     n_train = len(train_data)
     if n_train < cfg.batch_size * world:
@@ -277,8 +285,6 @@ def _prepare(cfg: TrainConfig, device: torch.device, rank: int, world: int, resu
     warmup_epochs = cfg.warmup_epochs if cfg.warmup_epochs is not None else (
         0.3 * cfg.epochs if cfg.schedule == "onecycle" else 0.0)
 
-    model = spec.build(num_classes=len(train_data.classes), in_channels=pre.in_channels, batch_norm=cfg.batch_norm)
-    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.whiten:
@@ -286,7 +292,7 @@ def _prepare(cfg: TrainConfig, device: torch.device, rank: int, world: int, resu
         if resume_path is None:   # a resumed run loads the whitened filters it saved
             whiten_conv_(conv1, _whitening_sample(train_data, pre, device, cfg.seed))
         conv1.weight.requires_grad_(False)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, pretrained, transfer.PRETRAINED_LR_FACTOR)
     averaged = make_weight_average(model, cfg.ema)
     stepped = model
     if world > 1:
@@ -298,7 +304,23 @@ def _prepare(cfg: TrainConfig, device: torch.device, rank: int, world: int, resu
                aug_gen=torch.Generator(device=device).manual_seed(cfg.seed + rank), run_dir=run_dir,
                steps_per_epoch=steps_per_epoch, schedule_steps=schedule_steps,
                total_steps=min(schedule_steps, cfg.max_steps) if cfg.max_steps else schedule_steps,
-               warmup_steps=round(warmup_epochs * steps_per_epoch))
+               warmup_steps=round(warmup_epochs * steps_per_epoch), started_from=started_from)
+
+
+def _start(cfg: TrainConfig, model: nn.Module, world: int) -> tuple[nn.Module, set[str], dict | None]:
+    """The model with its start's layers copied in (all but the last), the names of the copied parameters, and
+    the start's provenance; the model as built, nothing and None for a run from random weights. A classifier-only
+    run's conv layers are frozen."""
+    if not cfg.start_from:
+        return model, set(), None
+    start = transfer.describe_start(cfg.start_from)
+    pretrained = transfer.load_start(model, start, cfg.model)
+    if cfg.retrain == "classifier":
+        if world > 1:
+            raise ConfigError("Retraining the classifier only runs in one process: its epochs are tiny; "
+                              "leave out torchrun.")
+        transfer.freeze_features(model)
+    return model, pretrained, transfer.provenance(start, cfg.retrain)
 
 
 def _start_state(run: Run, resume_path: Path | None, command: str | None) -> RunState:
@@ -327,7 +349,8 @@ def _start_state(run: Run, resume_path: Path | None, command: str | None) -> Run
                     # The command that started the run, then those that resumed it (training time adds up).
                     command=(state.commands or [None])[0], resume_commands=state.commands[1:],
                     machine=describe_machine(),
-                    mixed_precision="bf16" if amp_on(run.device, cfg.amp) else "off")
+                    mixed_precision="bf16" if amp_on(run.device, cfg.amp) else "off",
+                    started_from=run.started_from)
     return state
 
 
@@ -368,14 +391,18 @@ def _step(run: Run, images: torch.Tensor, labels: torch.Tensor, criterion: nn.Mo
     """One optimizer step on a batch of uint8 images: augment on the device, forward, backward, update the
     weight average. Returns the loss and the logits."""
     cfg = run.cfg
-    x = train_transform(images, run.pre, run.aug_gen, pca_lighting=cfg.pca_lighting, cutout=cfg.cutout,
-                             flip=flip)
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    if cfg.retrain == "classifier":   # cached features: the classifier alone steps, on a view picked at random
+        x, forward = transfer.pick_views(images, run.aug_gen), run.model.classifier
+    else:
+        x = train_transform(images, run.pre, run.aug_gen, pca_lighting=cfg.pca_lighting, cutout=cfg.cutout,
+                            flip=flip)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        forward = run.stepped
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     with autocast(run.device, cfg.amp):
-        logits = run.stepped(x)
+        logits = forward(x)
         loss = criterion(logits.float(), labels)
     # The loss stays on the device: the loop checks that it is finite when it reads it (_Status), so that a
     # GPU never waits for the host here.

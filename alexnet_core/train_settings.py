@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .config import AMP_CHOICES, FLIPS, OPTIMIZERS, RECIPES, SCHEDULES, ConfigError, TrainConfig
+from .config import AMP_CHOICES, FLIPS, OPTIMIZERS, RECIPES, RETRAIN, SCHEDULES, ConfigError, TrainConfig
 from .devices import DEVICE_CHOICES
 from .models import MODELS
 from .transforms import VALIDATION_TTA
@@ -59,6 +59,14 @@ TRAIN_SETTINGS: tuple[Setting, ...] = (
     _s("model", "Model", "choice", "the variant (see `models`)", choices=tuple(MODELS), recipe=False),
     _s("data", "Data", "text", "cifar10, fashion-mnist, flowers, or an ImageFolder directory", recipe=False),
     _s("device", "Device", "text", f"one of {', '.join(DEVICE_CHOICES)} (or cuda:N)", recipe=False),
+    _s("start_from", "Start from", "text",
+       "imagenet (torchvision's ImageNet AlexNet, downloaded on first use), a checkpoint, or nothing: random "
+       "weights. The start decides the model; its last layer is made new for your classes", place="more",
+       recipe=False),
+    _s("retrain", "Retrain", "choice",
+       "with a start: all: every layer, the pretrained ones at a tenth of the learning rate; classifier: the fully "
+       "connected layers (fc6-fc8) on the conv layers' features, computed once (the conv layers frozen)",
+       choices=RETRAIN, place="more", recipe=False),
     _s("epochs", "Epochs", "int", minimum=1, maximum=1000, recipe=False),
     _s("limit", "Images per split", "int", "at most this many images per split (default: all)", minimum=2,
        recipe=False),
@@ -149,7 +157,15 @@ def config_from_settings(settings: dict) -> tuple[TrainConfig, set[str]]:
         raise ConfigError(f"There is no setting {str(unknown[0])[:40]!r}. The settings are: recipe, "
                           f"{', '.join(SETTINGS_BY_NAME)}.")
     given = {name: _parsed(SETTINGS_BY_NAME[name], value) for name, value in settings.items()}
-    values = {**RECIPES.get(recipe or "", {}), **given}
+    if given.get("start_from") in ("", None):
+        given.pop("start_from", None)
+    decided = {}
+    if given.get("start_from"):  # the start decides the model, its BatchNorm and input size, unless given
+        from .transfer import start_settings
+
+        decided = start_settings(given["start_from"])
+    values = {**RECIPES.get(recipe or "", {}), **decided,
+              **{name: value for name, value in given.items() if not (name in decided and value is None)}}
     return TrainConfig(**values), set(RECIPES.get(recipe or "", {})) | set(given)
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from alexnet_core import data as datasets
 from alexnet_core.config import RECIPES, ConfigError
 from alexnet_core.runner import RUNNER, BusyError, ServerBusyError
 from alexnet_core.train_settings import (
@@ -37,9 +36,11 @@ from .train_form import (
     form_settings,
     own_label,
     recipe_values,
+    start_choices,
+    start_model,
     zero_means,
 )
-from .train_view import accuracy_frame, download_button, loss_frame, training_view
+from .train_view import accuracy_frame, download_button, loss_frame, shortened_splits, training_view
 from .visitors import (
     file_name,
     for_the_page,
@@ -110,6 +111,10 @@ def _start_run(owner: str, asked: dict, listed_only: bool = False, request: gr.R
     if folders:  # a page or an API client never names a folder on the server
         raise ConfigError(f"The setting {folders[0]} names a folder on the server: the app keeps each run in your "
                           f"own folder; leave it out.")
+    start = asked.get("start_from") if isinstance(asked, dict) else None
+    if start and start not in dict(start_choices(owner)).values():  # a page never names a server's files
+        raise ConfigError("Start from must be imagenet or a checkpoint in your list (the shipped ones and your "
+                          "runs), as the Predict tab lists them.")
     config, _ = config_from_settings(asked)
     if listed_only and config.data not in dict(data_choices(owner)).values():
         raise ConfigError(NOT_LISTED_DATA)
@@ -120,19 +125,10 @@ def _start_run(owner: str, asked: dict, listed_only: bool = False, request: gr.R
     # RUNNER.start checks the settings and the memory they need (one sentence, before any work).
     RUNNER.start(capped, owner)
     if capped.limit != config.limit:  # the run goes on, within the server's cap: say so where it cut a split
-        shortened = _shortened_splits(config, capped.limit)
+        shortened = shortened_splits(config, capped.limit)
         if shortened:
             gr.Warning(f"This server trains on at most {capped.limit:,} images per split: your run uses "
                        f"{shortened}.")
-
-
-def _shortened_splits(config, cap: int) -> str:
-    """The splits the images cap shortened, as "20 of its 48 training images and …"; empty when it cut none."""
-    split = dict(val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
-    full = datasets.split_sizes(config.data, limit=config.limit, **split)
-    used = datasets.split_sizes(config.data, limit=cap, **split)
-    return " and ".join(f"{n:,} of its {whole:,} {name} images"
-                        for name, n, whole in zip(("training", "validation"), used, full) if n < whole)
 
 
 NOT_LISTED_DATA = ("That data is not in the list of choices: pick one from the Data list (your uploads are there), "
@@ -369,6 +365,7 @@ def tab(app: gr.Blocks, visitor: gr.State, visited: gr.Dependency) -> tuple[gr.D
     model.change(lambda name: (gr.Radio(choices=switch_choices(own_label(name))),
                                gr.Number(info=zero_means(SETTINGS_BY_NAME["input_size"], name))),
                  inputs=model, outputs=[batch_norm, input_size], api_name=False)
+    fields["start_from"].change(start_model, inputs=[fields["start_from"], model], outputs=model, api_name=False)
     outputs = [status, loss_plot, acc_plot, download]
     download.change(download_button, inputs=download, outputs=download, api_name=False, show_progress="hidden",
                     queue=False)

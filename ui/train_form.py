@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gradio as gr
 
+from alexnet_core.config import ConfigError
 from alexnet_core.devices import available_devices
 from alexnet_core.models import MODELS, get_spec
-from alexnet_core.runner import RUNNER
+from alexnet_core.runner import LOCAL, RUNNER
 from alexnet_core.train_settings import RECIPE_SETTINGS, TRAIN_SETTINGS, Setting, recipe_config
+from alexnet_core.transfer import IMAGENET, start_settings
 
-from .choices import OFF, ON, OWN, data_choices, default_data, switch_choices, switch_value
+from .choices import OFF, ON, OWN, checkpoint_choices, data_choices, default_data, switch_choices, switch_value
 from .visitors import owner_of
 
 # The form's fields, in the order its events take them: every setting of the table a page may set (the run
@@ -91,6 +93,8 @@ def field_for(setting: Setting, defaults) -> gr.components.Component:
     if setting.name == "data":
         choices = data_choices()
         return gr.Dropdown(choices=choices, value=default_data(choices), label=setting.label, scale=2)
+    if setting.name == "start_from":
+        return gr.Dropdown(choices=start_choices(), value="", label=setting.label, info=info)
     if setting.name == "device":
         return gr.Dropdown(choices=["auto", *available_devices()], value=value, label=setting.label, scale=1)
     if setting.kind == "choice":
@@ -109,3 +113,18 @@ def field_for(setting: Setting, defaults) -> gr.components.Component:
     bounds = {} if setting.optional else dict(minimum=setting.minimum, maximum=setting.maximum)
     return gr.Number(value=value, label=setting.label, info=info, precision=0 if setting.kind == "int" else None,
                      **bounds)
+
+
+def start_choices(owner: str = LOCAL) -> list[tuple[str, str]]:
+    """What a run may start from (transfer.py): random weights, the ImageNet AlexNet, the shipped checkpoints and
+    the visitor's own runs."""
+    return [("random weights (none)", ""), ("imagenet: torchvision's ImageNet AlexNet", IMAGENET),
+            *checkpoint_choices(owner)]
+
+
+def start_model(start: str | None, model: str):
+    """The model field after a start is picked: the start's model (a start decides it)."""
+    try:
+        return start_settings(start)["model"] if start else gr.skip()
+    except ConfigError:
+        return gr.skip()

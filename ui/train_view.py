@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from alexnet_core import data as datasets
 from alexnet_core.runner import RunSnapshot
 
 from . import room
@@ -77,3 +78,12 @@ def download_button(checkpoint: str | None) -> gr.DownloadButton:
     """The download button as its checkpoint allows: disabled while there is none. (The events that follow a run
     send the checkpoint alone, which API clients receive as a file; the button's state follows its value.)"""
     return gr.DownloadButton(interactive=checkpoint is not None)
+
+
+def shortened_splits(config, cap: int) -> str:
+    """The splits the images cap shortened, as "20 of its 48 training images and …"; empty when it cut none."""
+    split = dict(val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
+    full = datasets.split_sizes(config.data, limit=config.limit, **split)
+    used = datasets.split_sizes(config.data, limit=cap, **split)
+    return " and ".join(f"{n:,} of its {whole:,} {name} images"
+                        for name, n, whole in zip(("training", "validation"), used, full) if n < whole)
