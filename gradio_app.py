@@ -48,6 +48,8 @@ CSS = """
   /* every tab one tap away: five narrower tab buttons fit a 390 px screen, so none hides behind "…" (Gradio
      measures the buttons, hidden copies included, to decide which overflow) */
   .tab-container button { padding: 0 7px !important; font-size: 14px !important; }
+  /* seven tabs: the bar wraps onto a second line instead of hiding the last ones behind "…" */
+  .tab-container { flex-wrap: wrap !important; height: auto !important; row-gap: 2px; }
   /* a dropdown takes the whole row, so that its value is readable rather than cut under the arrow */
   .form { flex-wrap: wrap; }
   .form > .block:has(input[role=combobox]) { min-width: 100% !important; }
@@ -62,7 +64,7 @@ input[role=combobox] { text-overflow: ellipsis; padding-right: 4px; }
 
 
 def build_app() -> gr.Blocks:
-    """The page: an introduction, the visitor's id, the five tabs, and the events that join tabs."""
+    """The page: an introduction, the visitor's id, the tabs, and the events that join tabs."""
     # The first meta-device pass sets PyTorch's meta kernels up (about a second): pay that at start,
     # not on the first page load.
     summarize(architecture.DEFAULT_MODEL, get_spec(architecture.DEFAULT_MODEL).input_size)

@@ -187,10 +187,15 @@ def space_app(home: Path, **settings: str):
                 app.wait()
 
 
-def call_by_index(url: str, fn_index: int, data: list, session_hash: str, timeout: float = 120) -> tuple[bool, object]:
+def call_by_index(url: str, fn_index: int, data: list, session_hash: str, timeout: float = 120,
+                  warning_refuses: bool = False) -> tuple[bool, object]:
     """Calls an event by its function index over raw HTTP, as any client may (gradio_client refuses events whose
-    ``api_name`` is False; the server does not). Returns (success, the outputs or the error message)."""
+    ``api_name`` is False; the server does not). Returns (success, the outputs or the error message).
+    ``warning_refuses``: the event says a refusal in a warning toast (and keeps its outputs as they were), so a
+    warning counts as (False, its message)."""
     import json
+
+    warnings = []
 
     joined = httpx.post(url + "gradio_api/queue/join", timeout=30,
                         json={"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None})
@@ -201,7 +206,11 @@ def call_by_index(url: str, fn_index: int, data: list, session_hash: str, timeou
             if not line.startswith("data:"):
                 continue
             message = json.loads(line[5:])
+            if message.get("msg") == "log" and message.get("level") == "warning":
+                warnings.append(message.get("log"))
             if message.get("msg") == "process_completed":
+                if warning_refuses and warnings and message.get("success"):
+                    return False, warnings[-1]
                 output = message.get("output") or {}
                 return bool(message.get("success")), output.get("data") if message.get("success") else \
                     output.get("error")

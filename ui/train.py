@@ -95,7 +95,7 @@ def _start_run(owner: str, asked: dict, listed_only: bool = False, request: gr.R
     on). ``listed_only``: the data must be in the owner's Data list (a request: an API client may send any
     string, which the page's list would not; a direct call from Python may name any folder, as the command line
     may). The per-visitor cap counts the request's identity (room.identity_of), whatever session it comes from."""
-    identity = room.claim(visitor_folder(owner), request)
+    identity = room.identity_of(request)
     per_visitor = room.per_identity(settings.SHARING.runs_per_visitor, identity)
     if per_visitor and run_count(owner, identity) >= per_visitor:
         raise ValueError(f"You have made {per_visitor} runs, as many as this server keeps per visitor: download the "
@@ -124,6 +124,7 @@ def _start_run(owner: str, asked: dict, listed_only: bool = False, request: gr.R
     room.make_room_for_run(capped.model, capped.data, capped.out, owner)
     # RUNNER.start checks the settings and the memory they need (one sentence, before any work).
     RUNNER.start(capped, owner)
+    room.claim(visitor_folder(owner), request)   # marked once the run is on: a refused run leaves nothing behind
     if capped.limit != config.limit:  # the run goes on, within the server's cap: say so where it cut a split
         shortened = shortened_splits(config, capped.limit)
         if shortened:

@@ -113,7 +113,8 @@ def _upload_checkpoint(url: str, path: Path, name: str) -> tuple[bool, object]:
         uploaded = httpx.post(url + "gradio_api/upload", files={"files": (name, f)}, timeout=60).json()[0]
     index = app_dependency(url, input_label="Checkpoint", input_type="file")
     payload = {"path": uploaded, "orig_name": name, "meta": {"_type": "gradio.FileData"}}
-    return call_by_index(url, index, [payload, None], secrets.token_hex(8))
+    # The page says a refused checkpoint in a warning toast and keeps the Checkpoint list as it was (issue 25).
+    return call_by_index(url, index, [payload, None], secrets.token_hex(8), warning_refuses=True)
 
 
 FLOAT32_UNUSABLE = {

@@ -19,7 +19,7 @@ from tests.helpers import CHROMIUM, CHROMIUM_ARGS, class_image, skip_or_fail
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-TABS = ("Predict", "Architecture", "Inside", "Train", "Evaluate")
+TABS = ("Predict", "Architecture", "Inside", "Train", "Evaluate", "Your own classes", "Compare")
 # Generous: on a busy 2-core machine a first model load or Grad-CAM can take several seconds.
 WAIT_MS = 60_000
 
@@ -259,7 +259,7 @@ def test_every_tab_fits_the_screen(browser, fresh_app, width, height, scheme):
         page.locator("img[src*='flowers5-daisy']").first.click()
         page.get_by_text("Knows 5 classes").first.wait_for()
         assert _layout_problems(page) == []
-        for label in ("Architecture", "Inside", "Train", "Evaluate"):
+        for label in TABS[1:]:
             tab = page.get_by_role("tab", name=label, exact=True)
             if tab.is_visible():
                 tab.click()

@@ -171,8 +171,14 @@ def client(url: str, headers: dict):
     return Client(url, verbose=False, headers=headers)
 
 
+def settings(data: Path, epochs: int = 1) -> dict:
+    """/train's settings object (docs/api.md) for a tiny run."""
+    return {"model": "alexnet_cifar_small", "data": str(data), "device": "cpu", "epochs": epochs, "batch_size": 8,
+            "lr": 0.01}
+
+
 def train(c, data: Path, epochs: int = 1, **kwargs):
-    return c.predict("alexnet_cifar_small", str(data), "cpu", None, epochs, 8, 0.01, api_name="/train", **kwargs)
+    return c.predict(settings=settings(data, epochs), api_name="/train", **kwargs)
 
 
 def test_nothing_a_visitor_uploads_runs_as_the_app_in_chromium(space, tmp_path):
@@ -250,11 +256,11 @@ def test_stop_while_queued_leaves_the_line_and_the_run_never_starts(space):
     data = home / "uploads" / "tiny"
     a, b = client(url, proxied("203.0.113.10")), client(url, proxied("203.0.113.11"))
     try:
-        a_job = a.submit("alexnet_cifar_small", str(data), "cpu", None, 500, 8, 0.01, api_name="/train")
+        a_job = a.submit(settings=settings(data, 500), api_name="/train")
         from tests.helpers import wait_for
 
         assert wait_for(lambda: "Step" in str(a.predict(api_name="/train_status")[0]), 120)
-        b_job = b.submit("alexnet_cifar_small", str(data), "cpu", None, 1, 8, 0.01, api_name="/train")
+        b_job = b.submit(settings=settings(data, 1), api_name="/train")
         time.sleep(2)  # b's Start is in line
         said = b.predict(api_name="/train_stop")
         assert "left the line" in said, said
