@@ -369,4 +369,7 @@ def test_kill_9_of_a_training_run_leaves_a_loadable_best_and_a_resumable_last(tm
     end = train(TrainConfig(resume=str(out), epochs=epoch + 1, device="cpu"), given={"epochs", "device"})
     assert end.status == "finished", end.message
     assert checkpoints.read_train_extra(out / "last.safetensors")["epoch"] == epoch + 1
-    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"best.safetensors", "last.safetensors"}
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"best.safetensors", "last.safetensors",
+                                                                             "snapshots"}
+    # and the snapshots (issue 27) are whole files too, no temporary one left by the kill
+    assert all(p.name == "images.safetensors" or p.stem.isdigit() for p in (out / "snapshots").iterdir())
