@@ -123,7 +123,7 @@ def test_the_app_starts_as_a_space_starts_it_and_caps_training(tmp_path):
         client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
         try:
             with pytest.raises(AppError, match="^This server allows at most 30 epochs a run; you asked for 31"):
-                client.predict(epochs=31, limit=100, api_name="/train")
+                client.predict(settings={"epochs": 31, "limit": 100}, api_name="/train")
             photo = tmp_path / "photo.png"
             class_image(1, 40, np.random.default_rng(0)).save(photo)
             top, info = client.predict(handle_file(str(photo)), api_name="/predict")

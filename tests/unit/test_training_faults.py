@@ -190,8 +190,9 @@ def test_the_live_app_keeps_serving_after_a_run_fails(live_app, tmp_path, monkey
     owner = client_owner(client)
     fail_training_forward(monkeypatch, after=1, make_error=FAULTS["cuda out of memory"])
     # /train streams the run's status until it ends, and returns the last one with the best checkpoint.
-    ended, _, _, best = client.predict("alexnet_cifar_small", str(live_app.tiny_data), "cpu", None, 5, 16, 0.02,
-                                       api_name="/train")
+    run = {"model": "alexnet_cifar_small", "data": str(live_app.tiny_data), "device": "cpu", "batch_size": 16,
+           "lr": 0.02}
+    ended, _, _, best = client.predict(settings={**run, "epochs": 5}, api_name="/train")
     assert RUNNER.wait(120, owner)
     snapshot = RUNNER.snapshot(owner)
     assert snapshot.status == "failed" and snapshot.best_path, snapshot.message
@@ -204,7 +205,6 @@ def test_the_live_app_keeps_serving_after_a_run_fails(live_app, tmp_path, monkey
     assert label["confidences"] and "ms on cpu" in info
     # and training can start again at once
     monkeypatch.undo()
-    ended = client.predict("alexnet_cifar_small", str(live_app.tiny_data), "cpu", None, 1, 16, 0.02,
-                           api_name="/train")[0]
+    ended = client.predict(settings={**run, "epochs": 1}, api_name="/train")[0]
     assert ended.startswith("**Finished**"), ended
     assert RUNNER.wait(120, owner) and RUNNER.snapshot(owner).status == "finished", RUNNER.snapshot(owner).message
