@@ -155,7 +155,10 @@ def space_app(home: Path, **settings: str):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {name: value for name, value in os.environ.items() if not name.startswith("ALEXNET_STUDIO_MAX_")}
+    # Not the caller's ALEXNET_STUDIO_MAX_*, nor its GRADIO_TEMP_DIR (set when this process imported ui): the app
+    # keeps Gradio's files under its own home, as a Space does, and counts only those against its disk bound.
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("ALEXNET_STUDIO_MAX_") and name != "GRADIO_TEMP_DIR"}
     env.update({"SYSTEM": "spaces", "SPACE_ID": "tester/alexnet-studio", "GRADIO_SERVER_NAME": "127.0.0.1",
                 "GRADIO_SERVER_PORT": str(port), "ALEXNET_STUDIO_HOME": str(home),
                 "GRADIO_ANALYTICS_ENABLED": "False", **settings})
