@@ -54,9 +54,13 @@ def test_a_visitor_trains_their_own_classes_and_predicts_with_them(tmp_path, bro
         for i, name in enumerate(CLASSES):
             page.locator(f"#own-name-{i} textarea, #own-name-{i} input").first.fill(name)
             page.locator(f"#own-photos-{i} input[type=file]").set_input_files(photos[name])
-            # Uploaded: the list shows its first photo (it scrolls: a photo below its fold may not be rendered; a
-            # class short of photos would be refused at Train, and the test would fail there).
-            page.locator(f"#own-photos-{i}").get_by_text(f"{name}-0.png").wait_for(timeout=180_000)
+            # Uploaded: every photo's row has its download link (the server's copy). Rows are found by their cells'
+            # labels, not their text: Gradio splits a name into stem and extension, and a narrow or scrolled list
+            # may render them apart.
+            page.wait_for_function(
+                "([id, n]) => document.querySelectorAll(`#${id} td.filename + td a[data-testid=download-link]`)"
+                ".length === n", arg=[f"own-photos-{i}", PHOTOS_PER_CLASS], timeout=180_000)
+            assert page.locator(f'#own-photos-{i} td.filename[aria-label="{name}-0.png"]').count() == 1
         _choose(panel, "Start from", re.compile("CIFAR-10"))
         assert panel.get_by_label("the classifier only (fast)").is_checked()
         _shots(page, "own-classes")
