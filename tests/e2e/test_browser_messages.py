@@ -125,7 +125,8 @@ def test_a_refused_checkpoint_upload_leaves_the_checkpoint_list_intact(page, tmp
     panel = _tab(page, "Predict")
     listed = panel.get_by_label("Checkpoint", exact=True).input_value()
     panel.get_by_text("Upload a checkpoint (.safetensors made by AlexNet Studio)").click()
-    panel.locator("input[type=file]").last.set_input_files(str(notes))
+    # The accordion's file input is drawn once it opens; until then `.last` would be the photo's (image/* only).
+    panel.locator("input[type=file][accept*='.safetensors']").set_input_files(str(notes))
     assert "notes.safetensors is not a checkpoint AlexNet Studio can use" in _toast(page)
     page.wait_for_timeout(1500)
     block = panel.get_by_label("Checkpoint", exact=True).locator("xpath=ancestor::div[contains(@class, 'block')][1]")
