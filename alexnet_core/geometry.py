@@ -67,7 +67,7 @@ def _geometry_of(name: str, layer: nn.Module) -> _Geometry:
             name, "window", _first(layer.kernel_size), _first(layer.stride), _first(layer.padding),
             out_channels=layer.out_channels if isinstance(layer, nn.Conv2d) else None,
         )
-    if isinstance(layer, nn.AdaptiveAvgPool2d):
+    if isinstance(layer, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         return _Geometry(name, "adaptive", out_size=_first(layer.output_size))
     if isinstance(layer, SHAPE_PRESERVING):
         return _Geometry(name, "same")

@@ -23,6 +23,8 @@ EXPECTED_PARAMS = {
     "alexnet_cifar_npu": 67_004_746,
     "alexnet_cifar_hires": 6_977_994,
     "alexnet_cifar_fast": 6_977_994,
+    # conv1 3·24·2·2 + 24; conv2–conv5 3·3·cin·cout (no biases: BatchNorm) + 2·cout each; fc6 256·10 (no bias)
+    "alexnet_cifar_air": 312 + 13_824 + 128 + 147_456 + 512 + 589_824 + 512 + 589_824 + 512 + 2_560,
     "alexnet_fashion": 46_764_746,
 }
 
@@ -38,6 +40,8 @@ EXPECTED_PARAMS = {
 # - alexnet_cifar_npu: the Ascend tutorial's comments: 64x15x15, pool 64x14x14, 256x14x14, pool 256x7x7,
 #   conv3–conv5 at 7x7, pool 256x6x6, 9,216.
 # - alexnet_cifar_hires, alexnet_cifar_fast: models.py's design, 32 → 16 → 8 → 4, FC6 sees 256x4x4 = 4,096.
+# - alexnet_cifar_air: its notes in models.py: 2x2 conv1 of 24 (32 → 31), then 64, 256, 256, 256 pooled at conv2,
+#   conv3 and conv5 (31 → 15 → 7 → 3), a global max-pool and fc6 of 256 → 10.
 # - alexnet_fashion: d2l's MXNet AlexNet on 1x224x224: 54, 26, 12, 5, FC6 sees 6,400.
 # "flatten" is what fc6 (the first Linear) takes in. Layers not listed (ReLU, LRN, BatchNorm, Dropout, an identity
 # avgpool) must keep their input's shape: the test checks that too, so every layer's shape is accounted for.
@@ -80,6 +84,11 @@ SOURCE_SHAPES = {
     },
     "alexnet_cifar_hires": CIFAR_HIRES_32,
     "alexnet_cifar_fast": CIFAR_HIRES_32,
+    "alexnet_cifar_air": {
+        "conv1": (24, 31, 31), "conv2": (64, 31, 31), "pool2": (64, 15, 15), "conv3": (256, 15, 15),
+        "pool3": (256, 7, 7), "conv4": (256, 7, 7), "conv5": (256, 7, 7), "pool5": (256, 3, 3),
+        "avgpool": (256, 1, 1), "flatten": (256,), "fc6": (10,),
+    },
     "alexnet_fashion": {
         "conv1": (96, 54, 54), "pool1": (96, 26, 26), "conv2": (256, 26, 26), "pool2": (256, 12, 12),
         "conv3": (384, 12, 12), "conv4": (384, 12, 12), "conv5": (256, 12, 12), "pool5": (256, 5, 5),
@@ -266,3 +275,30 @@ def test_the_layer_order_bench_times_both_orders():
     result = json.loads(out)
     assert set(result["images_per_s"]) == {"alexnet_cifar_hires", "alexnet_cifar_fast"}
     assert all(speed > 0 for speed in result["images_per_s"].values()) and result["speedup"] > 0
+
+
+def test_air_starts_each_conv_as_an_identity_and_scales_its_logits_by_a_ninth():
+    from alexnet_core.models import ScaledLinear
+
+    model = build_model("alexnet_cifar_air")
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(2, 2)] + [(3, 3)] * 4
+    for conv in convs[1:]:   # dirac: output channel i passes input channel i through its centre tap
+        kept = min(conv.in_channels, conv.out_channels)
+        identity = torch.zeros(kept, conv.in_channels, 3, 3)
+        identity[torch.arange(kept), torch.arange(kept), 1, 1] = 1
+        assert torch.equal(conv.weight[:kept].detach(), identity)
+        if conv.out_channels > kept:  # the widening convs keep their random start in the channels beyond
+            assert conv.weight[kept:].detach().abs().sum() > 0
+    fc = model.classifier.fc6
+    assert isinstance(fc, ScaledLinear) and fc.bias is None
+    x = torch.randn(4, 256)
+    assert torch.allclose(fc(x), (x @ fc.weight.T) / 9)
+
+
+def test_whitening_sets_every_filter_of_the_air_nets_2x2_conv1():
+    from alexnet_core.models import first_conv, whiten_conv_
+
+    conv = first_conv(build_model("alexnet_cifar_air"))
+    images = torch.randn(64, 3, 32, 32) * torch.tensor([1.0, 0.5, 2.0])[:, None, None]
+    assert whiten_conv_(conv, images) == 24 == conv.out_channels   # 3 channels x 2 x 2, with both signs
