@@ -12,8 +12,9 @@ from torch import nn
 from .config import TrainConfig
 
 
-def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int) -> float:
-    """The multiplier on the base learning rate at optimizer step ``step`` (0-based), as nanoGPT's get_lr.
+def lr_factor(schedule: str, step: float, total_steps: int, warmup_steps: int) -> float:
+    """The multiplier on the base learning rate at optimizer step ``step`` (0-based; a fraction where a time
+    limit plans the schedule, train._schedule_step), as nanoGPT's get_lr.
 
     onecycle: torch's OneCycleLR shape: linear from lr/25 up to lr over the warm-up, cosine down to lr/25e4.
     cosine: linear warm-up from 0, then cosine to 0. plateau and constant: warm-up, then 1 (plateau's

@@ -55,6 +55,7 @@ class RunState:
     plateau_scale: float = 1.0        # the plateau schedule's divisions by 10 so far
     epochs_since_best: int = 0
     wall_time_s: float = 0.0          # training time of the whole run, over every session
+    schedule_step: float = 0.0        # where the learning-rate schedule is (_schedule_step): never goes back
     commands: list[str] = field(default_factory=list)   # the command that started the run, then the resumes
 
 
@@ -151,8 +152,8 @@ def train(cfg: TrainConfig, on_event: Callable[[Event], None] | None = None,
                 if stop.is_set() or state.step >= run.total_steps or out_of_time():
                     break
                 labels = labels.to(device, non_blocking=True)
-                lr = cfg.lr * lr_factor(cfg.schedule, state.step, run.schedule_steps, run.warmup_steps) \
-                    * state.plateau_scale
+                lr = cfg.lr * lr_factor(cfg.schedule, _schedule_step(state, run, time.perf_counter() - run_start),
+                                        run.schedule_steps, run.warmup_steps) * state.plateau_scale
                 loss, logits = _step(run, images.to(device, non_blocking=True), labels, criterion, lr,
                                      flip=_epoch_flip(cfg.flip, epoch))
                 state.step += 1
@@ -221,6 +222,7 @@ _RUN_STATE_CHECKS = {
     "history": lambda v: isinstance(v, list) and all(isinstance(h, dict) for h in v),
     "best_val_acc": lambda v: v is None or checkpoints.is_finite_number(v),
     "plateau_scale": checkpoints.is_finite_number, "wall_time_s": checkpoints.is_finite_number,
+    "schedule_step": checkpoints.is_finite_number,
     "commands": lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
 }
 
@@ -395,7 +397,7 @@ def _step(run: Run, images: torch.Tensor, labels: torch.Tensor, criterion: nn.Mo
         x, forward = transfer.pick_views(images, run.aug_gen), run.model.classifier
     else:
         x = train_transform(images, run.pre, run.aug_gen, pca_lighting=cfg.pca_lighting, cutout=cfg.cutout,
-                            flip=flip)
+                            flip=flip, crop_pad=cfg.crop_pad)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         forward = run.stepped
@@ -499,6 +501,18 @@ class _Status:
             steps_left = run.total_steps - state.step
             self.emit(StepEvent(epoch, cfg.epochs, state.step, run.total_steps, loss, lr, speed,
                                 steps_left * cfg.batch_size * run.world / max(speed, 1e-9)))
+
+
+def _schedule_step(state: RunState, run: Run, elapsed_s: float) -> float:
+    """The step the learning-rate schedule is at: the optimizer steps taken, or, when a time limit would end the
+    run before its epochs do, as far along as the time limit's share gone by: the schedule then warms up and
+    anneals within the time given (budgeted training), instead of being cut off at a high rate. Never goes back,
+    so a resumed run without its time limit goes on from where its schedule was."""
+    planned = float(state.step)
+    if run.cfg.time_limit:
+        planned = max(planned, elapsed_s / run.cfg.time_limit * run.schedule_steps)
+    state.schedule_step = max(state.schedule_step, min(planned, float(run.schedule_steps)))
+    return state.schedule_step
 
 
 def _stop_sentence(stopped: bool, saved: bool) -> str:

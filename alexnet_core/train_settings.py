@@ -96,6 +96,9 @@ TRAIN_SETTINGS: tuple[Setting, ...] = (
        minimum=0, maximum=1, place="more"),
     _s("cutout", "Cutout", "int", "side in pixels of a square blanked out of each training image (0: off)",
        minimum=0, maximum=512, place="more"),
+    _s("crop_pad", "Crop padding", "int", "small inputs (64 px or less): pixels of reflection around each training "
+       "image before its random crop of the input's size (default: an eighth of the input, 4 at 32; 0: no shift)",
+       minimum=0, maximum=16, place="more"),
     _s("flip", "Flip", "choice", "how training mirrors images: random: each image mirrored with probability 1/2; "
        "alternating: half mirrored once, then every image every other epoch (airbench)", choices=FLIPS,
        place="more"),
@@ -117,7 +120,8 @@ TRAIN_SETTINGS: tuple[Setting, ...] = (
        "end after this many steps (still validates and saves; default: no limit)", minimum=1,
        place="more", recipe=False),
     _s("time_limit", "Time limit (s)", "float",
-       "end after this many seconds of training (still validates and saves; default: no limit)", minimum=1,
+       "end after this many seconds of training (still validates and saves; default: no limit); where the epochs "
+       "would take longer, the learning-rate schedule is planned to end at the limit", minimum=1,
        place="more", recipe=False),
     _s("half", "Half-precision best checkpoint", "switch",
        "store best.safetensors in fp16 (loading gives fp32)", place="more", recipe=False),

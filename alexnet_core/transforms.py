@@ -105,19 +105,21 @@ BATCH_FLIPS = ("random", "all", "none")
 
 
 def train_transform(images_uint8: torch.Tensor, pre: Preprocess, generator: torch.Generator | None = None,
-                    *, pca_lighting: float = 0.0, cutout: int = 0, flip: str = "random") -> torch.Tensor:
+                    *, pca_lighting: float = 0.0, cutout: int = 0, flip: str = "random",
+                    crop_pad: int | None = None) -> torch.Tensor:
     """[B,C,S,S] uint8 → augmented float32 normalised [B,C,input,input], on the same device.
 
     Deterministic given ``generator`` (any device; None uses torch's default CPU generator).
     ``pca_lighting`` is the standard deviation of the lighting noise alpha (the paper uses 0.1; 0 is off).
-    ``cutout`` is the side in pixels of the square blanked out of each image (0 is off).
+    ``cutout`` is the side in pixels of the square blanked out of each image (0 is off). ``crop_pad``: how far a
+    small input is padded (by reflection) before its random crop; None: an eighth of the input side.
     ``flip``: "random" mirrors each image with probability 1/2; "all" and "none" mirror every image or none
     (the alternating flip of train.py, which decides per epoch, uses those).
     """
     x = _check_batch(images_uint8, pre)
     if pre.input_size <= SMALL_INPUT:
         x = _fit_to_input(x, pre.input_size)
-        x = random_crop_with_padding(x, pre.input_size // 8, generator)
+        x = random_crop_with_padding(x, pre.input_size // 8 if crop_pad is None else crop_pad, generator)
     else:
         x = random_resized_crop(F.to_dtype(x, torch.float32, scale=True), pre.input_size, generator)
     if flip == "random":

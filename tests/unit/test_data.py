@@ -512,6 +512,20 @@ def test_train_transform_small_crops_within_the_padding_and_flips_sometimes():
     assert len({(dy, dx) for dy, dx, _ in found}) > 10
 
 
+@pytest.mark.parametrize("crop_pad", [0, 2])
+def test_train_transform_crop_pad_sets_how_far_the_crops_shift(crop_pad):
+    pre = Preprocess(32, 32, 3, (0.0,) * 3, (1.0,) * 3)
+    image = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    out = train_transform(image.expand(400, -1, -1, -1), pre, torch.Generator().manual_seed(0), flip="none",
+                          crop_pad=crop_pad)
+    padded = nnf.pad(image.float() / 255, (crop_pad,) * 4, mode="reflect")[0] if crop_pad else image[0] / 255
+    offsets = {(dy, dx) for sample in out for dy in range(2 * crop_pad + 1) for dx in range(2 * crop_pad + 1)
+               if torch.allclose(sample, padded[:, dy:dy + 32, dx:dx + 32], atol=1e-6)}
+    assert len(offsets) == (2 * crop_pad + 1) ** 2    # every shift of at most crop_pad pixels, and no other
+    assert all(any(torch.allclose(sample, padded[:, dy:dy + 32, dx:dx + 32], atol=1e-6) for dy, dx in offsets)
+               for sample in out)
+
+
 def test_train_transform_big_uses_a_random_resized_crop_per_sample():
     pre = Preprocess(96, 110, 3, CIFAR10_MEAN, CIFAR10_STD)
     images = torch.randint(0, 256, (1, 3, 110, 110), dtype=torch.uint8).expand(6, -1, -1, -1)

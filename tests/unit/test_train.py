@@ -139,6 +139,38 @@ def test_schedules():
     assert [lr_factor("constant", s, total, 10) for s in (0, 9, 50)] == [0.1, 1.0, 1.0]
 
 
+def test_a_time_limit_shorter_than_the_epochs_plans_the_schedule_to_end_at_it(tiny_folder, tmp_path):
+    # 1,000 epochs of 6 steps cannot be done in 4 s: the schedule follows the clock instead, so the run warms up
+    # and anneals within its 4 s (it was cut off early in its warm-up before, at a twentieth of the way).
+    end, events = run(tiny_config(tiny_folder, tmp_path / "run", epochs=1000, time_limit=4.0, lr=0.02))
+    assert end.status == "stopped" and "time limit" in end.message
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert steps[-1].step < steps[-1].total_steps / 20
+    lrs = [e.lr for e in steps]
+    assert max(lrs) > 0.9 * 0.02 and lrs[-1] < 0.05 * 0.02, (max(lrs), lrs[-1])
+    peak = lrs.index(max(lrs))
+    assert all(a <= b + 1e-12 for a, b in zip(lrs[:peak], lrs[1:peak + 1]))      # up, then down
+    assert all(a >= b - 1e-12 for a, b in zip(lrs[peak:], lrs[peak + 1:]))
+    saved = checkpoints.read_metadata(end.best_path)
+    assert saved["wall_time_s"] <= 4.0 + 2.0
+
+
+def test_the_schedule_follows_the_clock_only_where_the_epochs_would_take_longer_and_never_goes_back():
+    from types import SimpleNamespace
+
+    from alexnet_core.train import RunState, _schedule_step
+
+    run_of = lambda limit: SimpleNamespace(cfg=TrainConfig(time_limit=limit), schedule_steps=1000)
+    state = RunState(step=100)
+    assert _schedule_step(state, run_of(None), elapsed_s=50) == 100            # no limit: the steps
+    assert _schedule_step(state, run_of(100.0), elapsed_s=50) == 500           # half the time: half the plan
+    state.step = 900
+    assert _schedule_step(state, run_of(100.0), elapsed_s=60) == 900           # the steps are further along
+    state.step = 10     # e.g. resumed without its time limit: the schedule stays where it was
+    assert _schedule_step(state, run_of(None), elapsed_s=0) == 900
+    assert _schedule_step(RunState(), run_of(1.0), elapsed_s=5) == 1000       # past the limit: the plan's end
+
+
 def test_plateau_divides_by_ten(tiny_folder, tmp_path):
     # lr so small that validation cannot improve: the rate must drop after `plateau_patience` epochs.
     end, events = run(tiny_config(tiny_folder, tmp_path / "run", epochs=4, lr=1e-9, schedule="plateau",
