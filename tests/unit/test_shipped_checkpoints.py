@@ -64,3 +64,18 @@ def test_the_tta_shift_bench_measures_every_padding(cifar10_dir):
     assert result["n"] == 300 and result["default_pad"] == 2
     assert set(result["accuracy"]) == {"none", "flip", "ten-crop pad 1", "ten-crop pad 4"}
     assert all(0.6 < acc <= 1 for acc in result["accuracy"].values())   # a trained net, not chance (10%)
+
+
+@pytest.mark.shared_data
+def test_the_time_budget_bench_runs_both_recipes_within_the_time_given(cifar10_dir):
+    """bench/time_budget.py (docs/benchmarks.md's recipe table) trains each recipe to the budget and reads back its
+    own run: here 6 seconds each on 400 images, so the figures only say that the runs happened and ended."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.time_budget", "--data", str(cifar10_dir), "--minutes", "0.1",
+         "--limit", "400", "--json"], cwd=SHIPPED_DIR.parent, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    runs = json.loads(out.stdout)["runs"]
+    assert [r["recipe"] for r in runs] == ["old", "new"]
+    for r in runs:
+        assert 1 <= r["epochs"] < 60, r          # the time limit, not the 60 epochs asked for, ended the run
+        assert r["train_minutes"] <= 0.3 and 0 <= r["test_acc_flip"] <= 1 and 0 <= r["best_val_acc"] <= 1
