@@ -39,9 +39,10 @@ def run(name: str, minutes: float, data: str, out: Path, limit: int | None = Non
                "--time-limit", f"{minutes * 60:g}", "--out", str(out)]
     command += ["--limit", str(limit)] if limit else []
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    evaluated = subprocess.run([sys.executable, "-m", "alexnet_core", "evaluate", "--checkpoint",
-                                str(out / "best.safetensors"), "--data", data, "--split", "test", "--tta", "flip",
-                                "--json"] + (["--limit", str(limit)] if limit else []), check=True, capture_output=True, text=True).stdout
+    evaluate = [sys.executable, "-m", "alexnet_core", "evaluate", "--checkpoint", str(out / "best.safetensors"),
+                "--data", data, "--split", "test", "--tta", "flip", "--json"]
+    evaluate += ["--limit", str(limit)] if limit else []
+    evaluated = subprocess.run(evaluate, check=True, capture_output=True, text=True).stdout
     meta = read_metadata(out / "best.safetensors")
     history = meta["history"]
     return {"recipe": name, "minutes": minutes, "epochs": history[-1]["epoch"],
