@@ -5,7 +5,7 @@
 
 For each budget, trains
 - old: the recipe of the CIFAR-10 checkpoint shipped before issue 28 (alexnet_cifar_fast, run F's flags);
-- new: the Studio recipe on alexnet_cifar_air (this checkpoint's flags),
+- new: the Studio recipe on alexnet_cifar_air (issue 28's run R1 as --recipe studio gives it),
 one after the other on the same machine, both with the same seeded 5% validation split, and reports for each run
 the epochs it finished, its best validation accuracy (flip, as the runs validate) and its test accuracy (flip),
 from the run's own best.safetensors. The epochs asked for are more than either budget allows, so --time-limit plans
@@ -26,7 +26,7 @@ from alexnet_core.checkpoints import read_metadata
 from alexnet_core.devices import describe_machine
 
 COMMON = ["--val-fraction", "0.05", "--seed", "0", "--tta", "flip"]
-RECIPES = {
+COMMANDS = {  # the train flags of each side (not config.RECIPES: "old" is run F's flags, "new" uses --recipe studio)
     "old": ["--model", "alexnet_cifar_fast", "--batch-size", "256", "--lr", "0.1", "--momentum", "0.9", "--nesterov",
             "--weight-decay", "5e-4", "--schedule", "onecycle", "--warmup-epochs", "5", "--label-smoothing", "0.1",
             "--cutout", "10", "--ema", "0.998", "--epochs", "60"],
@@ -35,7 +35,7 @@ RECIPES = {
 
 
 def run(name: str, minutes: float, data: str, out: Path, limit: int | None = None) -> dict:
-    command = [sys.executable, "-m", "alexnet_core", "train", *RECIPES[name], *COMMON, "--data", data,
+    command = [sys.executable, "-m", "alexnet_core", "train", *COMMANDS[name], *COMMON, "--data", data,
                "--time-limit", f"{minutes * 60:g}", "--out", str(out)]
     command += ["--limit", str(limit)] if limit else []
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -54,14 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/cifar10")
     p.add_argument("--minutes", type=float, nargs="+", default=[10, 20, 30])
-    p.add_argument("--only", choices=list(RECIPES), help="one recipe only")
+    p.add_argument("--only", choices=list(COMMANDS), help="one recipe only")
     p.add_argument("--limit", type=int, help="at most this many images per split (a quick check, not a measurement)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="time-budget-") as tmp:
         for minutes in args.minutes:
-            for name in [args.only] if args.only else list(RECIPES):
+            for name in [args.only] if args.only else list(COMMANDS):
                 rows.append(run(name, minutes, args.data, Path(tmp) / f"{name}-{minutes:g}", args.limit))
                 if not args.json:
                     r = rows[-1]
