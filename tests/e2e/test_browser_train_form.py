@@ -46,6 +46,9 @@ def test_the_browser_starts_the_command_lines_run_and_names_its_download(browser
                                str(live_app.tiny_data), "--epochs", "1", "--batch-size", "8", "--out", started.out])
         assert started == cli, {k: (v, getattr(cli, k)) for k, v in run.config.items() if v != getattr(cli, k)}
 
+        # The button follows its value in an event of its own (ui.train_view.download_button), a moment after the
+        # status line says Finished: wait for it rather than look once.
+        page.wait_for_function("!document.querySelector('#train-download').disabled")
         assert not download.is_disabled()
         with page.expect_download() as caught:
             download.click()
