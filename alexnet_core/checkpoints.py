@@ -806,7 +806,9 @@ def list_checkpoints(*dirs: str | os.PathLike, recursive: bool = True) -> list[C
         else:
             continue
         for path in candidates:
-            if path.name == "last.safetensors" or path.resolve() in found:
+            # A run's training state and its live-view snapshots (snapshots/NNNN.safetensors, written several
+            # times an epoch) are no model checkpoints: skipped, not logged one line per file.
+            if path.name == "last.safetensors" or path.parent.name == "snapshots" or path.resolve() in found:
                 continue
             try:
                 meta = read_metadata(path)

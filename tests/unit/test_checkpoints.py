@@ -477,6 +477,19 @@ def test_list_checkpoints_finds_nested_runs_newest_first_and_skips_the_rest(tmp_
     assert [info.path for info in list_checkpoints(newer, tmp_path / "runs")] == [newer, older]
 
 
+def test_a_runs_snapshots_are_no_checkpoints_and_are_skipped_without_a_log_line(tmp_path, caplog):
+    # The live views write snapshots/NNNN.safetensors several times an epoch: every listing logged one
+    # "Left out of the checkpoint lists" line per file, hundreds for one run.
+    run = tmp_path / "runs" / "cifar_a"
+    best = save_checkpoint(run / "best.safetensors", build_model(SMALL).state_dict(), small_meta())
+    (run / "snapshots").mkdir()
+    for name in ("000001", "000002", "images"):
+        save_file({"w": torch.zeros(1)}, str(run / "snapshots" / f"{name}.safetensors"))
+    with caplog.at_level("WARNING", logger="alexnet_core.checkpoints"):
+        assert [info.path for info in list_checkpoints(tmp_path / "runs")] == [best]
+    assert "Left out" not in caplog.text
+
+
 def test_a_checkpoint_with_a_model_card_is_labelled_by_its_test_accuracy(tmp_path):
     # Issue 19: "CIFAR-10 · 10 classes · 89.45% test", the number from the card's plain top-1 line.
     path = save_checkpoint(tmp_path / "cifar10.safetensors", build_model(SMALL).state_dict(),
