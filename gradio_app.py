@@ -45,11 +45,8 @@ CSS = """
   /* a long accordion title wraps, and its ▼ stays inside the box */
   .label-wrap > span:not(.icon) { white-space: normal; text-align: left; flex: 1 1 auto; min-width: 0; }
   .label-wrap > .icon { flex-shrink: 0; margin-right: 6px; }  /* turned 90°, it juts out by a few pixels */
-  /* every tab one tap away: five narrower tab buttons fit a 390 px screen, so none hides behind "…" (Gradio
-     measures the buttons, hidden copies included, to decide which overflow) */
+  /* narrower tab buttons: the seven tabs (gr.Tabs wraps them) take two rows on a 390 px screen, not three */
   .tab-container button { padding: 0 7px !important; font-size: 14px !important; }
-  /* seven tabs: the bar wraps onto a second line instead of hiding the last ones behind "…" */
-  .tab-container { flex-wrap: wrap !important; height: auto !important; row-gap: 2px; }
   /* a dropdown takes the whole row, so that its value is readable rather than cut under the arrow */
   .form { flex-wrap: wrap; }
   .form > .block:has(input[role=combobox]) { min-width: 100% !important; }
@@ -88,7 +85,8 @@ def build_app() -> gr.Blocks:
                            show_progress="hidden")
         # Predict first: a visitor classifies a photo from the first screen, on a phone too (where only the first
         # tabs fit in the bar and the rest hide behind "…").
-        with gr.Tabs() as tabs:
+        # wrap: on a phone the seven tabs take two rows, every one a tap away, none hidden behind "…"
+        with gr.Tabs(overflow_behavior="wrap") as tabs:
             predict_checkpoint = predict.tab(app, visitor)
             model, layer, look = architecture.tab(app)
             image, inside_checkpoint, focus, _ = inside.tab(app, visitor)

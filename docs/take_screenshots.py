@@ -13,6 +13,7 @@ Compare on the two shipped checkpoints. One file per tab, size and scheme: ``<ta
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import socket
 import tempfile
@@ -165,8 +166,12 @@ def main() -> None:
                 panel.get_by_role("button", name="Compare", exact=True).click()
                 page.locator("#compare-chart img").first.wait_for()
                 shot("compare")
-        panel.get_by_role("button", name="Stop", exact=True).click()
-        page.get_by_text("Stopped").first.wait_for()
+        # The run is stopped from its own tab (the last panel shown is Compare's), unless it has finished already.
+        panel = tab("Train")
+        stop = panel.get_by_role("button", name="Stop", exact=True)
+        if stop.is_enabled():
+            stop.click()
+        page.get_by_text(re.compile("^(Stopped|Finished)", re.M)).first.wait_for()
         browser.close()
     app.close()
     print("\n".join(str(p) for p in sorted(out.glob("*.png"))))
