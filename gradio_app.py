@@ -83,9 +83,8 @@ def build_app() -> gr.Blocks:
         visitor = gr.State(None)
         visited = app.load(remember_visitor, inputs=saved, outputs=[visitor, saved], api_name=False,
                            show_progress="hidden")
-        # Predict first: a visitor classifies a photo from the first screen, on a phone too (where only the first
-        # tabs fit in the bar and the rest hide behind "…").
-        # wrap: on a phone the seven tabs take two rows, every one a tap away, none hidden behind "…"
+        # Predict first: a visitor classifies a photo from the first screen, on a phone too. wrap: on a phone the
+        # seven tabs take two rows, every one a tap away, none hidden behind "…".
         with gr.Tabs(overflow_behavior="wrap") as tabs:
             predict_checkpoint = predict.tab(app, visitor)
             model, layer, look = architecture.tab(app)

@@ -777,6 +777,8 @@ def _label(path: Path, meta: dict) -> str:
 
 
 _log = logging.getLogger(__name__)
+
+SNAPSHOTS_FOLDER = "snapshots"  # a run's live-view snapshots (alexnet_core.snapshots): no model checkpoints
 _left_out: set[tuple[str, str]] = set()   # (file, reason) already logged: the app lists checkpoints often
 
 
@@ -806,9 +808,9 @@ def list_checkpoints(*dirs: str | os.PathLike, recursive: bool = True) -> list[C
         else:
             continue
         for path in candidates:
-            # A run's training state and its live-view snapshots (snapshots/NNNN.safetensors, written several
-            # times an epoch) are no model checkpoints: skipped, not logged one line per file.
-            if path.name == "last.safetensors" or path.parent.name == "snapshots" or path.resolve() in found:
+            # A run's training state and its live-view snapshots (written several times an epoch) are no model
+            # checkpoints: skipped, not logged one line per file.
+            if path.name == "last.safetensors" or path.parent.name == SNAPSHOTS_FOLDER or path.resolve() in found:
                 continue
             try:
                 meta = read_metadata(path)

@@ -32,7 +32,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from .checkpoints import atomic_write_bytes
+from .checkpoints import SNAPSHOTS_FOLDER, atomic_write_bytes
 from .explain import _forward, _grid, _unit_range, activation_grid
 from .images import decode_image, enlarge
 from .transforms import Preprocess, eval_transform
@@ -41,7 +41,6 @@ SNAPSHOT_SECONDS = 30.0   # in a long epoch, a snapshot at least this often
 GUESS_IMAGES = 24         # the fixed validation images whose guesses are shown
 TOP_CHANNELS = 8          # feature maps kept per conv layer: the most active channels for the photo
 MAX_SNAPSHOTS = 120       # files a run keeps; older ones are thinned beyond this
-FOLDER = "snapshots"
 IMAGES_FILE = "images.safetensors"
 
 
@@ -143,7 +142,7 @@ def take(model: nn.Module, pre: Preprocess, images: SnapshotImages, *, index: in
 
 
 def folder(run_dir: str | Path) -> Path:
-    return Path(run_dir) / FOLDER
+    return Path(run_dir) / SNAPSHOTS_FOLDER
 
 
 def save_images(run_dir: str | Path, images: SnapshotImages) -> None:

@@ -19,6 +19,7 @@ import gradio as gr
 import pandas as pd
 
 from alexnet_core import snapshots
+from alexnet_core.checkpoints import SNAPSHOTS_FOLDER
 from alexnet_core.images import ImageError, decode_image
 from alexnet_core.plots import confusion_counts_plot
 from alexnet_core.runner import RUNNER
@@ -121,7 +122,7 @@ def _run_dir(owner: str) -> Path | None:
     if state.run_dir and Path(state.run_dir).is_dir():
         return Path(state.run_dir)
     folder = runs_dir(owner)
-    mine = [d for d in folder.glob("*") if (d / snapshots.FOLDER).is_dir()] if folder.is_dir() else []
+    mine = [d for d in folder.glob("*") if (d / SNAPSHOTS_FOLDER).is_dir()] if folder.is_dir() else []
     return max(mine, key=lambda d: d.stat().st_mtime) if mine else None
 
 
